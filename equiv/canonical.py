@@ -1,0 +1,286 @@
+"""The canonical form: parameter names and layout, tap names, and the network's plan.
+
+Everything here is derived from a `Variant` alone and needs no framework.
+
+Parameters are numpy float32 arrays named from indices:
+
+    stem/conv/kernel                 (k, k, in, out)   HWIO, as TF and Keras store it
+    stem/conv/bias                   (out,)
+    stem/conv/bn/gamma|beta|moving_mean|moving_variance
+    stage{s}/unit{u}/preact/...      BatchNorm of a pre-activation (v2) unit
+    stage{s}/unit{u}/shortcut/kernel, /bias, /bn/...
+    stage{s}/unit{u}/conv{k}/kernel, /bias, /bn/...
+    post/...                         BatchNorm before pooling (v2)
+    logits/kernel                    (features, classes) as a Keras Dense stores it
+    logits/bias                      (classes,)
+
+Taps (intermediate outputs), in network order, all NHWC except the last two:
+
+    stem/conv, stem/pool,
+    stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
+    post, pool (N, C), logits (N, classes)
+
+A conv tap is taken after that conv's BatchNorm and ReLU where it has them; a unit tap after
+the add (and the ReLU of a v1 unit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from equiv.errors import ParamMismatchError
+from equiv.variants import Variant
+
+BN_FIELDS_SCALED = ("gamma", "beta", "moving_mean", "moving_variance")
+BN_FIELDS_UNSCALED = ("beta", "moving_mean", "moving_variance")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution of the plan and what follows it."""
+
+    name: str  # canonical layer name, e.g. stage1/unit1/conv2
+    kernel: int
+    cin: int
+    cout: int
+    stride: int
+    padding: str  # "symmetric" | "tf_same"
+    bias: bool
+    norm: bool  # BatchNorm follows
+    relu: bool  # ReLU follows (after the norm)
+
+
+@dataclass(frozen=True)
+class Unit:
+    stage: int  # 1-based
+    index: int  # 1-based within the stage
+    cin: int
+    cout: int
+    stride: int
+    projection: bool
+    convs: tuple[Conv, ...]
+    shortcut: Conv | None  # the projection, when there is one
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.stage}/unit{self.index}"
+
+
+def _bias(v: Variant, norm: bool) -> bool:
+    return v.conv_bias == "all" or (v.conv_bias == "unnormalized" and not norm)
+
+
+def stem(v: Variant) -> Conv:
+    norm = not v.preact
+    return Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
+                v.stem_padding, _bias(v, norm), norm, norm)
+
+
+def units(v: Variant) -> list[Unit]:
+    out: list[Unit] = []
+    cin = v.stem_width
+    for s, (depth, width, stage_stride) in enumerate(zip(v.depths, v.widths, v.strides), start=1):
+        cout = width * v.expansion
+        for u in range(1, depth + 1):
+            strided_unit = u == (1 if v.stride_unit == "first" else depth)
+            stride = stage_stride if strided_unit else 1
+            projection = {
+                "first_unit": u == 1,
+                "channels": cin != cout,
+                "channels_or_stride": cin != cout or stride != 1,
+            }[v.projection]
+            if v.block == "bottleneck":
+                shapes = [(1, cin, width), (3, width, width), (1, width, cout)]
+            else:
+                shapes = [(3, cin, width), (3, width, cout)]
+            convs = []
+            for k, (ksize, a, b) in enumerate(shapes, start=1):
+                last = k == len(shapes)
+                norm = not (v.preact and last)
+                convs.append(Conv(
+                    f"stage{s}/unit{u}/conv{k}", ksize, a, b,
+                    stride if k == v.stride_conv else 1, v.conv_padding,
+                    _bias(v, norm), norm, relu=not last,
+                ))
+            shortcut = None
+            if projection:
+                shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, stride, "symmetric",
+                                _bias(v, v.shortcut_norm), v.shortcut_norm, relu=False)
+            out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut))
+            cin = cout
+    return out
+
+
+def features(v: Variant) -> int:
+    return v.widths[-1] * v.expansion
+
+
+def bn_fields(v: Variant) -> tuple[str, ...]:
+    return BN_FIELDS_SCALED if v.bn_scale else BN_FIELDS_UNSCALED
+
+
+def param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
+    """Every canonical parameter of `v`, in network order, with its shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bn(prefix: str, c: int) -> None:
+        for f in bn_fields(v):
+            shapes[f"{prefix}/{f}"] = (c,)
+
+    def conv(c: Conv) -> None:
+        shapes[f"{c.name}/kernel"] = (c.kernel, c.kernel, c.cin, c.cout)
+        if c.bias:
+            shapes[f"{c.name}/bias"] = (c.cout,)
+        if c.norm:
+            bn(f"{c.name}/bn", c.cout)
+
+    conv(stem(v))
+    for unit in units(v):
+        if v.preact:
+            bn(f"{unit.name}/preact", unit.cin)
+        if unit.shortcut:
+            conv(unit.shortcut)
+        for c in unit.convs:
+            conv(c)
+    if v.preact:
+        bn("post", features(v))
+    shapes["logits/kernel"] = (features(v), v.num_classes)
+    shapes["logits/bias"] = (v.num_classes,)
+    return shapes
+
+
+def param_count(v: Variant) -> int:
+    return sum(math.prod(s) for s in param_shapes(v).values())
+
+
+def tap_names(v: Variant) -> list[str]:
+    """Every canonical tap of `v`, in network order."""
+    taps = ["stem/conv", "stem/pool"]
+    for unit in units(v):
+        if v.preact:
+            taps.append(f"{unit.name}/preact")
+        taps.append(f"{unit.name}/shortcut")
+        taps += [c.name for c in unit.convs]
+        taps.append(unit.name)
+    if v.preact:
+        taps.append("post")
+    return taps + ["pool", "logits"]
+
+
+def resolve_taps(v: Variant, taps) -> list[str]:
+    """`None` or "all" for every tap; "logits"; or a list of names (checked)."""
+    known = tap_names(v)
+    if taps is None or taps == "all":
+        return known
+    if isinstance(taps, str):
+        taps = [taps]
+    unknown = [t for t in taps if t not in known]
+    if unknown:
+        raise ValueError(f"unknown tap(s) for {v.name}: {', '.join(unknown)}")
+    return list(taps)
+
+
+# ---------------------------------------------------------------------------------------
+# Padding: one rule, used by every adapter that must pad explicitly
+
+
+def pad_amounts(rule: str, size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial axis of length `size`."""
+    if rule == "valid":
+        return 0, 0
+    if rule == "symmetric":
+        before = (kernel - 1) // 2
+        return before, kernel - 1 - before
+    if rule == "tf_same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2
+    raise ValueError(f"unknown padding rule {rule!r}")
+
+
+def output_size(rule: str, size: int, kernel: int, stride: int) -> int:
+    before, after = pad_amounts(rule, size, kernel, stride)
+    return (size + before + after - kernel) // stride + 1
+
+
+def spatial_sizes(v: Variant, size: int) -> list[int]:
+    """The spatial size after the stem conv, the pool, and each stage (one axis)."""
+    sizes = [output_size(v.stem_padding, size, v.stem_kernel, v.stem_stride)]
+    sizes.append(output_size(v.pool_padding, sizes[-1], v.pool_kernel, v.pool_stride))
+    for s in v.strides:
+        sizes.append(output_size(v.conv_padding, sizes[-1], 3, s))
+    return sizes
+
+
+def min_input_size(v: Variant) -> int:
+    """The smallest input side for which every layer has a non-empty output."""
+    for n in range(1, 4096):
+        if all(s >= 1 for s in spatial_sizes(v, n)):
+            return n
+    raise ValueError(f"{v.name}: no usable input size")
+
+
+def flops(v: Variant, height: int, width: int) -> int:
+    """Multiply-adds x 2 of one forward pass on one image, from the description."""
+    total = 0
+
+    def conv_flops(c: Conv, h: int, w: int) -> tuple[int, int, int]:
+        ho = output_size(c.padding, h, c.kernel, c.stride)
+        wo = output_size(c.padding, w, c.kernel, c.stride)
+        return 2 * ho * wo * c.kernel * c.kernel * c.cin * c.cout, ho, wo
+
+    f, h, w = conv_flops(stem(v), height, width)
+    total += f
+    h = output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
+    w = output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
+    for unit in units(v):
+        if unit.shortcut:
+            total += conv_flops(unit.shortcut, h, w)[0]
+        hh, ww = h, w
+        for c in unit.convs:
+            f, hh, ww = conv_flops(c, hh, ww)
+            total += f
+        h, w = hh, ww
+    return total + 2 * features(v) * v.num_classes
+
+
+# ---------------------------------------------------------------------------------------
+# Strict checking, shared by every adapter's load
+
+
+def check_params(v: Variant, params: Mapping[str, np.ndarray], source: str | None = None) -> None:
+    """Raise ParamMismatchError unless `params` holds exactly the canonical parameters of `v`."""
+    expected = param_shapes(v)
+    missing = [n for n in expected if n not in params]
+    unexpected = [n for n in params if n not in expected]
+    mismatched = [
+        (n, shape, tuple(np.shape(params[n])))
+        for n, shape in expected.items()
+        if n in params and tuple(np.shape(params[n])) != shape
+    ]
+    if missing or unexpected or mismatched:
+        raise ParamMismatchError(v.name, missing, unexpected, mismatched, source)
+
+
+# ---------------------------------------------------------------------------------------
+# Layouts: the one place that knows how each framework lays out a tensor
+
+
+def hwio_to_oihw(k: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(k.transpose(3, 2, 0, 1))
+
+
+def oihw_to_hwio(k: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(k.transpose(2, 3, 1, 0))
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x

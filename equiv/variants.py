@@ -1,0 +1,210 @@
+"""Variants as data: one frozen description per network, and the registry of named ones.
+
+Every convention that changes a number is a field here. Adapters never decide a convention
+themselves; they realise what the description says. Two networks that differ in any field
+are two variants, even when they share every parameter name and shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from equiv.errors import UnknownVariantError
+
+Framework = Literal["slim", "keras", "torch"]
+FRAMEWORKS: tuple[str, ...] = ("slim", "keras", "torch")
+
+# How a strided convolution or pool pads:
+#   "symmetric": (k-1)//2 before and the rest after, whatever the input size (slim's
+#                conv2d_same for stride > 1, keras' explicit ZeroPadding2D, PyTorch's padding=k//2);
+#   "tf_same":   TensorFlow's SAME: total = max((ceil(n/s)-1)*s + k - n, 0), before = total//2,
+#                so more after than before on even sizes with stride 2;
+#   "valid":     no padding (pools only).
+Padding = Literal["symmetric", "tf_same", "valid"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    native: Framework
+    description: str
+    block: Literal["basic", "bottleneck"]
+    depths: tuple[int, ...]  # units per stage
+    widths: tuple[int, ...]  # bottleneck width per stage; a unit outputs width * expansion
+    strides: tuple[int, ...]  # stride of each stage
+    preact: bool  # v2: BN+ReLU before each unit, post-norm before pooling, no ReLU after the add
+    stride_unit: Literal["first", "last"]  # which unit of a stage carries its stride
+    stride_conv: int  # which conv of that unit (1-based) carries it
+    # When the shortcut is a 1x1 projection; otherwise it is the identity, subsampled by a
+    # 1x1 max-pool of the unit's stride when the unit is strided.
+    #   "first_unit": the first unit of every stage (keras.applications)
+    #   "channels": when the channel count changes (tf_slim.nets)
+    #   "channels_or_stride": when channels change or the unit is strided (torchvision)
+    projection: Literal["first_unit", "channels", "channels_or_stride"]
+    shortcut_norm: bool  # BatchNorm after the projection
+    # Which convolutions carry a bias: all, none, or only those that no BatchNorm follows.
+    conv_bias: Literal["all", "none", "unnormalized"]
+    conv_padding: Padding  # the strided 3x3 conv
+    bn_epsilon: float
+    bn_scale: bool = True  # BatchNorm has gamma
+    stem_width: int = 64
+    stem_kernel: int = 7
+    stem_stride: int = 2
+    stem_padding: Padding = "symmetric"
+    pool_kernel: int = 3
+    pool_stride: int = 2
+    pool_padding: Padding = "symmetric"
+    pool_pad_value: Literal["-inf", "zero"] = "-inf"
+    num_classes: int = 1000
+    in_channels: int = 3
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.depths)
+        if not (len(self.widths) == len(self.strides) == n) or n == 0:
+            raise ValueError(f"{self.name}: depths, widths and strides must have one entry per stage")
+        if any(d < 1 for d in self.depths) or any(w < 1 for w in self.widths):
+            raise ValueError(f"{self.name}: every stage needs at least one unit and a positive width")
+        if self.stride_conv < 1 or self.stride_conv > self.convs_per_unit:
+            raise ValueError(f"{self.name}: stride_conv must be in 1..{self.convs_per_unit}")
+        if self.stem_padding == "valid" or self.conv_padding == "valid":
+            raise ValueError(f"{self.name}: convolutions pad 'symmetric' or 'tf_same'")
+        if self.pool_padding == "tf_same" and self.pool_pad_value != "-inf":
+            raise ValueError(f"{self.name}: TF SAME pooling always pads with -inf")
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def convs_per_unit(self) -> int:
+        return 3 if self.block == "bottleneck" else 2
+
+    @property
+    def framework(self) -> str:
+        """The registry prefix (slim, keras, torchvision, seed, ...)."""
+        return self.name.split("/", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split("/", 1)[-1]
+
+    def replace(self, **changes) -> "Variant":
+        return dataclasses.replace(self, **changes)
+
+    def conventions(self) -> dict:
+        """Every field that changes a number (everything but the name, native and prose)."""
+        skip = {"name", "native", "description", "notes"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+# ---------------------------------------------------------------------------------------
+# The registry
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    if variant.name in _REGISTRY:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    _REGISTRY[variant.name] = variant
+    return variant
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def all_variants() -> list[Variant]:
+    return list(_REGISTRY.values())
+
+
+def closest(name: str, n: int = 3) -> list[str]:
+    pool = names()
+    hits = difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
+    # also match on the part after the prefix: "resnet50" -> torchvision/resnet50
+    short = {v.split("/", 1)[-1]: v for v in pool}
+    hits += [short[s] for s in difflib.get_close_matches(name, list(short), n=n, cutoff=0.6)]
+    return list(dict.fromkeys(hits))[:n]
+
+
+def get(name: str | Variant, num_classes: int | None = None) -> Variant:
+    """Look up a registered variant; `num_classes` gives a copy with another head."""
+    if isinstance(name, Variant):
+        v = name
+    else:
+        try:
+            v = _REGISTRY[name]
+        except KeyError:
+            hint = closest(name)
+            msg = f"unknown variant {name!r}"
+            msg += f"; did you mean {', '.join(hint)}?" if hint else "; `equiv variants` lists them"
+            raise UnknownVariantError(msg) from None
+    if num_classes is not None and num_classes != v.num_classes:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        v = v.replace(num_classes=num_classes)
+    return v
+
+
+# ---------------------------------------------------------------------------------------
+# Real references
+
+_BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_WIDTHS = (64, 128, 256, 512)
+
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(Variant(
+        name=f"slim/resnet_v1_{_d}", native="slim",
+        description=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}: stride in the last unit, SAME max-pool",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=False,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
+        pool_padding="tf_same", num_classes=1001,
+    ))
+    register(Variant(
+        name=f"slim/resnet_v2_{_d}", native="slim",
+        description=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}: pre-activation, stride in the last unit",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
+        pool_padding="tf_same", num_classes=1001,
+    ))
+
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(Variant(
+        name=f"keras/ResNet{_d}", native="keras",
+        description=f"keras.applications.ResNet{_d}: stride on the first 1x1 conv, biased convs",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+        stride_unit="first", stride_conv=1, projection="first_unit", shortcut_norm=True,
+        conv_bias="all", conv_padding="symmetric", bn_epsilon=1.001e-5,
+        pool_padding="symmetric", pool_pad_value="zero",
+    ))
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(Variant(
+        name=f"keras/ResNet{_d}V2", native="keras",
+        description=f"keras.applications.ResNet{_d}V2: slim v2 but zero-padded VALID max-pool",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+        stride_unit="last", stride_conv=2, projection="first_unit", shortcut_norm=False,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1.001e-5,
+        pool_padding="symmetric", pool_pad_value="zero",
+    ))
+
+for _d, _block, _depths in [
+    (18, "basic", (2, 2, 2, 2)), (34, "basic", (3, 4, 6, 3)),
+    (50, "bottleneck", (3, 4, 6, 3)), (101, "bottleneck", (3, 4, 23, 3)),
+    (152, "bottleneck", (3, 8, 36, 3)),
+]:
+    register(Variant(
+        name=f"torchvision/resnet{_d}", native="torch",
+        description=f"torchvision.models.resnet{_d} (V1.5: stride on the 3x3 conv of the first unit)",
+        block=_block, depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+        stride_unit="first", stride_conv=2 if _block == "bottleneck" else 1,
+        projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
+        conv_padding="symmetric", bn_epsilon=1e-5,
+    ))
+
+DEFAULT_VARIANT = "slim/resnet_v2_50"
