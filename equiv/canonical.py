@@ -32,7 +32,7 @@ from typing import Mapping
 
 import numpy as np
 
-from equiv.errors import ParamMismatchError
+from equiv.errors import EquivError, ParamMismatchError
 from equiv.variants import Variant
 
 BN_FIELDS_SCALED = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -180,7 +180,7 @@ def resolve_taps(v: Variant, taps) -> list[str]:
         taps = [taps]
     unknown = [t for t in taps if t not in known]
     if unknown:
-        raise ValueError(f"unknown tap(s) for {v.name}: {', '.join(unknown)}")
+        raise EquivError(f"unknown tap(s) for {v.name}: {', '.join(unknown)}")
     return list(taps)
 
 

@@ -61,12 +61,18 @@ def inference_bn(v: Variant, params: Mapping[str, np.ndarray]) -> BatchNorm:
     return bn
 
 
-def forward(v: Variant, params: Mapping[str, np.ndarray], x: np.ndarray, *,
-            bn: BatchNorm | None = None, dtype=np.float64) -> dict[str, np.ndarray]:
-    """Every tap of `v` on NHWC input `x`, computed in `dtype` (float64 by default)."""
+Segment = tuple[str, str | None, Callable[[np.ndarray], dict[str, np.ndarray]]]
+
+
+def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | None = None,
+             dtype=np.float64) -> list[Segment]:
+    """The network as a chain of segments: (output tap, input tap or None for the image, fn).
+
+    `fn(input)` returns every tap the segment produces, its output tap last. Chaining them is
+    the forward pass; running one on another implementation's input isolates its error.
+    """
     bn = bn or inference_bn(v, params)
     p = {k: np.asarray(a, dtype) for k, a in params.items()}
-    taps: dict[str, np.ndarray] = {}
 
     def conv(c: C.Conv, h: np.ndarray) -> np.ndarray:
         h = conv2d(h, p[f"{c.name}/kernel"], c.stride, c.padding, p.get(f"{c.name}/bias"))
@@ -74,32 +80,46 @@ def forward(v: Variant, params: Mapping[str, np.ndarray], x: np.ndarray, *,
             h = bn(f"{c.name}/bn", h)
         return relu(h) if c.relu else h
 
-    h = conv(C.stem(v), np.asarray(x, dtype))
-    taps["stem/conv"] = h
-    h = max_pool(h, v.pool_kernel, v.pool_stride, v.pool_padding, v.pool_pad_value)
-    taps["stem/pool"] = h
+    def unit_fn(unit: C.Unit):
+        def fn(h: np.ndarray) -> dict[str, np.ndarray]:
+            taps = {}
+            branch_in = h
+            if v.preact:
+                branch_in = taps[f"{unit.name}/preact"] = relu(bn(f"{unit.name}/preact", h))
+            if unit.shortcut:
+                shortcut = conv(unit.shortcut, branch_in if v.preact else h)
+            else:
+                shortcut = h[:, ::unit.stride, ::unit.stride]
+            taps[f"{unit.name}/shortcut"] = shortcut
+            r = branch_in
+            for c in unit.convs:
+                r = taps[c.name] = conv(c, r)
+            out = shortcut + r
+            taps[unit.name] = out if v.preact else relu(out)
+            return taps
+        return fn
+
+    segs: list[Segment] = [
+        ("stem/conv", None, lambda x: {"stem/conv": conv(C.stem(v), np.asarray(x, dtype))}),
+        ("stem/pool", "stem/conv", lambda h: {"stem/pool": max_pool(
+            h, v.pool_kernel, v.pool_stride, v.pool_padding, v.pool_pad_value)}),
+    ]
+    prev = "stem/pool"
     for unit in C.units(v):
-        branch_in = h
-        if v.preact:
-            branch_in = relu(bn(f"{unit.name}/preact", h))
-            taps[f"{unit.name}/preact"] = branch_in
-        if unit.shortcut:
-            shortcut = conv(unit.shortcut, branch_in if v.preact else h)
-        else:
-            shortcut = h[:, ::unit.stride, ::unit.stride]
-        taps[f"{unit.name}/shortcut"] = shortcut
-        r = branch_in
-        for c in unit.convs:
-            r = conv(c, r)
-            taps[c.name] = r
-        h = shortcut + r
-        if not v.preact:
-            h = relu(h)
-        taps[unit.name] = h
+        segs.append((unit.name, prev, unit_fn(unit)))
+        prev = unit.name
     if v.preact:
-        h = relu(bn("post", h))
-        taps["post"] = h
-    pooled = h.mean(axis=(1, 2))
-    taps["pool"] = pooled
-    taps["logits"] = pooled @ p["logits/kernel"] + p["logits/bias"]
+        segs.append(("post", prev, lambda h: {"post": relu(bn("post", h))}))
+        prev = "post"
+    segs.append(("pool", prev, lambda h: {"pool": h.mean(axis=(1, 2))}))
+    segs.append(("logits", "pool", lambda h: {"logits": h @ p["logits/kernel"] + p["logits/bias"]}))
+    return segs
+
+
+def forward(v: Variant, params: Mapping[str, np.ndarray], x: np.ndarray, *,
+            bn: BatchNorm | None = None, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Every tap of `v` on NHWC input `x`, computed in `dtype` (float64 by default)."""
+    taps: dict[str, np.ndarray] = {}
+    for _, src, fn in segments(v, params, bn=bn, dtype=dtype):
+        taps.update(fn(x if src is None else taps[src]))
     return taps

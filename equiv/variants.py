@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from equiv.errors import UnknownVariantError
+from equiv.errors import EquivError, UnknownVariantError
 
 Framework = Literal["slim", "keras", "torch"]
 FRAMEWORKS: tuple[str, ...] = ("slim", "keras", "torch")
@@ -123,11 +123,12 @@ def all_variants() -> list[Variant]:
 
 
 def closest(name: str, n: int = 3) -> list[str]:
+    """Registered names near `name`; a bare short name ("resnet50") ranks its exact owner first."""
     pool = names()
-    hits = difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
-    # also match on the part after the prefix: "resnet50" -> torchvision/resnet50
-    short = {v.split("/", 1)[-1]: v for v in pool}
-    hits += [short[s] for s in difflib.get_close_matches(name, list(short), n=n, cutoff=0.6)]
+    short = {v.split("/", 1)[-1].lower(): v for v in pool}
+    hits = [short[name.lower()]] if name.lower() in short else []
+    hits += [short[s] for s in difflib.get_close_matches(name.lower(), list(short), n=n, cutoff=0.6)]
+    hits += difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
     return list(dict.fromkeys(hits))[:n]
 
 
@@ -145,7 +146,7 @@ def get(name: str | Variant, num_classes: int | None = None) -> Variant:
             raise UnknownVariantError(msg) from None
     if num_classes is not None and num_classes != v.num_classes:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise EquivError(f"num_classes must be positive, got {num_classes}")
         v = v.replace(num_classes=num_classes)
     return v
 

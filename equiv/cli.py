@@ -1,0 +1,122 @@
+"""The `equiv` command line. Exit 0: equivalent; 1: not equivalent; 2: usage or input error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every other input error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {n}")
+    return n
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    return lambda msg: print(f"[equiv] {msg}", file=sys.stderr, flush=True)
+
+
+def _emit(report, args) -> int:
+    from equiv import report as R
+
+    print(R.to_text(report, color=sys.stdout.isatty()), end="")
+    if args.json:
+        R.write_atomic(args.json, R.to_json_text(report))
+    if getattr(args, "markdown", None):
+        R.write_atomic(args.markdown, R.to_markdown(report))
+    return EXIT_OK if report.equivalent else EXIT_DIFFERENT
+
+
+def cmd_variants(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from equiv import canonical, variants
+
+    table = Table(title="registered variants")
+    for col in ("name", "native", "parameters", "description"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for v in variants.all_variants():
+        table.add_row(v.name, v.native, f"{canonical.param_count(v):,}", v.description)
+    Console(width=max(100, Console().width)).print(table)
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from equiv.check import check
+
+    report = check(args.variant, args.frameworks, input_size=tuple(args.input_size), batch=args.batch,
+                   seed=args.seed, isolated=args.isolated, progress=_progress(not args.quiet))
+    return _emit(report, args)
+
+
+def cmd_diff(args) -> int:
+    from equiv.check import diff
+
+    report = diff(args.variant_a, args.variant_b, args.framework, input_size=tuple(args.input_size),
+                  batch=args.batch, seed=args.seed)
+    return _emit(report, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("variants", help="list the registered variants")
+    s.set_defaults(func=cmd_variants)
+
+    def common(s, size=(224, 224)):
+        s.add_argument("--input-size", nargs=2, type=_size, default=list(size), metavar=("H", "W"),
+                       help=f"input height and width (default {size[0]} {size[1]})")
+        s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
+        s.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
+        s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+    s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
+    s.add_argument("variant", help="a registered variant, e.g. slim/resnet_v2_50 (see `equiv variants`)")
+    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default slim,keras,torch)")
+    common(s)
+    s.add_argument("--isolated", action="store_true",
+                   help="also split each unit's error into what it made and what it inherited")
+    s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("diff", help="do two variants compute the same function with one set of weights?")
+    s.add_argument("variant_a")
+    s.add_argument("variant_b")
+    s.add_argument("--framework", help="framework to run both in (default: variant_a's native one)")
+    common(s, size=(64, 64))
+    s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    s.set_defaults(func=cmd_diff)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    from equiv.errors import EquivError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (EquivError, FileExistsError) as e:
+        print(f"equiv: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""PyTorch adapter: one nn.Module family that realises any variant from its description.
+
+The module is named as torchvision's ResNet is: conv1, bn1, maxpool, layer{s}.{u-1}.conv{k} /
+bn{k} / downsample.0 (.1), fc. For the torchvision/ variants it therefore *is* the reference:
+its state_dict has exactly torchvision.models.resnetNN's keys, shapes and dtypes, and loads
+into it with strict=True. Other variants extend the same scheme: conv biases as `conv.bias`,
+a pre-activation BatchNorm as `layer{s}.{u-1}.preact`, the v2 post-norm as `postnorm`, a
+projection without BatchNorm as `downsample.0` alone.
+
+Padding costs nothing where PyTorch can express it (a symmetric `padding=` argument, a
+max-pool's implicit -inf padding); only TF SAME with a stride, asymmetric amounts, or a
+zero-padded max-pool pad explicitly, in the layer that needs it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv.errors import EquivError, FrameworkError
+from equiv.variants import Variant
+
+try:  # absolute import: the real torch, not this module
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    _MISSING = None
+except ImportError as exc:  # the adapter must import, and say why, without torch
+    torch = F = None
+    nn = SimpleNamespace(Module=object, Conv2d=object, MaxPool2d=object)  # so the classes define
+    _MISSING = f"torch is not installed ({exc})"
+
+
+def available() -> str | None:
+    return _MISSING
+
+
+# ---------------------------------------------------------------------------------------
+# Layers
+
+# A tap recorder: forward() calls it with each canonical tap name and tensor (NCHW).
+Record = Callable[[str, "torch.Tensor"], None]
+
+
+def _ignore(name: str, t) -> None:
+    pass
+
+
+def _static_padding(rule: str, kernel: int, stride: int) -> tuple[int, int] | None:
+    """(before, after) when they do not depend on the input size, else None.
+
+    Only TF SAME with a stride > 1 and a kernel wider than 1 depends on the input size."""
+    if rule == "tf_same" and stride > 1 and kernel > 1:
+        return None
+    return C.pad_amounts(rule, 1, kernel, stride)  # any size gives the same amounts here
+
+
+class _PadsItself:
+    """Mixin for a Conv2d or MaxPool2d that pads its input with F.pad first: for padding that
+    the layer's own `padding=` cannot express (TF SAME, asymmetric, zeros before a max-pool)."""
+
+    def __init__(self, *args, rule: str, value: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rule, self.value = rule, value
+
+    def forward(self, x):
+        k, s = _first(self.kernel_size), _first(self.stride)
+        top, bottom = C.pad_amounts(self.rule, x.shape[-2], k, s)
+        left, right = C.pad_amounts(self.rule, x.shape[-1], k, s)
+        return super().forward(F.pad(x, (left, right, top, bottom), value=self.value))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.rule!r} with {self.value}"
+
+
+def _first(size) -> int:  # Conv2d keeps (k, k), MaxPool2d k
+    return size[0] if isinstance(size, tuple) else size
+
+
+class PaddedConv2d(_PadsItself, nn.Conv2d):
+    pass
+
+
+class PaddedMaxPool2d(_PadsItself, nn.MaxPool2d):
+    pass
+
+
+def _conv(c: C.Conv) -> nn.Conv2d:
+    pad = _static_padding(c.padding, c.kernel, c.stride)
+    if pad is not None and pad[0] == pad[1]:
+        return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias)
+    return PaddedConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, rule=c.padding)
+
+
+def _max_pool(v: Variant) -> nn.MaxPool2d:
+    k, s = v.pool_kernel, v.pool_stride
+    pad = _static_padding(v.pool_padding, k, s)
+    # MaxPool2d pads implicitly with -inf, symmetrically, at most half the kernel.
+    if pad == (0, 0) or (pad is not None and pad[0] == pad[1] <= k // 2 and v.pool_pad_value == "-inf"):
+        return nn.MaxPool2d(k, s, padding=pad[0])
+    value = float("-inf") if v.pool_pad_value == "-inf" else 0.0
+    return PaddedMaxPool2d(k, s, rule=v.pool_padding, value=value)
+
+
+def _batch_norm(v: Variant, channels: int) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels, eps=v.bn_epsilon, affine=v.bn_scale)
+    if not v.bn_scale:  # beta without gamma: F.batch_norm takes weight=None with a bias
+        bn.bias = nn.Parameter(torch.zeros(channels))
+    return bn
+
+
+def _conv_norm_relu(conv, bn, relu: bool, x):
+    x = conv(x)
+    if bn is not None:
+        x = bn(x)
+    return F.relu(x) if relu else x
+
+
+# No in-place operation below: a recorded tap must not change after it is recorded.
+
+
+class Unit(nn.Module):
+    """One residual unit, named as torchvision's BasicBlock / Bottleneck."""
+
+    def __init__(self, v: Variant, unit: C.Unit):
+        super().__init__()
+        self.preact = _batch_norm(v, unit.cin) if v.preact else None
+        for k, c in enumerate(unit.convs, start=1):
+            setattr(self, f"conv{k}", _conv(c))
+            setattr(self, f"bn{k}", _batch_norm(v, c.cout) if c.norm else None)
+        self.downsample = None
+        if unit.shortcut:
+            sc = unit.shortcut
+            self.downsample = nn.Sequential(_conv(sc), *([_batch_norm(v, sc.cout)] if sc.norm else []))
+        self.tap, self.stride = unit.name, unit.stride
+        self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
+
+    def forward(self, x, record: Record = _ignore):
+        branch = x
+        if self.preact is not None:
+            branch = F.relu(self.preact(x))
+            record(f"{self.tap}/preact", branch)
+        if self.downsample is not None:
+            # v2 projects the pre-activated input, v1 the unit's input
+            shortcut = self.downsample(x if self.preact is None else branch)
+        else:
+            shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        record(f"{self.tap}/shortcut", shortcut)
+        r = branch
+        for conv, bn, relu, tap in self.steps:
+            r = _conv_norm_relu(getattr(self, conv), getattr(self, bn), relu, r)
+            record(tap, r)
+        out = shortcut + r
+        if self.preact is None:  # v1: ReLU after the add; v2: none
+            out = F.relu(out)
+        record(self.tap, out)
+        return out
+
+
+class ResNet(nn.Module):
+    """Any variant; for torchvision/ variants, torchvision.models.resnetNN's exact layout."""
+
+    def __init__(self, v: Variant):
+        super().__init__()
+        stem = C.stem(v)
+        self.conv1 = _conv(stem)
+        self.bn1 = _batch_norm(v, stem.cout) if stem.norm else None
+        self.stem_relu = stem.relu
+        self.maxpool = _max_pool(v)
+        stages: dict[int, list[Unit]] = {}
+        for unit in C.units(v):
+            stages.setdefault(unit.stage, []).append(Unit(v, unit))
+        for s, blocks in stages.items():
+            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        self.stages = [f"layer{s}" for s in stages]
+        self.postnorm = _batch_norm(v, C.features(v)) if v.preact else None
+        self.fc = nn.Linear(C.features(v), v.num_classes)
+
+    def forward(self, x, record: Record = _ignore):
+        """Logits of NCHW `x`; `record(tap, tensor)` sees every canonical tap on the way."""
+        h = _conv_norm_relu(self.conv1, self.bn1, self.stem_relu, x)
+        record("stem/conv", h)
+        h = self.maxpool(h)
+        record("stem/pool", h)
+        for stage in self.stages:
+            for unit in getattr(self, stage):
+                h = unit(h, record)
+        if self.postnorm is not None:
+            h = F.relu(self.postnorm(h))
+            record("post", h)
+        pooled = h.mean(dim=(2, 3))
+        record("pool", pooled)
+        logits = self.fc(pooled)
+        record("logits", logits)
+        return logits
+
+
+def build(variant: Variant, *, reference: bool | None = None) -> ResNet:
+    """The module for `variant`. For torch-native (torchvision/) variants the generic module
+    is the reference itself, so reference=None/True/False build the same thing."""
+    if _MISSING:
+        raise FrameworkError(_MISSING)
+    if reference and variant.native != "torch":
+        raise FrameworkError(f"{variant.name} has no PyTorch reference implementation "
+                             f"(it is native to {variant.native}); use the generic builder")
+    return ResNet(variant).eval()
+
+
+# ---------------------------------------------------------------------------------------
+# Names and layouts
+
+# canonical field -> attribute of the torch module (Conv2d, BatchNorm2d or Linear)
+_FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+           "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def _modules(v: Variant) -> dict[str, str]:
+    """canonical layer -> torch module path."""
+    out = {"stem/conv": "conv1", "stem/conv/bn": "bn1", "post": "postnorm", "logits": "fc"}
+    for unit in C.units(v):
+        m = f"layer{unit.stage}.{unit.index - 1}"
+        out[f"{unit.name}/preact"] = f"{m}.preact"
+        out[f"{unit.name}/shortcut"] = f"{m}.downsample.0"
+        out[f"{unit.name}/shortcut/bn"] = f"{m}.downsample.1"
+        for c in unit.convs:
+            k = c.name.rsplit("conv", 1)[1]
+            out[c.name] = f"{m}.conv{k}"
+            out[f"{c.name}/bn"] = f"{m}.bn{k}"
+    return out
+
+
+def framework_names(variant: Variant) -> dict[str, str]:
+    modules = _modules(variant)
+    names = {}
+    for name in C.param_shapes(variant):
+        layer, field = name.rsplit("/", 1)
+        names[name] = f"{modules[layer]}.{_FIELDS[field]}"
+    return names
+
+
+def _to_torch(name: str, a: np.ndarray) -> np.ndarray:
+    if name == "logits/kernel":
+        return np.ascontiguousarray(a.T)  # Linear.weight is (out, in)
+    return C.hwio_to_oihw(a) if name.endswith("/kernel") else a
+
+
+def _to_canonical(name: str, a: np.ndarray) -> np.ndarray:
+    if name == "logits/kernel":
+        return np.ascontiguousarray(a.T)
+    return C.oihw_to_hwio(a) if name.endswith("/kernel") and a.ndim == 4 else a
+
+
+def export_params(variant: Variant, model: ResNet) -> dict[str, np.ndarray]:
+    state = model.state_dict()
+    return {name: _to_canonical(name, state[key].detach().cpu().float().numpy())
+            for name, key in framework_names(variant).items()}
+
+
+def load_params(variant: Variant, model: ResNet, params) -> None:
+    C.check_params(variant, params)
+    state = {key: torch.tensor(_to_torch(name, np.asarray(params[name], np.float32)))
+             for name, key in framework_names(variant).items()}
+    # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
+    state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
+    model.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+
+def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
+        channels_last: bool = False) -> dict[str, np.ndarray]:
+    """Taps of NHWC `x`. channels_last=True converts the model (in place) and the input to
+    torch.channels_last first; the input goes to the model's device."""
+    names = C.resolve_taps(variant, taps)
+    wanted, got = set(names), {}
+
+    def record(name, t):
+        if name in wanted:
+            got[name] = t
+
+    t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32)))
+    t = t.to(next(model.parameters()).device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        t = t.contiguous(memory_format=torch.channels_last)
+    model.eval()
+    with torch.inference_mode():
+        model(t, record)
+    return {n: C.nchw_to_nhwc(got[n].float().cpu().numpy()) for n in names}
+
+
+# ---------------------------------------------------------------------------------------
+# Files: a state_dict saved with torch.save
+
+
+def save_state_dict(variant: Variant, model: ResNet, path) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
+    """Canonical parameters from a state_dict file, checked strictly against `variant`.
+
+    Loaded with weights_only=True only: a file that needs arbitrary unpickling is refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        raise EquivError(f"{path}: not a state_dict that loads with weights_only=True ({exc})") from None
+    if not isinstance(state, dict):
+        raise EquivError(f"{path}: holds a {type(state).__name__}, not a state_dict")
+    canonical = {key: name for name, key in framework_names(variant).items()}
+    params = {}
+    for key, t in state.items():
+        if key.endswith(".num_batches_tracked"):
+            continue
+        name = canonical.get(key, key)  # an unknown key stays as it is, to be reported
+        params[name] = _to_canonical(name, torch.as_tensor(t).detach().float().numpy())
+    C.check_params(variant, params, source=str(path))
+    return params

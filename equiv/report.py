@@ -1,0 +1,147 @@
+"""Rendering a Report for people (a terminal table, Markdown) and programs (JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from equiv.compare import Report, TapResult
+
+
+def _fmt(x: float) -> str:
+    if isinstance(x, str):
+        return x
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf"
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def _rows(report: Report):
+    """One row per tap: the tap, its shape, then one relative error per pair."""
+    pairs = list(dict.fromkeys(r.pair for r in report.taps))
+    by_tap: dict[str, dict[tuple[str, str], TapResult]] = {}
+    for r in report.taps:
+        by_tap.setdefault(r.name, {})[r.pair] = r
+    return pairs, by_tap
+
+
+def _mark(r: TapResult) -> str:
+    return {"ok": "", "diverged": " !", "nonfinite": " NaN/Inf", "shape": " shape"}[r.status]
+
+
+def summary_lines(report: Report) -> list[str]:
+    lines = []
+    first = report.first
+    if report.nonfinite:
+        r = report.nonfinite[0]
+        lines.append(f"NOT EQUIVALENT: non-finite values (NaN or Inf) first at tap {r.name} "
+                     f"({r.pair[0]} vs {r.pair[1]}): the weights or the input hold NaN/Inf")
+    elif first is None:
+        lines.append(f"EQUIVALENT: {len(report.taps)} tap comparisons, worst relative error "
+                     f"{_fmt(report.worst_rel)} (tolerance {_fmt(report.tolerance)})")
+    else:
+        where = f" at index {list(first.worst_index)}" if first.worst_index is not None else ""
+        vals = (f" ({first.pair[0]}={first.worst_values[0]:.6g}, {first.pair[1]}={first.worst_values[1]:.6g})"
+                if first.worst_values else "")
+        lines.append(f"NOT EQUIVALENT: first divergence at tap {first.name} ({first.pair[0]} vs {first.pair[1]}): "
+                     f"relative error {_fmt(first.rel)} > tolerance {_fmt(report.tolerance)}, "
+                     f"max abs {_fmt(first.max_abs)}{where}{vals}")
+    if report.timings:
+        lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+    if report.peak_memory_mb:
+        lines.append(f"peak memory: {report.peak_memory_mb:.0f} MB")
+    lines += [f"note: {n}" for n in report.notes]
+    return lines
+
+
+def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> str:
+    """The per-tap table a person reads in a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    pairs, by_tap = _rows(report)
+    table = Table(title=f"equiv {report.kind} {report.variant}  (relative error = max|a-b| / max|a|)",
+                  title_justify="left")
+    table.add_column("tap")
+    table.add_column("shape")
+    for a, b in pairs:
+        table.add_column(f"{a}~{b}", justify="right")
+    table.add_column("cosine min", justify="right")
+    for name, cells in by_tap.items():
+        bad = any(not r.ok for r in cells.values())
+        first = next(iter(cells.values()))
+        row = [name, "x".join(map(str, first.shape[1:]))]
+        for p in pairs:
+            r = cells.get(p)
+            row.append("" if r is None else _fmt(r.rel) + _mark(r))
+        row.append(f"{min(r.cosine for r in cells.values()):.8f}")
+        table.add_row(*row, style="bold red" if bad else None)
+    console = Console(record=True, width=width, force_terminal=color, no_color=color is False,
+                      file=open(os.devnull, "w"))
+    console.print(table)
+    if report.isolated:
+        iso = Table(title="isolated: each framework's unit on its own input vs the float64 reference unit",
+                    title_justify="left")
+        iso.add_column("segment")
+        fws = list(dict.fromkeys(r["framework"] for r in report.isolated))
+        for fw in fws:
+            iso.add_column(f"{fw} made", justify="right")
+            iso.add_column(f"{fw} inherited", justify="right")
+        rows: dict[str, dict] = {}
+        for r in report.isolated:
+            rows.setdefault(r["segment"], {})[r["framework"]] = r
+        for seg, cells in rows.items():
+            row = [seg]
+            for fw in fws:
+                c = cells.get(fw)
+                row += [_fmt(c["made_rel"]), _fmt(c["total_rel"])] if c else ["", ""]
+            iso.add_row(*row)
+        console.print(iso)
+    for line in summary_lines(report):
+        console.print(line, style=("green" if report.equivalent else "bold red") if line.startswith(("EQ", "NOT")) else None,
+                      highlight=False)
+    return console.export_text(styles=bool(color))
+
+
+def to_markdown(report: Report) -> str:
+    pairs, by_tap = _rows(report)
+    out = [f"# equiv {report.kind}: `{report.variant}`", ""]
+    out += [f"- {line}" for line in summary_lines(report)]
+    out += ["", "| tap | shape | " + " | ".join(f"{a} vs {b}" for a, b in pairs) + " |",
+            "|---|---|" + "---:|" * len(pairs)]
+    for name, cells in by_tap.items():
+        first = next(iter(cells.values()))
+        vals = []
+        for p in pairs:
+            r = cells.get(p)
+            vals.append("" if r is None else ("**" + _fmt(r.rel) + "**" if not r.ok else _fmt(r.rel)))
+        out.append(f"| `{name}` | {'x'.join(map(str, first.shape[1:]))} | " + " | ".join(vals) + " |")
+    return "\n".join(out) + "\n"
+
+
+def to_json_text(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n"
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, force: bool = True) -> None:
+    """Write to a temporary file in the target folder, flush, fsync, then rename into place."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,82 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from equiv import canonical as C
+from equiv import variants as V
+from equiv.errors import ParamMismatchError
+
+# Counts published by the frameworks themselves (model summaries / torchvision docs).
+TRAINABLE = {
+    "torchvision/resnet18": 11_689_512,
+    "torchvision/resnet50": 25_557_032,
+    "torchvision/resnet152": 60_192_808,
+    "keras/ResNet50": 25_583_592,
+    "keras/ResNet50V2": 25_568_360,
+}
+
+
+@pytest.mark.parametrize("name", list(TRAINABLE))
+def test_trainable_parameter_counts_match_published(name):
+    v = V.get(name)
+    shapes = C.param_shapes(v)
+    trainable = sum(math.prod(s) for k, s in shapes.items() if "moving" not in k)
+    assert trainable == TRAINABLE[name]
+
+
+def test_slim_v2_50_has_272_parameter_tensors():
+    assert len(C.param_shapes(V.get("slim/resnet_v2_50"))) == 272
+
+
+@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: v.name)
+def test_taps_are_unique_and_ordered(v):
+    taps = C.tap_names(v)
+    assert len(taps) == len(set(taps))
+    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-2:] == ["pool", "logits"]
+
+
+def test_stride_placement():
+    tv = C.units(V.get("torchvision/resnet50"))
+    slim = C.units(V.get("slim/resnet_v1_50"))
+    k1 = C.units(V.get("keras/ResNet50"))
+    assert [u.stride for u in tv if u.stage == 2] == [2, 1, 1, 1]
+    assert [u.stride for u in slim if u.stage == 1] == [1, 1, 2]
+    assert tv[3].convs[1].stride == 2 and k1[3].convs[0].stride == 2  # 3x3 vs first 1x1
+
+
+@given(n=st.integers(1, 300), k=st.integers(1, 7), s=st.integers(1, 3))
+def test_tf_same_matches_tensorflow_formula(n, k, s):
+    before, after = C.pad_amounts("tf_same", n, k, s)
+    out = C.output_size("tf_same", n, k, s)
+    assert out == math.ceil(n / s)  # TF's SAME output size
+    assert after - before in (0, 1) and before >= 0
+
+
+def test_tf_same_pads_after_on_even_sizes():
+    assert C.pad_amounts("tf_same", 112, 3, 2) == (0, 1)
+    assert C.pad_amounts("tf_same", 113, 3, 2) == (1, 1)
+    assert C.pad_amounts("symmetric", 112, 3, 2) == (1, 1)
+
+
+def test_check_params_reports_each_problem():
+    v = V.get("torchvision/resnet18")
+    good = {k: np.zeros(s, np.float32) for k, s in C.param_shapes(v).items()}
+    C.check_params(v, good)
+    bad = dict(good)
+    del bad["stem/conv/kernel"]
+    bad["extra/kernel"] = np.zeros(1)
+    bad["logits/kernel"] = np.zeros((10, 512))
+    with pytest.raises(ParamMismatchError) as e:
+        C.check_params(v, bad, source="w.pt")
+    err = e.value
+    assert err.missing == ["stem/conv/kernel"] and err.unexpected == ["extra/kernel"]
+    assert err.mismatched == [("logits/kernel", (512, 1000), (10, 512))]
+    assert "w.pt" in str(err) and "logits/kernel expected (512, 1000), found (10, 512)" in str(err)
+
+
+def test_flops_of_resnet50_match_the_literature():
+    # torchvision reports 4.09 GMACs for resnet50 at 224x224.
+    assert abs(C.flops(V.get("torchvision/resnet50"), 224, 224) / 2e9 - 4.09) < 0.01
