@@ -1,0 +1,313 @@
+"""Keras 3 adapter: keras.applications ResNets, and a functional builder for any variant.
+
+Every model, the reference and the generic one alike, uses keras.applications' layer names
+(`conv1_conv`, `conv2_block1_0_conv`, `conv3_block2_preact_bn`, `post_bn`, `predictions`), so
+one renaming table serves both, and taps are found by layer name. Keras stores kernels HWIO
+and dense kernels (in, out), as the canonical form does: no parameter is transposed.
+
+Only `keras.ops` and `keras.layers` are used, so any Keras backend runs it.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv import variants
+from equiv.errors import FrameworkError, ParamMismatchError
+from equiv.variants import Variant
+
+try:
+    import keras  # the real package: absolute import, not this module
+except ImportError as error:  # available() reports it
+    keras = None
+    _IMPORT_ERROR = f"keras is not installed ({error})"
+
+# keras.applications builders that are references, by variant short name (keras/<name>).
+_REFERENCES = ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2")
+
+
+def available() -> str | None:
+    return None if keras is not None else _IMPORT_ERROR
+
+
+# ---------------------------------------------------------------------------------------
+# Names: canonical layer -> Keras layer. {s} is Keras' stage number, the canonical one + 1
+# (Keras counts the stem as conv1).
+
+_LAYERS = (
+    (r"stem/conv", "conv1_conv"),
+    (r"stem/conv/bn", "conv1_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact", "conv{s}_block{u}_preact_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut", "conv{s}_block{u}_0_conv"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn", "conv{s}_block{u}_0_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)", "conv{s}_block{u}_{k}_conv"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn", "conv{s}_block{u}_{k}_bn"),
+    (r"post", "post_bn"),
+    (r"logits", "predictions"),
+)
+# Canonical BatchNorm fields are Keras' own variable names, and so are kernel and bias.
+
+
+def keras_layer(layer: str) -> str:
+    """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'."""
+    for pattern, name in _LAYERS:
+        m = re.fullmatch(pattern, layer)
+        if m:
+            groups = m.groupdict()
+            if "s" in groups:
+                groups["s"] = int(groups["s"]) + 1
+            return name.format(**groups)
+    raise ValueError(f"no Keras layer for canonical layer {layer!r}")
+
+
+def framework_names(variant: Variant) -> dict[str, str]:
+    """Canonical name -> Keras variable path ('conv2_block1_1_conv/kernel')."""
+    names = {}
+    for name in C.param_shapes(variant):
+        layer, field = name.rsplit("/", 1)
+        names[name] = f"{keras_layer(layer)}/{field}"
+    return names
+
+
+def _unit_prefix(unit: C.Unit) -> str:
+    return f"conv{unit.stage + 1}_block{unit.index}"
+
+
+def _conv_output(c: C.Conv) -> str:
+    """The last Keras layer of a conv (its ReLU, else its BatchNorm, else itself)."""
+    base = keras_layer(c.name).removesuffix("_conv")
+    return base + ("_relu" if c.relu else "_bn" if c.norm else "_conv")
+
+
+def _tap_layers(v: Variant) -> dict[str, tuple[str, int | None]]:
+    """Canonical tap -> (Keras layer, None for its output or i for its i-th input)."""
+    taps = {"stem/conv": (_conv_output(C.stem(v)), None), "stem/pool": ("pool1_pool", None)}
+    for unit in C.units(v):
+        p = _unit_prefix(unit)
+        if v.preact:
+            taps[f"{unit.name}/preact"] = (f"{p}_preact_relu", None)
+        # The shortcut is the Add's first input: a projection, an unnamed 1x1 max-pool
+        # (keras.applications' strided identity) or the unit's input itself.
+        taps[f"{unit.name}/shortcut"] = (f"{p}_out" if v.preact else f"{p}_add", 0)
+        for c in unit.convs:
+            taps[c.name] = (_conv_output(c), None)
+        taps[unit.name] = (f"{p}_out", None)
+    if v.preact:
+        taps["post"] = ("post_relu", None)
+    taps["pool"] = ("avg_pool", None)
+    taps["logits"] = ("predictions", None)
+    return taps
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+
+def _reference_builder(v: Variant):
+    """The keras.applications function for `v`, or FrameworkError."""
+    if v.framework != "keras" or v.short_name not in _REFERENCES:
+        raise FrameworkError(f"{v.name} has no keras.applications reference")
+    registered = variants.get(v.name, num_classes=v.num_classes)
+    if registered.conventions() != v.conventions():
+        changed = sorted(k for k, x in v.conventions().items() if registered.conventions()[k] != x)
+        raise FrameworkError(
+            f"{v.name} differs from keras.applications.{v.short_name} in {', '.join(changed)}; "
+            "build it with reference=False")
+    return getattr(keras.applications, v.short_name)
+
+
+def build(variant: Variant, *, reference: bool | None = None):
+    """keras.applications' model for keras/ variants, else the generic functional model.
+
+    Both take any input size and batch (a (None, None, C) input) and output logits.
+    """
+    if keras is None:
+        raise FrameworkError(_IMPORT_ERROR)
+    if reference is None:
+        reference = variant.framework == "keras" and variant.short_name in _REFERENCES
+    if not reference:
+        return _generic(variant)
+    builder = _reference_builder(variant)
+    # keras.applications insists on a static 224x224 input_shape with the top; an input
+    # tensor of free size is taken as it is, and the layer names stay the same.
+    return builder(weights=None, include_top=True, classes=variant.num_classes,
+                   classifier_activation=None,
+                   input_tensor=keras.Input(shape=(None, None, variant.in_channels)))
+
+
+if keras is not None:
+
+    @keras.saving.register_keras_serializable(package="equiv")
+    class NegInfPadding2D(keras.layers.Layer):
+        """ZeroPadding2D's twin padding with -inf, so that padding never wins a max-pool
+        (PyTorch's MaxPool2d(padding=1) convention), unlike keras.applications' zeros."""
+
+        def __init__(self, padding, **kwargs):
+            super().__init__(**kwargs)
+            self.padding = tuple(tuple(int(n) for n in p) for p in padding)
+
+        def call(self, x):
+            (t, b), (l, r) = self.padding
+            return keras.ops.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=float("-inf"))
+
+        def compute_output_shape(self, shape):
+            (t, b), (l, r) = self.padding
+            n, h, w, c = shape
+            return n, None if h is None else h + t + b, None if w is None else w + l + r, c
+
+        def get_config(self):
+            return {**super().get_config(), "padding": self.padding}
+
+
+def _padding(rule: str, kernel: int, stride: int, x, name: str, pad_layer=None):
+    """Realise a padding rule before a conv or pool: (x, Keras padding argument)."""
+    if rule == "tf_same":
+        return x, "same"  # Keras' "same" is TensorFlow's SAME on every backend
+    # "symmetric" pads by the kernel alone; "valid" not at all. The size does not matter.
+    before, after = C.pad_amounts(rule, 0, kernel, stride)
+    if before or after:
+        pad_layer = pad_layer or keras.layers.ZeroPadding2D
+        x = pad_layer(((before, after), (before, after)), name=name)(x)
+    return x, "valid"
+
+
+def _conv(v: Variant, x, c: C.Conv):
+    name = keras_layer(c.name)
+    base = name.removesuffix("_conv")
+    x, padding = _padding(c.padding, c.kernel, c.stride, x, f"{base}_pad")
+    x = keras.layers.Conv2D(c.cout, c.kernel, strides=c.stride, padding=padding,
+                            use_bias=c.bias, name=name)(x)
+    if c.norm:
+        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
+                                            name=keras_layer(f"{c.name}/bn"))(x)
+    if c.relu:
+        x = keras.layers.Activation("relu", name=f"{base}_relu")(x)
+    return x
+
+
+def _unit(v: Variant, x, unit: C.Unit):
+    p = _unit_prefix(unit)
+    branch = x
+    if v.preact:
+        branch = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
+                                                 name=f"{p}_preact_bn")(x)
+        branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
+    if unit.shortcut:
+        shortcut = _conv(v, branch, unit.shortcut)  # v2 projects the pre-activation
+    elif unit.stride > 1:
+        shortcut = keras.layers.MaxPooling2D(1, strides=unit.stride, name=f"{p}_0_pool")(x)
+    else:
+        shortcut = x
+    for c in unit.convs:
+        branch = _conv(v, branch, c)
+    if v.preact:  # no ReLU after a v2 add; keras.applications names the add itself _out
+        return keras.layers.Add(name=f"{p}_out")([shortcut, branch])
+    x = keras.layers.Add(name=f"{p}_add")([shortcut, branch])
+    return keras.layers.Activation("relu", name=f"{p}_out")(x)
+
+
+def _generic(v: Variant):
+    inputs = keras.Input(shape=(None, None, v.in_channels))
+    x = _conv(v, inputs, C.stem(v))
+    pad_layer = NegInfPadding2D if v.pool_pad_value == "-inf" else keras.layers.ZeroPadding2D
+    x, padding = _padding(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
+    x = keras.layers.MaxPooling2D(v.pool_kernel, strides=v.pool_stride, padding=padding,
+                                  name="pool1_pool")(x)
+    for unit in C.units(v):
+        x = _unit(v, x, unit)
+    if v.preact:
+        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale, name="post_bn")(x)
+        x = keras.layers.Activation("relu", name="post_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dense(v.num_classes, name="predictions")(x)
+    return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters
+
+
+def _variables(v: Variant, model) -> dict[str, object]:
+    """Canonical name -> the model's variable; ParamMismatchError if the model is not `v`'s."""
+    by_path = {w.path: w for w in model.weights}
+    names = framework_names(v)
+    missing = [n for n, path in names.items() if path not in by_path]
+    unexpected = sorted(set(by_path) - set(names.values()))
+    mismatched = [(n, shape, tuple(by_path[names[n]].shape))
+                  for n, shape in C.param_shapes(v).items()
+                  if names[n] in by_path and tuple(by_path[names[n]].shape) != shape]
+    if missing or unexpected or mismatched:
+        raise ParamMismatchError(v.name, missing, unexpected, mismatched, source=f"Keras model {model.name}")
+    return {n: by_path[path] for n, path in names.items()}
+
+
+def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
+    return {n: np.array(w.numpy(), dtype=np.float32, copy=True)
+            for n, w in _variables(variant, model).items()}
+
+
+def load_params(variant: Variant, model, params) -> None:
+    C.check_params(variant, params)
+    for n, w in _variables(variant, model).items():
+        w.assign(np.asarray(params[n], dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+_TAP_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tap_model(v: Variant, model):
+    """One multi-output model per model, giving every tap (built once, then cached)."""
+    tapper = _TAP_MODELS.get(model)
+    if tapper is None:
+        outputs = {}
+        for tap, (layer, index) in _tap_layers(v).items():
+            layer = model.get_layer(layer)
+            outputs[tap] = layer.output if index is None else layer.input[index]
+        tapper = keras.Model(model.inputs[0], outputs)
+        _TAP_MODELS[model] = tapper
+    return tapper
+
+
+def run(variant: Variant, model, x, taps=None) -> dict[str, np.ndarray]:
+    names = C.resolve_taps(variant, taps)
+    out = _tap_model(variant, model)(np.asarray(x, dtype=np.float32), training=False)
+    return {t: np.asarray(keras.ops.convert_to_numpy(out[t]), dtype=np.float32) for t in names}
+
+
+# ---------------------------------------------------------------------------------------
+# Files: Keras 3 `.weights.h5`, as `model.save_weights` writes it
+
+
+def save_weights_file(variant: Variant, model, path) -> None:
+    """Write `model`'s weights as Keras does (the path must end in .weights.h5)."""
+    _variables(variant, model)
+    model.save_weights(str(path))
+
+
+def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
+    """Canonical parameters from a `.weights.h5` file of `variant`.
+
+    The file addresses layers by class and order (`layers/conv2d_3/vars/0`), not by name, so
+    it is read into `build(variant)` by Keras itself. Keras refuses a missing or mis-shaped
+    array; the count check refuses extra ones.
+    """
+    import h5py
+
+    model = build(variant)
+    with h5py.File(path, "r") as f:
+        arrays = []
+        f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
+    if len(arrays) != len(model.weights):
+        raise FrameworkError(f"{path}: holds {len(arrays)} arrays, {variant.name} has {len(model.weights)}")
+    try:
+        model.load_weights(str(path))
+    except ValueError as e:
+        raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from e
+    return export_params(variant, model)

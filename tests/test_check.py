@@ -1,0 +1,81 @@
+"""Every registered variant, in every framework, agrees with the others at every tap."""
+
+import json
+
+import numpy as np
+import pytest
+
+from equiv import canonical as C
+from equiv import variants as V
+from equiv import weights as W
+from equiv.check import check, diff
+from equiv.frameworks import adapter
+
+FRAMEWORKS = ("slim", "keras", "torch")
+PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
+
+
+@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: v.name)
+def test_every_framework_pair_agrees_at_every_tap(v, record_property):
+    report = check(v, FRAMEWORKS, input_size=(35, 34), batch=2, seed=1)
+    record_property("worst_rel", report.worst_rel)
+    assert report.equivalent, report.first
+    assert {tuple(sorted(r.pair)) for r in report.taps} == {tuple(sorted(p)) for p in PAIRS}
+    assert len(report.taps) == 3 * len(C.tap_names(v))
+    assert report.worst_rel <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: v.name)
+def test_every_framework_pair_agrees_at_224(v):
+    report = check(v, FRAMEWORKS, input_size=(224, 224), batch=2, seed=0)
+    assert report.equivalent, report.first
+    assert report.worst_rel <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50",
+                                  "keras/ResNet50V2", "torchvision/resnet18", "torchvision/resnet50"])
+@pytest.mark.parametrize("a,b", PAIRS + [(b, a) for a, b in PAIRS], ids=lambda f: f)
+def test_port_round_trip_is_bit_exact(name, a, b):
+    v = V.get(name)
+    A, B = adapter(a), adapter(b)
+    params = W.random_params(v, 5)
+    ma = A.build(v)
+    A.load_params(v, ma, params)
+    exported = A.export_params(v, ma)
+    mb = B.build(v)
+    B.load_params(v, mb, exported)
+    ma2 = A.build(v)
+    A.load_params(v, ma2, B.export_params(v, mb))
+    back = A.export_params(v, ma2)
+    assert list(back) == list(C.param_shapes(v))
+    for k in params:
+        assert back[k].dtype == np.float32
+        assert np.array_equal(back[k], params[k]), k
+
+
+def test_diff_keras_v2_against_slim_v2_diverges_at_the_stem_pool():
+    report = diff("keras/ResNet50V2", "slim/resnet_v2_50", input_size=(64, 64), batch=1)
+    assert not report.equivalent
+    assert report.first.name == "stem/pool"
+    assert next(r for r in report.taps if r.name == "stem/conv").ok  # same conv, same weights
+    assert any("pool_padding" in n for n in report.notes)
+
+
+def test_diff_of_a_variant_with_itself_is_equivalent():
+    report = diff("torchvision/resnet18", "torchvision/resnet18", "torch", input_size=(32, 32), batch=1)
+    assert report.equivalent and report.worst_rel == 0.0
+
+
+def test_json_report_has_the_documented_fields(tmp_path):
+    report = check("torchvision/resnet18", ("torch", "keras"), input_size=(32, 32), batch=1, isolated=True)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["equivalent"] is True and data["first_divergence"] is None
+    assert isinstance(data["worst_rel"], float)
+    tap = data["taps"][0]
+    assert {"name", "pair", "max_abs", "rel", "cosine"} <= set(tap)
+    assert {"import", "build", "port", "forward", "compare"} <= set(data["timings_s"])
+    # isolated: every framework's own error per segment, small everywhere
+    segs = {r["segment"] for r in data["isolated"]}
+    assert {"stem/conv", "stage1/unit1", "logits"} <= segs
+    assert max(r["made_rel"] for r in data["isolated"]) < 1e-5

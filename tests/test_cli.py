@@ -1,0 +1,57 @@
+"""The command line, run as a user runs it: a real process, real exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def equiv(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_variants_lists_the_registry():
+    r = equiv("variants")
+    assert r.returncode == 0, r.stderr
+    for name in ("slim/resnet_v2_152", "keras/ResNet50V2", "torchvision/resnet18"):
+        assert name in r.stdout
+    assert "25,557,032" in r.stdout or "25,610,152" in r.stdout  # resnet50 counts, with or without statistics
+
+
+def test_check_prints_the_per_tap_table_and_writes_json(tmp_path):
+    out = tmp_path / "r.json"
+    md = tmp_path / "r.md"
+    r = equiv("check", "torchvision/resnet18", "--input-size", "33", "32", "--batch", "1",
+              "--json", str(out), "--markdown", str(md))
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "stage4/unit2/conv2" in r.stdout and "EQUIVALENT" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["equivalent"] is True and data["variant"] == "torchvision/resnet18"
+    assert "| `logits` |" in md.read_text()
+
+
+def test_diff_exits_1_and_names_the_stem_pool(tmp_path):
+    out = tmp_path / "d.json"
+    r = equiv("diff", "keras/ResNet50V2", "slim/resnet_v2_50", "--input-size", "32", "32", "--batch", "1",
+              "--json", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "first divergence at tap stem/pool" in r.stdout
+    assert json.loads(out.read_text())["first_divergence"] == "stem/pool"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "slim/resnet_v2_5"], "did you mean"),
+    (["check", "torchvision/resnet18", "--frameworks", "slim,caffe"], "unknown framework caffe"),
+    (["check", "torchvision/resnet18", "--input-size", "0", "32"], "must be positive"),
+    (["check", "torchvision/resnet18", "--input-size", "1", "1"], "too small"),
+    (["check", "torchvision/resnet18", "--input-size", "a", "1"], "not an integer"),
+    (["check", "torchvision/resnet18", "--frameworks", "torch"], "at least two frameworks"),
+    (["diff", "slim/resnet_v2_50", "torchvision/resnet18"], "do not fit"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message):
+    r = equiv(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("equiv")]) == 1
