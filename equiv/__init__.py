@@ -27,7 +27,28 @@ def diff(*args, **kwargs):
     return _diff(*args, **kwargs)
 
 
+def port(*args, **kwargs):
+    """See `equiv.port.port`: read a weight file, write it in another format."""
+    from equiv.port import port as _port
+
+    return _port(*args, **kwargs)
+
+
+def load_weights(path, variant, fmt=None, **kwargs):
+    """Canonical parameters of `variant` from a weight file (see `equiv.port.load_weights`)."""
+    from equiv.port import load_weights as _load
+
+    return _load(path, variant, fmt, **kwargs)
+
+
+def build(variant, framework, weights=None, **kwargs):
+    """The framework's own model object for `variant`, optionally with weights (path or dict)."""
+    from equiv.port import build as _build
+
+    return _build(variant, framework, weights, **kwargs)
+
+
 __all__ = [
     "EquivError", "FrameworkError", "ParamMismatchError", "UnknownVariantError",
-    "Variant", "all_variants", "get", "names", "check", "diff",
+    "Variant", "all_variants", "get", "names", "check", "diff", "port", "load_weights", "build",
 ]

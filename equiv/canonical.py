@@ -171,6 +171,28 @@ def tap_names(v: Variant) -> list[str]:
     return taps + ["pool", "logits"]
 
 
+def tap_depths(v: Variant) -> dict[str, int]:
+    """How many convolutions (and the final dense layer) lie on the longest path to each tap.
+
+    Float32 rounding error accumulates like a random walk along that path, so tolerances
+    grow with its square root (see equiv.compare)."""
+    depths = {"stem/conv": 1, "stem/pool": 1}
+    d = 1
+    for unit in units(v):
+        if v.preact:
+            depths[f"{unit.name}/preact"] = d
+        depths[f"{unit.name}/shortcut"] = d + (1 if unit.shortcut else 0)
+        for k, c in enumerate(unit.convs, start=1):
+            depths[c.name] = d + k
+        d += len(unit.convs)
+        depths[unit.name] = d
+    if v.preact:
+        depths["post"] = d
+    depths["pool"] = d
+    depths["logits"] = d + 1
+    return depths
+
+
 def resolve_taps(v: Variant, taps) -> list[str]:
     """`None` or "all" for every tap; "logits"; or a list of names (checked)."""
     known = tap_names(v)

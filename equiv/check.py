@@ -115,7 +115,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
             outputs[fw] = ad.run(v, models[fw], x)
     say("comparing")
     with t("compare"):
-        results = compare.compare_taps(outputs, C.tap_names(v), tol)
+        results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v, dtype))
         iso = _isolated(v, params, x, outputs) if isolated else []
     for fw, m in models.items():
         close = getattr(m, "close", None)
@@ -171,7 +171,7 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     common = [n for n in C.tap_names(a) if n in set(C.tap_names(b))]
     tol = compare.tolerance(dtype)
     with t("compare"):
-        results = compare.compare_taps(outputs, common, tol)
+        results = compare.compare_taps(outputs, common, compare.tap_tolerances(a, dtype))
     return Report(kind="diff", variant=f"{a.name} vs {b.name}", frameworks=[fw], tolerance=tol,
                   taps=results, settings={"input_size": [h, w], "batch": batch, "seed": seed,
                                           "framework": fw, "conventions_differing": sorted(differing)},

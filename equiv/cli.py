@@ -72,6 +72,47 @@ def cmd_diff(args) -> int:
     return _emit(report, args)
 
 
+def cmd_port(args) -> int:
+    import json
+
+    from equiv import report as R
+    from equiv.port import port
+
+    result = port(args.variant, args.source, args.target, source_format=args.from_format,
+                  target_format=args.to_format, num_classes=args.num_classes,
+                  drop_background_class=args.drop_background, verify=args.verify, force=args.force,
+                  seed=args.seed, input_size=tuple(args.input_size), batch=args.batch,
+                  progress=_progress(not args.quiet))
+    print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
+          f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
+    if result.report is not None:
+        print(R.to_text(result.report, color=sys.stdout.isatty()), end="")
+    if args.json:
+        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n")
+    return EXIT_OK if result.report is None or result.report.equivalent else EXIT_DIFFERENT
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from equiv import report as R
+    from equiv.errors import EquivError
+    from equiv.port import npz_bytes, run_file
+
+    if os.path.exists(args.output) and not args.force:
+        raise EquivError(f"{args.output} exists; pass --force to replace it")
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EquivError(f"{args.input}: not a readable .npy array ({e})") from None
+    taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
+    taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, fmt=args.format,
+                    num_classes=args.num_classes)
+    R.write_atomic(args.output, npz_bytes(taps))
+    print(f"wrote {len(taps)} tap(s) to {args.output}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -103,6 +144,34 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, size=(64, 64))
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.set_defaults(func=cmd_diff)
+
+    formats = "tf-checkpoint, keras-weights, torch, safetensors"
+    s = sub.add_parser("port", help="port a weight file to another framework's format")
+    s.add_argument("variant")
+    s.add_argument("--from", dest="source", required=True, metavar="FILE", help="the weight file to read")
+    s.add_argument("--to", dest="target", required=True, metavar="FILE", help="the weight file to write")
+    s.add_argument("--from-format", help=f"format of --from ({formats}); default: from the name or content")
+    s.add_argument("--to-format", help=f"format of --to ({formats}); default: from the name")
+    s.add_argument("--num-classes", type=_size, help="classes of the head in the files (default: the variant's)")
+    s.add_argument("--drop-background", action="store_true",
+                   help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
+    s.add_argument("--verify", action="store_true", help="load both files and compare every tap (exit 1 if not equivalent)")
+    s.add_argument("--force", action="store_true", help="replace --to if it exists")
+    common(s, size=(64, 64))
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    s.set_defaults(func=cmd_port)
+
+    s = sub.add_parser("run", help="run a weight file in one framework on an input, write its taps")
+    s.add_argument("variant")
+    s.add_argument("--weights", required=True, metavar="FILE")
+    s.add_argument("--format", help=f"format of --weights ({formats})")
+    s.add_argument("--framework", required=True, choices=["slim", "keras", "torch"])
+    s.add_argument("--input", required=True, metavar="IN.npy", help="NHWC float32 array")
+    s.add_argument("--output", required=True, metavar="OUT.npz")
+    s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
+    s.add_argument("--num-classes", type=_size)
+    s.add_argument("--force", action="store_true", help="replace --output if it exists")
+    s.set_defaults(func=cmd_run)
     return p
 
 

@@ -43,13 +43,13 @@ def summary_lines(report: Report) -> list[str]:
                      f"({r.pair[0]} vs {r.pair[1]}): the weights or the input hold NaN/Inf")
     elif first is None:
         lines.append(f"EQUIVALENT: {len(report.taps)} tap comparisons, worst relative error "
-                     f"{_fmt(report.worst_rel)} (tolerance {_fmt(report.tolerance)})")
+                     f"{_fmt(report.worst_rel)} (tolerance {_fmt(report.tolerance)} x sqrt(depth))")
     else:
         where = f" at index {list(first.worst_index)}" if first.worst_index is not None else ""
         vals = (f" ({first.pair[0]}={first.worst_values[0]:.6g}, {first.pair[1]}={first.worst_values[1]:.6g})"
                 if first.worst_values else "")
         lines.append(f"NOT EQUIVALENT: first divergence at tap {first.name} ({first.pair[0]} vs {first.pair[1]}): "
-                     f"relative error {_fmt(first.rel)} > tolerance {_fmt(report.tolerance)}, "
+                     f"relative error {_fmt(first.rel)} > tolerance {_fmt(first.tol)}, "
                      f"max abs {_fmt(first.max_abs)}{where}{vals}")
     if report.timings:
         lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))

@@ -22,7 +22,7 @@ def test_every_framework_pair_agrees_at_every_tap(v, record_property):
     assert report.equivalent, report.first
     assert {tuple(sorted(r.pair)) for r in report.taps} == {tuple(sorted(p)) for p in PAIRS}
     assert len(report.taps) == 3 * len(C.tap_names(v))
-    assert report.worst_rel <= 1e-5
+    assert all(r.rel <= r.tol for r in report.taps)
 
 
 @pytest.mark.slow
@@ -30,7 +30,6 @@ def test_every_framework_pair_agrees_at_every_tap(v, record_property):
 def test_every_framework_pair_agrees_at_224(v):
     report = check(v, FRAMEWORKS, input_size=(224, 224), batch=2, seed=0)
     assert report.equivalent, report.first
-    assert report.worst_rel <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50",

@@ -21,7 +21,7 @@ def run(fw, v, params, x):
 
 
 def first_bad(v, outputs):
-    results = compare.compare_taps(outputs, C.tap_names(v), compare.tolerance("float32"))
+    results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v))
     first = compare.first_divergence(results)
     return first.name if first else None
 

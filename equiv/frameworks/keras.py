@@ -5,7 +5,8 @@ Every model, the reference and the generic one alike, uses keras.applications' l
 one renaming table serves both, and taps are found by layer name. Keras stores kernels HWIO
 and dense kernels (in, out), as the canonical form does: no parameter is transposed.
 
-Only `keras.ops` and `keras.layers` are used, so any Keras backend runs it.
+No backend API is called, only Keras' own, so it runs on any Keras backend (seen with
+TensorFlow, PyTorch and JAX).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from equiv.variants import Variant
 
 try:
     import keras  # the real package: absolute import, not this module
-except ImportError as error:  # available() reports it
+except Exception as error:  # not installed, or its backend fails to import: available() says so
     keras = None
-    _IMPORT_ERROR = f"keras is not installed ({error})"
+    _IMPORT_ERROR = f"keras does not import: {type(error).__name__}: {error}"
 
 # keras.applications builders that are references, by variant short name (keras/<name>).
 _REFERENCES = ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2")
@@ -49,7 +50,6 @@ _LAYERS = (
     (r"post", "post_bn"),
     (r"logits", "predictions"),
 )
-# Canonical BatchNorm fields are Keras' own variable names, and so are kernel and bias.
 
 
 def keras_layer(layer: str) -> str:
@@ -65,7 +65,10 @@ def keras_layer(layer: str) -> str:
 
 
 def framework_names(variant: Variant) -> dict[str, str]:
-    """Canonical name -> Keras variable path ('conv2_block1_1_conv/kernel')."""
+    """Canonical name -> Keras variable path ('conv2_block1_1_conv/kernel').
+
+    Only the layer is renamed: kernel, bias and the BatchNorm fields are Keras' own names.
+    """
     names = {}
     for name in C.param_shapes(variant):
         layer, field = name.rsplit("/", 1)
@@ -296,16 +299,17 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
 
     The file addresses layers by class and order (`layers/conv2d_3/vars/0`), not by name, so
     it is read into `build(variant)` by Keras itself. Keras refuses a missing or mis-shaped
-    array; the count check refuses extra ones.
+    array; the count check refuses extra ones (one array per canonical parameter).
     """
     import h5py
 
-    model = build(variant)
     with h5py.File(path, "r") as f:
         arrays = []
         f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
-    if len(arrays) != len(model.weights):
-        raise FrameworkError(f"{path}: holds {len(arrays)} arrays, {variant.name} has {len(model.weights)}")
+    expected = len(C.param_shapes(variant))
+    if len(arrays) != expected:
+        raise FrameworkError(f"{path}: holds {len(arrays)} arrays, {variant.name} has {expected}")
+    model = build(variant)
     try:
         model.load_weights(str(path))
     except ValueError as e:

@@ -145,8 +145,7 @@ def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, variant.in_channels], name="inputs")
         taps = (_build_reference if reference else _build_generic)(variant, x)
-        n = taps["pool"].shape[-1]
-        taps["pool"] = tf.reshape(taps["pool"], [-1, n])
+        taps["pool"] = tf.reshape(taps["pool"], [-1, C.features(variant)])
         taps["logits"] = tf.reshape(taps["logits"], [-1, variant.num_classes])
         found = {var.op.name: var for var in tf.compat.v1.global_variables()}
         init = tf.compat.v1.global_variables_initializer()

@@ -15,8 +15,8 @@ zero-padded max-pool pad explicitly, in the layer that needs it.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 
@@ -226,8 +226,7 @@ def _modules(v: Variant) -> dict[str, str]:
         out[f"{unit.name}/preact"] = f"{m}.preact"
         out[f"{unit.name}/shortcut"] = f"{m}.downsample.0"
         out[f"{unit.name}/shortcut/bn"] = f"{m}.downsample.1"
-        for c in unit.convs:
-            k = c.name.rsplit("conv", 1)[1]
+        for k, c in enumerate(unit.convs, start=1):
             out[c.name] = f"{m}.conv{k}"
             out[f"{c.name}/bn"] = f"{m}.bn{k}"
     return out
@@ -251,6 +250,7 @@ def _to_torch(name: str, a: np.ndarray) -> np.ndarray:
 def _to_canonical(name: str, a: np.ndarray) -> np.ndarray:
     if name == "logits/kernel":
         return np.ascontiguousarray(a.T)
+    # a kernel of the wrong rank (from a file) passes unchanged, for the check to report
     return C.oihw_to_hwio(a) if name.endswith("/kernel") and a.ndim == 4 else a
 
 
@@ -313,12 +313,10 @@ def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
         raise EquivError(f"{path}: not a state_dict that loads with weights_only=True ({exc})") from None
     if not isinstance(state, dict):
         raise EquivError(f"{path}: holds a {type(state).__name__}, not a state_dict")
-    canonical = {key: name for name, key in framework_names(variant).items()}
-    params = {}
-    for key, t in state.items():
-        if key.endswith(".num_batches_tracked"):
-            continue
-        name = canonical.get(key, key)  # an unknown key stays as it is, to be reported
-        params[name] = _to_canonical(name, torch.as_tensor(t).detach().float().numpy())
+    state = {k: torch.as_tensor(t).detach().float().numpy()
+             for k, t in state.items() if not k.endswith(".num_batches_tracked")}
+    params = {name: _to_canonical(name, state.pop(key))
+              for name, key in framework_names(variant).items() if key in state}
+    params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=str(path))
     return params

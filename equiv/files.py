@@ -1,0 +1,166 @@
+"""Weight files: detect a format, read it into canonical parameters, write canonical ones out.
+
+Formats (read and written unless said):
+
+    tf-checkpoint   a tf.compat.v1.train.Saver checkpoint with tf_slim.nets' variable names
+                    (path = the prefix, e.g. model.ckpt for model.ckpt.index + .data-*)
+    keras-weights   Keras 3 `.weights.h5`, as `model.save_weights` writes it
+    torch           a PyTorch state_dict (`.pt`, `.pth`), read with weights_only=True only
+    safetensors     canonical names and layout, no framework needed
+
+Each read touches only the framework that owns the format; safetensors touches none. Every
+write goes to a temporary file in the target folder and is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv.errors import EquivError
+from equiv.variants import Variant
+
+FORMATS = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
+_SUFFIXES = {
+    ".safetensors": "safetensors",
+    ".pt": "torch", ".pth": "torch",
+    ".weights.h5": "keras-weights",
+    ".ckpt": "tf-checkpoint", ".index": "tf-checkpoint",
+}
+
+
+def _by_name(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, fmt in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def _by_content(path: Path) -> str | None:
+    if Path(str(path) + ".index").exists():
+        return "tf-checkpoint"
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "keras-weights"
+    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
+        return "safetensors"
+    return None
+
+
+def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = True) -> str:
+    """The format of `path`: `fmt` if given (checked), else from the name, else the content."""
+    path = Path(path)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise EquivError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        return fmt
+    found = _by_name(path) or (_by_content(path) if reading else None)
+    if found is None:
+        raise EquivError(f"{path}: cannot tell its format from the name"
+                         f"{' or the content' if reading else ''}; pass a format ({', '.join(FORMATS)})")
+    return found
+
+
+def _tf_prefix(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix == ".index" else path
+
+
+def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> dict[str, np.ndarray]:
+    """Canonical parameters of `variant` from a weight file (strictly checked)."""
+    path = Path(path)
+    fmt = detect(path, fmt)
+    if fmt == "tf-checkpoint":
+        prefix = _tf_prefix(path)
+        if not Path(str(prefix) + ".index").exists():
+            raise EquivError(f"{path}: no TF checkpoint here (expected {prefix}.index)")
+    elif not path.is_file():
+        raise EquivError(f"{path}: no such file")
+    if fmt == "safetensors":
+        return _read_safetensors(path, variant)
+    from equiv.frameworks import adapter
+
+    if fmt == "tf-checkpoint":
+        return adapter("slim").read_checkpoint(variant, str(_tf_prefix(path)))
+    if fmt == "keras-weights":
+        return adapter("keras").read_weights_file(variant, path)
+    return adapter("torch").read_state_dict(variant, path)
+
+
+def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        params = load_file(str(path))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise EquivError(f"{path}: not a readable safetensors file ({e})") from None
+    C.check_params(variant, params, source=str(path))
+    return {k: np.asarray(params[k], np.float32) for k in C.param_shapes(variant)}
+
+
+def _refuse_existing(targets: list[Path], force: bool) -> None:
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise EquivError(f"{existing[0]} exists; pass --force to replace it")
+
+
+def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant,
+          fmt: str | None = None, *, force: bool = False) -> list[Path]:
+    """Write canonical `params` of `variant` in `fmt`; returns the files written."""
+    path = Path(path)
+    fmt = detect(path, fmt, reading=False)
+    first_target = Path(str(_tf_prefix(path)) + ".index") if fmt == "tf-checkpoint" else path
+    _refuse_existing([first_target], force)  # before any work; checked again before the rename
+    C.check_params(variant, params)
+    bad = [k for k, a in params.items() if not np.isfinite(a).all()]
+    if bad:
+        raise EquivError(f"parameter {bad[0]} holds NaN or Inf; nothing written")
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:
+        staged = Path(tmp) / path.name
+        if fmt == "safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
+                      str(staged), metadata={"equiv_variant": variant.name, "layout": "equiv-canonical"})
+        else:
+            from equiv.frameworks import adapter
+
+            name = {"tf-checkpoint": "slim", "keras-weights": "keras", "torch": "torch"}[fmt]
+            ad = adapter(name)
+            model = ad.build(variant)
+            try:
+                ad.load_params(variant, model, params)
+                if fmt == "tf-checkpoint":
+                    ad.save_checkpoint(variant, model, str(_tf_prefix(staged)))
+                elif fmt == "keras-weights":
+                    ad.save_weights_file(variant, model, staged)
+                else:
+                    ad.save_state_dict(variant, model, staged)
+            finally:
+                if callable(getattr(model, "close", None)):
+                    model.close()
+        # Everything is complete on disk; now move it into place, a TF checkpoint's index last
+        # (a reader opens the index first, so it never sees a half-written pair).
+        produced = sorted((p for p in Path(tmp).iterdir() if p.name != "checkpoint"),
+                          key=lambda p: p.name.endswith(".index"))
+        targets = [folder / p.name for p in produced]
+        _refuse_existing(targets, force)
+        for p, t in zip(produced, targets):
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(p, t)
+    return targets
+

@@ -1,0 +1,547 @@
+"""The PyTorch adapter against the numpy reference, torchvision's layout, and itself.
+
+Every registered variant (and three small synthetic ones that exercise conventions no
+registered variant uses) is built once per module by the `case` fixture; pytest groups the
+tests by it, so only one large model is alive at a time.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn
+
+from equiv import canonical as C
+from equiv import reference, variants, weights
+from equiv.errors import EquivError, FrameworkError, ParamMismatchError
+from equiv.frameworks import torch as adapter
+from equiv.variants import Variant
+
+RTOL = 1e-5  # of the tap's scale, max|reference tap|
+
+# Conventions the registry does not (yet) use, on networks small enough to be cheap.
+SYNTHETIC = [
+    Variant(  # TF SAME everywhere it can be, an even stem kernel, unscaled BatchNorm, VALID pool
+        name="synthetic/tf_same_unscaled", native="slim", description="test only",
+        block="bottleneck", depths=(2, 2), widths=(4, 8), strides=(2, 2), preact=False,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
+        conv_bias="all", conv_padding="tf_same", bn_epsilon=1e-3, bn_scale=False,
+        stem_width=8, stem_kernel=4, stem_padding="tf_same", pool_padding="valid", num_classes=10,
+    ),
+    Variant(  # pre-activation basic blocks, one input channel, an even (asymmetric) -inf pool
+        name="synthetic/basic_v2", native="keras", description="test only",
+        block="basic", depths=(2, 2), widths=(8, 16), strides=(1, 2), preact=True,
+        stride_unit="first", stride_conv=1, projection="channels_or_stride", shortcut_norm=False,
+        conv_bias="unnormalized", conv_padding="tf_same", bn_epsilon=1e-3, bn_scale=False,
+        stem_width=8, stem_kernel=3, stem_stride=1, pool_kernel=2, pool_padding="symmetric",
+        in_channels=1, num_classes=5,
+    ),
+    Variant(  # v1 basic blocks with strided identity shortcuts, a projection without BatchNorm
+        name="synthetic/basic_v1_identity", native="torch", description="test only",
+        block="basic", depths=(2, 2), widths=(8, 16), strides=(2, 2), preact=False,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
+        conv_bias="all", conv_padding="symmetric", bn_epsilon=2e-5, stem_kernel=4, stem_width=8,
+        pool_padding="symmetric", pool_pad_value="zero", num_classes=7,
+    ),
+]
+ALL = variants.all_variants() + SYNTHETIC
+SMALL = variants.get("torchvision/resnet18")
+TORCHVISION = [v for v in variants.all_variants() if v.framework == "torchvision"]
+
+# Layers that must pad themselves (F.pad): every other layer pads through its own argument.
+PADDED_LAYERS = {
+    "synthetic/tf_same_unscaled": {"conv1", "layer1.1.conv2", "layer2.1.conv2"},
+    "synthetic/basic_v2": {"maxpool", "layer2.0.conv1"},
+    "synthetic/basic_v1_identity": {"conv1", "maxpool"},
+}
+
+
+class Case:
+    def __init__(self, v: Variant):
+        self.v = v
+        self.params = weights.random_params(v, 0)
+        self.model = adapter.build(v)
+        adapter.load_params(v, self.model, self.params)
+
+
+@pytest.fixture(scope="module", params=ALL, ids=[v.name for v in ALL])
+def case(request) -> Case:
+    return Case(request.param)
+
+
+def tap_error(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(max |out - ref|, max |ref|)"""
+    return float(np.abs(out - ref).max()), float(np.abs(ref).max())
+
+
+def check_against_reference(v: Variant, params, x, out) -> float:
+    """Assert every tap agrees with the float64 reference; return the worst error / scale.
+
+    The bound is RTOL of the tap's scale, plus, where that is exceeded, twice what float32
+    arithmetic itself costs at that tap (the reference run in float32): at 101 and 152
+    layers rounding alone reaches 3-5e-5 of the scale, in numpy as in torch."""
+    ref = reference.forward(v, params, x)
+    ref32 = None
+    worst = 0.0
+    for name in C.tap_names(v):
+        assert out[name].shape == ref[name].shape, name
+        assert out[name].dtype == np.float32, name
+        err, scale = tap_error(out[name], ref[name])
+        bound = RTOL * scale
+        if err > bound:
+            if ref32 is None:
+                ref32 = reference.forward(v, params, x, dtype=np.float32)
+            bound += 2 * tap_error(ref32[name], ref[name])[0]
+        assert err <= bound, f"{v.name} {name}: max error {err:.3g} exceeds {bound:.3g} (scale {scale:.3g})"
+        worst = max(worst, err / scale)
+    return worst
+
+
+def first_mismatch(v: Variant, out, ref) -> str | None:
+    for name in C.tap_names(v):
+        if out[name].shape != ref[name].shape:
+            return name
+        err, scale = tap_error(out[name], ref[name])
+        if err > RTOL * scale:
+            return name
+    return None
+
+
+def test_available():
+    assert adapter.available() is None
+    assert adapter.torch is torch  # the real torch, not the adapter module itself
+
+
+def test_unavailable_without_torch():
+    """Without torch the adapter still imports and says why, instead of raising."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from equiv.frameworks import torch as a; print(a.available())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).parents[2]).stdout
+    assert out.startswith("torch is not installed")
+
+
+# ---------------------------------------------------------------------------------------
+# 1. every tap against the reference
+
+
+@pytest.mark.parametrize("size", [33, 32])
+def test_taps_match_reference(case, size):
+    x = weights.random_input(case.v, 2, size, size)
+    out = adapter.run(case.v, case.model, x)
+    assert list(out) == C.tap_names(case.v)
+    worst = check_against_reference(case.v, case.params, x, out)
+    print(f"{case.v.name} {size}x{size}: worst tap error {worst:.2e} of scale")
+
+
+def test_any_size_and_batch(case):
+    """Smallest usable input, not square, batch 1: every layer's spatial size as planned."""
+    v = case.v
+    h, w = C.min_input_size(v), C.min_input_size(v) + 3
+    spatial = ["stem/conv", "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
+    out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), [*spatial, "logits"])
+    sizes = zip(C.spatial_sizes(v, h), C.spatial_sizes(v, w), strict=True)
+    for name, (sh, sw) in zip(spatial, sizes, strict=True):
+        assert out[name].shape[1:3] == (sh, sw), name
+    assert out["logits"].shape == (1, v.num_classes) and np.isfinite(out["logits"]).all()
+
+
+def test_run_selects_taps():
+    v = SMALL
+    model = adapter.build(v)
+    x = weights.random_input(v, 1, 33, 33)
+    assert list(adapter.run(v, model, x, "logits")) == ["logits"]
+    picked = adapter.run(v, model, x, ["logits", "stem/pool"])
+    assert list(picked) == ["logits", "stem/pool"]
+    assert picked["stem/pool"].shape[-1] == v.stem_width  # NHWC
+    with pytest.raises(EquivError, match="unknown tap"):
+        adapter.run(v, model, x, ["stage9/unit1"])
+
+
+# ---------------------------------------------------------------------------------------
+# 2. export is the exact inverse of load
+
+
+def test_export_is_bit_exact(case):
+    exported = adapter.export_params(case.v, case.model)
+    shapes = C.param_shapes(case.v)
+    assert list(exported) == list(shapes)
+    for name, a in exported.items():
+        assert a.dtype == np.float32 and a.shape == shapes[name], name
+        assert np.array_equal(a, case.params[name]), name
+
+
+# ---------------------------------------------------------------------------------------
+# 3. strict loading
+
+
+def test_load_rejects_mismatched_params(case):
+    v, params = case.v, case.params
+    first = next(iter(params))
+
+    missing = dict(params)
+    del missing["logits/bias"]
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.load_params(v, case.model, missing)
+    assert e.value.missing == ["logits/bias"]
+
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.load_params(v, case.model, {**params, "stage1/unit1/conv9/kernel": params[first]})
+    assert e.value.unexpected == ["stage1/unit1/conv9/kernel"]
+
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.load_params(v, case.model, {**params, first: params[first][..., :-1]})
+    assert [m[0] for m in e.value.mismatched] == [first]
+
+    # nothing was half-loaded
+    assert np.array_equal(case.model.fc.bias.detach().numpy(), params["logits/bias"])
+
+
+# ---------------------------------------------------------------------------------------
+# Names, layout and structure
+
+
+def test_framework_names_are_the_state_dict(case):
+    """framework_names covers the state_dict exactly (num_batches_tracked aside), and each
+    tensor has the canonical shape in torch's layout."""
+    names = adapter.framework_names(case.v)
+    state = case.model.state_dict()
+    assert sorted(names.values()) == sorted(k for k in state if not k.endswith(".num_batches_tracked"))
+    for name, shape in C.param_shapes(case.v).items():
+        if name == "logits/kernel":
+            shape = shape[::-1]
+        elif name.endswith("/kernel"):
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        assert tuple(state[names[name]].shape) == shape, name
+    if not case.v.bn_scale:
+        assert not any(k.endswith(("bn1.weight", "postnorm.weight", "preact.weight")) for k in state)
+
+
+def test_pads_explicitly_only_where_needed(case):
+    padded = {n for n, m in case.model.named_modules()
+              if isinstance(m, (adapter.PaddedConv2d, adapter.PaddedMaxPool2d))}
+    # slim pools TF SAME and keras zero-pads its pool; neither pads a conv asymmetrically
+    expected = {"torchvision": set(), "slim": {"maxpool"}, "keras": {"maxpool"}}
+    assert padded == expected.get(case.v.framework, PADDED_LAYERS.get(case.v.name))
+
+
+# the synthetic variants hold every kind of explicit padding
+@pytest.mark.parametrize("name", ["torchvision/resnet18", *(v.name for v in SYNTHETIC)])
+def test_channels_last_agrees(name):
+    v = next(v for v in ALL if v.name == name)
+    model = adapter.build(v)
+    adapter.load_params(v, model, weights.random_params(v, 0))
+    x = weights.random_input(v, 2, 33, 33)
+    base = adapter.run(v, model, x)
+    out = adapter.run(v, model, x, channels_last=True)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for tap in base:
+        err, scale = tap_error(out[tap], base[tap])
+        assert err <= RTOL * scale, tap
+
+
+# ---------------------------------------------------------------------------------------
+# 4. the reference: torchvision's layout. A transcription of torchvision/models/resnet.py
+# (0.29; groups, dilation and initialisation left out) stands in for torchvision, which
+# cannot be installed beside this torch; the real one is used where it imports.
+
+
+class _TvBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class _TvBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+class _TvResNet(nn.Module):
+    def __init__(self, block, layers, num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _transcribed_torchvision(v: Variant) -> nn.Module:
+    block = _TvBasicBlock if v.block == "basic" else _TvBottleneck
+    return _TvResNet(block, list(v.depths), num_classes=v.num_classes).eval()
+
+
+def _unit_outputs(model: nn.Module, v: Variant, x: np.ndarray) -> dict[str, np.ndarray]:
+    """stem/pool, every unit and logits of a torchvision-layout model, through forward hooks."""
+    out, hooks = {}, []
+
+    def keep(name):
+        def hook(module, inputs, output):
+            out[name] = C.nchw_to_nhwc(output.detach().numpy().copy())
+        return hook
+
+    hooks.append(model.maxpool.register_forward_hook(keep("stem/pool")))
+    for unit in C.units(v):
+        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
+        hooks.append(block.register_forward_hook(keep(unit.name)))
+    with torch.inference_mode():
+        out["logits"] = model(torch.from_numpy(C.nhwc_to_nchw(x))).numpy()
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def _layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(k, tuple(t.shape), t.dtype) for k, t in model.state_dict().items()]
+
+
+def test_reference_build(case):
+    """reference=True: for torch-native variants a separate build that agrees with the generic
+    one at every tap (and, for torchvision/, has torchvision's exact layout); refused otherwise."""
+    v = case.v
+    if v.native != "torch":
+        with pytest.raises(FrameworkError, match="no PyTorch reference"):
+            adapter.build(v, reference=True)
+        return
+    ref = adapter.build(v, reference=True)
+    adapter.load_params(v, ref, case.params)
+    x = weights.random_input(v, 2, 33, 33)
+    ours, theirs = adapter.run(v, case.model, x), adapter.run(v, ref, x)
+    assert all(np.array_equal(ours[n], theirs[n]) for n in ours)
+    if v.framework != "torchvision":
+        return
+    # torchvision's layout: the same keys in the same order, shapes and dtypes ...
+    tv = _transcribed_torchvision(v)
+    assert _layout(ref) == _layout(tv)
+    assert set(adapter.framework_names(v).values()) == {
+        k for k in tv.state_dict() if not k.endswith(".num_batches_tracked")}
+    # ... and the same function, unit by unit, after a strict load
+    tv.load_state_dict(ref.state_dict(), strict=True)
+    for name, t in _unit_outputs(tv, v, x).items():
+        err, scale = tap_error(ours[name], t)
+        assert err <= RTOL * scale, name
+
+
+def test_reads_a_torchvision_state_dict(tmp_path):
+    """A state_dict saved from torchvision's layout (num_batches_tracked and all) reads as the
+    canonical parameters our export gives for the same weights."""
+    v = variants.get("torchvision/resnet18")
+    tv = _transcribed_torchvision(v)
+    for m in tv.modules():
+        if isinstance(m, nn.BatchNorm2d):  # make the statistics differ from the defaults
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.num_batches_tracked.fill_(7)
+    path = tmp_path / "resnet18.pth"
+    torch.save(tv.state_dict(), path)
+    params = adapter.read_state_dict(v, path)
+    model = adapter.build(v)
+    model.load_state_dict(tv.state_dict(), strict=True)
+    exported = adapter.export_params(v, model)
+    assert list(params) == list(exported)
+    assert all(np.array_equal(params[n], exported[n]) for n in params)
+
+
+@pytest.mark.parametrize("name, entries, batch_counters", [
+    ("torchvision/resnet18", 122, 20), ("torchvision/resnet50", 320, 53),
+])
+def test_torchvision_state_dict_counts(name, entries, batch_counters):
+    # resnet18: 20 convs (1 + 8x2 + 3 downsample) and 20 BatchNorms of 5 entries, fc 2;
+    # resnet50: 53 convs (1 + 16x3 + 4 downsample) and 53 BatchNorms, fc 2.
+    keys = list(adapter.build(variants.get(name)).state_dict())
+    assert len(keys) == entries
+    assert sum(k.endswith(".num_batches_tracked") for k in keys) == batch_counters
+    assert keys[:2] == ["conv1.weight", "bn1.weight"] and keys[-2:] == ["fc.weight", "fc.bias"]
+    assert "layer2.0.downsample.0.weight" in keys and "layer2.1.downsample.0.weight" not in keys
+
+
+def _import_torchvision():
+    try:
+        import torchvision.models
+    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch fails in many ways
+        pytest.skip(f"torchvision is not importable here ({type(exc).__name__}: {exc}); "
+                    "the transcription in this file stands in for it")
+    return torchvision.models
+
+
+@pytest.mark.parametrize("v", TORCHVISION, ids=[v.name for v in TORCHVISION])
+def test_loads_into_real_torchvision(v):
+    models = _import_torchvision()
+    ours = adapter.build(v)
+    adapter.load_params(v, ours, weights.random_params(v, 0))
+    theirs = getattr(models, v.short_name)(num_classes=v.num_classes).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    assert _layout(ours) == _layout(theirs)
+    x = weights.random_input(v, 2, 33, 33)
+    with torch.inference_mode():
+        expected = theirs(torch.from_numpy(C.nhwc_to_nchw(x))).numpy()
+    err, scale = tap_error(adapter.run(v, ours, x, "logits")["logits"], expected)
+    assert err <= RTOL * scale
+
+
+# ---------------------------------------------------------------------------------------
+# state_dict files
+
+
+@pytest.mark.parametrize("name", ["torchvision/resnet18", "synthetic/tf_same_unscaled", "synthetic/basic_v2"])
+def test_state_dict_file_round_trip(name, tmp_path):
+    v = next(v for v in ALL if v.name == name)
+    params = weights.random_params(v, 1)
+    model = adapter.build(v)
+    adapter.load_params(v, model, params)
+    path = tmp_path / "model.pth"
+    adapter.save_state_dict(v, model, path)
+    assert any(k.endswith("num_batches_tracked") for k in torch.load(path, weights_only=True))
+    back = adapter.read_state_dict(v, path)
+    assert list(back) == list(C.param_shapes(v))
+    assert all(np.array_equal(back[n], params[n]) for n in params)
+
+
+def test_read_state_dict_is_strict(tmp_path):
+    v = variants.get("torchvision/resnet18")
+    state = adapter.build(v).state_dict()
+    path = tmp_path / "extra.pth"
+    torch.save({**state, "fc.extra": torch.zeros(3)}, path)
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.read_state_dict(v, path)
+    assert e.value.unexpected == ["fc.extra"] and e.value.source == str(path)
+
+    del state["layer1.0.bn2.running_var"]
+    torch.save(state, path)
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.read_state_dict(v, path)
+    assert e.value.missing == ["stage1/unit1/conv2/bn/moving_variance"]
+
+    # another head: reported in canonical names and layout
+    torch.save(adapter.build(variants.get(v.name, num_classes=10)).state_dict(), path)
+    with pytest.raises(ParamMismatchError) as e:
+        adapter.read_state_dict(v, path)
+    assert e.value.mismatched == [("logits/kernel", (512, 1000), (512, 10)), ("logits/bias", (1000,), (10,))]
+
+
+class _Payload:
+    unpickled = False
+
+    def __setstate__(self, state):
+        _Payload.unpickled = True
+
+
+def test_read_state_dict_never_unpickles_objects(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"conv1.weight": _Payload()}, f, protocol=2)
+    torch.save({"conv1.weight": _Payload()}, tmp_path / "evil2.pth")
+    for p in (path, tmp_path / "evil2.pth"):
+        with pytest.raises(EquivError, match="weights_only"):
+            adapter.read_state_dict(variants.get("torchvision/resnet18"), p)
+    assert not _Payload.unpickled
+
+
+# ---------------------------------------------------------------------------------------
+# 5. negative controls: the comparison fails, and fails where the fault is
+
+
+
+
+@pytest.mark.parametrize("layer", ["stem/conv", "stage2/unit1/conv2", "stage3/unit1/shortcut", "stage4/unit2/conv1"])
+def test_a_perturbed_kernel_is_found_at_its_layer(layer):
+    params = weights.random_params(SMALL, 0)
+    x = weights.random_input(SMALL, 2, 32, 32)
+    bad = dict(params)
+    kernel = bad[f"{layer}/kernel"].copy()
+    centre = kernel.shape[0] // 2  # a corner may see only padding, one channel only zeros
+    kernel[centre, centre] += 0.05
+    bad[f"{layer}/kernel"] = kernel
+    model = adapter.build(SMALL)
+    adapter.load_params(SMALL, model, bad)
+    assert first_mismatch(SMALL, adapter.run(SMALL, model, x), reference.forward(SMALL, params, x)) == layer
+
+
+@pytest.mark.parametrize("change, size, first", [
+    ({"conv_padding": "tf_same"}, 32, "stage2/unit1/conv1"),  # asymmetric on even sizes only
+    ({"bn_epsilon": 1e-3}, 33, "stem/conv"),
+    ({"stride_conv": 2}, 33, "stage2/unit1/conv1"),  # the stride on the wrong conv
+    ({"pool_padding": "tf_same"}, 33, None),  # TF SAME is symmetric on odd sizes ...
+    ({"pool_padding": "tf_same"}, 32, "stem/pool"),  # ... but not on even ones
+])
+def test_a_wrong_convention_is_found_where_it_acts(change, size, first):
+    params = weights.random_params(SMALL, 0)
+    x = weights.random_input(SMALL, 2, size, size)
+    wrong = SMALL.replace(**change)
+    model = adapter.build(wrong)
+    adapter.load_params(wrong, model, params)
+    assert first_mismatch(SMALL, adapter.run(wrong, model, x), reference.forward(SMALL, params, x)) == first
+
+
+def test_zero_and_inf_pool_padding_differ_without_relu():
+    """Before a v2 pool (no ReLU in the stem), zero padding is not -inf padding."""
+    v = next(v for v in SYNTHETIC if v.name == "synthetic/basic_v2")
+    params = weights.random_params(v, 0)
+    x = weights.random_input(v, 2, 33, 33)
+    wrong = v.replace(pool_pad_value="zero")
+    model = adapter.build(wrong)
+    adapter.load_params(wrong, model, params)
+    assert first_mismatch(v, adapter.run(wrong, model, x), reference.forward(v, params, x)) == "stem/pool"

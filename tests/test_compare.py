@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+
+from equiv import compare
+from equiv import canonical as C
+from equiv import variants as V
+from equiv.errors import EquivError
+
+
+def test_identical_taps_have_zero_error():
+    a = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    r = compare.compare_tap("t", a, a.copy(), ("x", "y"), 1e-5)
+    assert r.ok and r.max_abs == 0 and r.rel == 0 and r.cosine == pytest.approx(1.0)
+
+
+def test_error_is_relative_to_the_tap_scale_and_locates_the_worst_element():
+    a = np.zeros((1, 2, 2, 1))
+    a[0, 1, 1, 0] = 10.0
+    b = a.copy()
+    b[0, 0, 1, 0] = 0.01
+    r = compare.compare_tap("t", a, b, ("x", "y"), 1e-5)
+    assert r.max_abs == pytest.approx(0.01) and r.rel == pytest.approx(1e-3)
+    assert r.worst_index == (0, 0, 1, 0) and r.worst_values == (0.0, 0.01)
+    assert not r.ok and r.status == "diverged"
+
+
+def test_all_zero_tap_does_not_divide_by_zero():
+    z = np.zeros((1, 2, 2, 3))
+    assert compare.compare_tap("t", z, z, ("x", "y"), 1e-5).rel == 0
+    r = compare.compare_tap("t", z, z + 1e-9, ("x", "y"), 1e-5)
+    assert math.isinf(r.rel) and not r.ok
+
+
+def test_nonfinite_values_are_reported_as_such():
+    a = np.ones((1, 2))
+    b = a.copy()
+    b[0, 1] = np.nan
+    r = compare.compare_tap("logits", a, b, ("x", "y"), 1e-5)
+    assert r.status == "nonfinite" and not r.ok
+
+
+def test_shape_mismatch_is_a_failure_not_a_crash():
+    r = compare.compare_tap("t", np.ones((1, 2)), np.ones((1, 3)), ("x", "y"), 1e-5)
+    assert r.status == "shape" and not r.ok
+
+
+def test_tolerances_are_keyed_by_dtype_and_grow_with_depth():
+    assert compare.tolerance("float32") < compare.tolerance("float16") < compare.tolerance("bfloat16")
+    with pytest.raises(EquivError):
+        compare.tolerance("int8")
+    tols = compare.tap_tolerances(V.get("torchvision/resnet152"))
+    assert tols["stem/conv"] == compare.tolerance("float32")
+    assert tols["logits"] == pytest.approx(1e-5 * math.sqrt(1 + 50 * 3 + 1))
+    depths = C.tap_depths(V.get("torchvision/resnet152"))
+    assert list(depths) == C.tap_names(V.get("torchvision/resnet152"))
+
+
+def test_first_divergence_follows_network_order():
+    v = V.get("torchvision/resnet18")
+    taps = C.tap_names(v)
+    good = {t: np.ones((1, 2)) for t in taps}
+    bad = dict(good)
+    bad[taps[5]] = np.full((1, 2), 2.0)
+    bad[taps[9]] = np.full((1, 2), 3.0)
+    results = compare.compare_taps({"a": good, "b": bad}, taps, compare.tap_tolerances(v))
+    assert compare.first_divergence(results).name == taps[5]
+    assert compare.worst(results) == pytest.approx(2.0)
