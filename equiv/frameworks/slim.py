@@ -37,7 +37,9 @@ from equiv.variants import Variant
 @functools.cache
 def _libs():
     """(tensorflow, tf_slim), imported on first use."""
-    import equiv.frameworks._slim_compat  # noqa: F401  must precede tf_slim
+    from equiv.frameworks import _slim_compat
+
+    _slim_compat.install()  # before tf_slim builds its first layer (idempotent)
     import tensorflow as tf
     import tf_slim
 
@@ -48,7 +50,7 @@ def available() -> str | None:
     try:
         _libs()
         from tf_slim.nets import resnet_v1, resnet_v2  # noqa: F401
-    except Exception as e:  # any import failure means "not usable here", never a crash
+    except Exception as e:  # noqa: BLE001  any import failure means "not usable here", never a crash
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -269,8 +271,9 @@ def load_params(variant: Variant, model: SlimModel, params) -> None:
     names = framework_names(variant)
 
     def make():  # one placeholder and assign per variable, all run as one op
-        feeds = {c: tf.compat.v1.placeholder(tf.float32, model.variables[s].shape) for c, s in names.items()}
-        return feeds, tf.group(*[model.variables[s].assign(feeds[c]) for c, s in names.items()])
+        variables = {c: model.variables[s] for c, s in names.items()}
+        feeds = {c: tf.compat.v1.placeholder(tf.float32, var.shape) for c, var in variables.items()}
+        return feeds, tf.group(*[var.assign(feeds[c], read_value=False) for c, var in variables.items()])
 
     feeds, assign = model.cached("load", make)
     model.session.run(assign, {feeds[c]: _to_slim(c, np.asarray(params[c], np.float32)) for c in names})
