@@ -71,8 +71,8 @@ def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | No
     `fn(input)` returns every tap the segment produces, its output tap last. Chaining them is
     the forward pass; running one on another implementation's input isolates its error.
     """
-    bn = bn or inference_bn(v, params)
     p = {k: np.asarray(a, dtype) for k, a in params.items()}
+    bn = bn or inference_bn(v, p)  # p, not params: statistics in `dtype` too
 
     def conv(c: C.Conv, h: np.ndarray) -> np.ndarray:
         h = conv2d(h, p[f"{c.name}/kernel"], c.stride, c.padding, p.get(f"{c.name}/bias"))
