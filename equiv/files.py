@@ -5,6 +5,9 @@ Formats (read and written unless said):
     tf-checkpoint   a tf.compat.v1.train.Saver checkpoint with tf_slim.nets' variable names
                     (path = the prefix, e.g. model.ckpt for model.ckpt.index + .data-*)
     keras-weights   Keras 3 `.weights.h5`, as `model.save_weights` writes it
+    keras-archive   Keras 3 `.keras` (read only): its weights are read; its config, which could
+                    name code to run, is never deserialised
+    keras2-h5       legacy Keras 2 `.h5`, a whole model or weights (read only), by layer name
     torch           a PyTorch state_dict (`.pt`, `.pth`), read with weights_only=True only
     safetensors     canonical names and layout, no framework needed
 
@@ -15,6 +18,7 @@ write goes to a temporary file in the target folder and is renamed into place wh
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Mapping
@@ -25,11 +29,13 @@ from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.variants import Variant
 
-FORMATS = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
+FORMATS = ("tf-checkpoint", "keras-weights", "keras-archive", "keras2-h5", "torch", "safetensors")
+WRITABLE = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
 _SUFFIXES = {
     ".safetensors": "safetensors",
     ".pt": "torch", ".pth": "torch",
     ".weights.h5": "keras-weights",
+    ".keras": "keras-archive",
     ".ckpt": "tf-checkpoint", ".index": "tf-checkpoint",
 }
 
@@ -50,12 +56,30 @@ def _by_content(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "keras-weights"
-    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
-        return "torch"
+        return _hdf5_kind(path)
+    if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's archive, or a .keras one
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                return "keras-archive" if "model.weights.h5" in z.namelist() else "torch"
+        except zipfile.BadZipFile:
+            return "torch"
     if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
         return "safetensors"
     return None
+
+
+def _hdf5_kind(path: Path) -> str:
+    """Keras 2 files list their layers in a `layer_names` attribute; Keras 3 ones do not."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            return "keras2-h5" if "layer_names" in root.attrs else "keras-weights"
+    except (OSError, KeyError):
+        return "keras-weights"  # unreadable: the reader says why
 
 
 def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = True) -> str:
@@ -65,7 +89,9 @@ def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = T
         if fmt not in FORMATS:
             raise EquivError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         return fmt
-    found = _by_name(path) or (_by_content(path) if reading else None)
+    found = _by_name(path)
+    if reading and (found is None or path.name.lower().endswith(".h5")):
+        found = _by_content(path) or found
     if found is None:
         raise EquivError(f"{path}: cannot tell its format from the name"
                          f"{' or the content' if reading else ''}; pass a format ({', '.join(FORMATS)})")
@@ -94,7 +120,52 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> d
         return adapter("slim").read_checkpoint(variant, str(_tf_prefix(path)))
     if fmt == "keras-weights":
         return adapter("keras").read_weights_file(variant, path)
+    if fmt == "keras-archive":
+        return _read_keras_archive(path, variant)
+    if fmt == "keras2-h5":
+        return _read_keras2_h5(path, variant)
     return adapter("torch").read_state_dict(variant, path)
+
+
+def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+    """The weights of a `.keras` zip, read as a `.weights.h5`: nothing of its config is run."""
+    import zipfile
+
+    from equiv.frameworks import adapter
+
+    try:
+        with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "model.weights.h5"
+            with z.open("model.weights.h5") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            return adapter("keras").read_weights_file(variant, target)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise EquivError(f"{path}: not a readable .keras archive ({e})") from None
+
+
+def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+    """A Keras 2 `.h5` (whole model or weights only): arrays addressed by layer and weight name."""
+    import h5py
+
+    from equiv.frameworks import adapter
+
+    to_canonical = {k: c for c, k in adapter("keras").framework_names(variant).items()}
+    params: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            for layer in root.attrs["layer_names"]:
+                layer = layer.decode() if isinstance(layer, bytes) else layer
+                group = root[layer]
+                for wname in group.attrs.get("weight_names", []):
+                    wname = wname.decode() if isinstance(wname, bytes) else wname
+                    field = wname.rsplit("/", 1)[-1].split(":")[0]  # 'conv1_conv/kernel:0' -> kernel
+                    key = f"{layer}/{field}"
+                    params[to_canonical.get(key, key)] = np.asarray(group[wname], np.float32)
+    except (OSError, KeyError) as e:
+        raise EquivError(f"{path}: not a readable Keras 2 .h5 file ({e})") from None
+    C.check_params(variant, params, source=str(path))
+    return {k: params[k] for k in C.param_shapes(variant)}
 
 
 def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
@@ -120,6 +191,8 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     """Write canonical `params` of `variant` in `fmt`; returns the files written."""
     path = Path(path)
     fmt = detect(path, fmt, reading=False)
+    if fmt not in WRITABLE:
+        raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(WRITABLE)}")
     first_target = Path(str(_tf_prefix(path)) + ".index") if fmt == "tf-checkpoint" else path
     _refuse_existing([first_target], force)  # before any work; checked again before the rename
     C.check_params(variant, params)

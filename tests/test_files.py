@@ -1,0 +1,96 @@
+"""Reading the formats equiv only reads: Keras 2 .h5 files and Keras 3 .keras archives,
+written in each test by that framework's own saving API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from equiv import files
+from equiv import variants as V
+from equiv.errors import EquivError, ParamMismatchError
+from equiv.frameworks import adapter
+
+KERAS_NAMES = {"keras/ResNet50": "ResNet50", "keras/ResNet50V2": "ResNet50V2"}
+
+
+def _weights_by_layer(model) -> dict[str, np.ndarray]:
+    """A Keras model's own view of its weights: layer name / weight name -> array."""
+    out = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            out[f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}"] = np.asarray(w.numpy())
+    return out
+
+
+@pytest.mark.parametrize("name", list(KERAS_NAMES))
+@pytest.mark.parametrize("whole_model", [True, False], ids=["model", "weights"])
+def test_reads_keras2_h5_written_by_tf_keras(name, whole_model, tmp_path):
+    import tf_keras
+
+    v = V.get(name)
+    model = getattr(tf_keras.applications, KERAS_NAMES[name])(weights=None, input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    path = tmp_path / "legacy.h5"
+    (model.save if whole_model else model.save_weights)(str(path), save_format="h5")
+    assert files.detect(path) == "keras2-h5"
+    params = files.read(path, v)
+    names = adapter("keras").framework_names(v)
+    theirs = _weights_by_layer(model)
+    assert set(names.values()) == set(theirs)
+    for canonical_name, keras_name in names.items():
+        assert np.array_equal(params[canonical_name], theirs[keras_name]), canonical_name
+
+
+def test_reads_the_weights_of_a_keras_archive_without_running_its_config(tmp_path):
+    import keras
+
+    v = V.get("keras/ResNet50V2")
+    ad = adapter("keras")
+    model = ad.build(v)
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    path = tmp_path / "m.keras"
+    model.save(str(path))
+    assert files.detect(path) == "keras-archive"
+    got = files.read(path, v)
+    want = ad.export_params(v, model)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    # Keras' own safe loader agrees that the archive holds that model
+    loaded = keras.saving.load_model(str(path), safe_mode=True)
+    assert len(loaded.weights) == len(model.weights)
+
+
+def test_keras2_h5_of_another_variant_is_refused_with_the_parameter_named(tmp_path):
+    import tf_keras
+
+    model = tf_keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    path = tmp_path / "r50.h5"
+    model.save_weights(str(path), save_format="h5")
+    with pytest.raises(ParamMismatchError, match=str(path)) as e:
+        files.read(path, V.get("keras/ResNet101"))
+    assert e.value.missing[0].startswith("stage3/unit7")
+
+
+def test_read_only_formats_cannot_be_written(tmp_path):
+    v = V.get("torchvision/resnet18")
+    with pytest.raises(EquivError, match="read only"):
+        files.write({}, tmp_path / "x.keras", v)
+    assert not any(tmp_path.iterdir())
+
+
+def test_format_detection_by_name_and_content(tmp_path):
+    assert files.detect(tmp_path / "a.safetensors") == "safetensors"
+    assert files.detect(tmp_path / "a.pth") == "torch"
+    assert files.detect(tmp_path / "a.weights.h5", reading=False) == "keras-weights"
+    assert files.detect(tmp_path / "model.ckpt") == "tf-checkpoint"
+    odd = tmp_path / "weights.bin"
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros(2, np.float32)}, str(odd))
+    assert files.detect(odd) == "safetensors"
+    with pytest.raises(EquivError, match="cannot tell its format"):
+        files.detect(tmp_path / "nothing.xyz")
+    with pytest.raises(EquivError, match="unknown format"):
+        files.detect(odd, "onnx")
