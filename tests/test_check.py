@@ -32,25 +32,23 @@ def test_every_framework_pair_agrees_at_224(v):
     assert report.equivalent, report.first
 
 
-@pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50",
-                                  "keras/ResNet50V2", "torchvision/resnet18", "torchvision/resnet50"])
-@pytest.mark.parametrize("a,b", PAIRS + [(b, a) for a, b in PAIRS], ids=lambda f: f)
-def test_port_round_trip_is_bit_exact(name, a, b):
-    v = V.get(name)
-    A, B = adapter(a), adapter(b)
+@pytest.mark.parametrize("v", [v for v in V.all_variants() if sum(v.depths) <= 16], ids=lambda v: v.name)
+def test_port_round_trip_is_bit_exact(v):
+    """native -> each other framework in turn -> native: every export is the original, bit for bit."""
     params = W.random_params(v, 5)
-    ma = A.build(v)
-    A.load_params(v, ma, params)
-    exported = A.export_params(v, ma)
-    mb = B.build(v)
-    B.load_params(v, mb, exported)
-    ma2 = A.build(v)
-    A.load_params(v, ma2, B.export_params(v, mb))
-    back = A.export_params(v, ma2)
-    assert list(back) == list(C.param_shapes(v))
-    for k in params:
-        assert back[k].dtype == np.float32
-        assert np.array_equal(back[k], params[k]), k
+    order = sorted(FRAMEWORKS, key=lambda f: f != v.native)
+    current = params
+    for fw in order + order[:1]:
+        ad = adapter(fw)
+        m = ad.build(v)
+        ad.load_params(v, m, current)
+        current = ad.export_params(v, m)
+        if hasattr(m, "close"):
+            m.close()
+        assert list(current) == list(C.param_shapes(v))
+        for k in params:
+            assert current[k].dtype == np.float32
+            assert np.array_equal(current[k], params[k]), (fw, k)
 
 
 def test_diff_keras_v2_against_slim_v2_diverges_at_the_stem_pool():

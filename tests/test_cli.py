@@ -44,7 +44,7 @@ def test_diff_exits_1_and_names_the_stem_pool(tmp_path):
     (["check", "slim/resnet_v2_5"], "did you mean"),
     (["check", "torchvision/resnet18", "--frameworks", "slim,caffe"], "unknown framework caffe"),
     (["check", "torchvision/resnet18", "--input-size", "0", "32"], "must be positive"),
-    (["check", "torchvision/resnet18", "--input-size", "1", "1"], "too small"),
+    (["check", "torchvision/resnet18", "--input-size", "5000", "32"], "too large"),
     (["check", "torchvision/resnet18", "--input-size", "a", "1"], "not an integer"),
     (["check", "torchvision/resnet18", "--frameworks", "torch"], "at least two frameworks"),
     (["diff", "slim/resnet_v2_50", "torchvision/resnet18"], "do not fit"),

@@ -1,0 +1,95 @@
+"""Porting slim/resnet_v2_152 from a slim checkpoint to safetensors, against the bare work.
+
+The bare work is what any port must do at least: read every tensor with
+`tf.train.load_checkpoint` and write them all with safetensors. Both run in fresh processes,
+alternating, several rounds; each reports the time of the work alone (imports excluded) and
+its peak memory above the process's own baseline once TensorFlow and safetensors are imported.
+
+    python benchmarks/port_slim_to_safetensors.py [--rounds 5] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+WORKER = r"""
+import json, resource, sys, time, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, tensorflow as tf
+from safetensors.numpy import save_file
+mode, ckpt, out = sys.argv[1:4]
+if mode == "equiv":
+    import equiv, equiv.port, equiv.files, equiv.frameworks.slim  # imports are not the work
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+if mode == "bare":
+    reader = tf.train.load_checkpoint(ckpt)
+    tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    save_file(tensors, out)
+else:
+    equiv.port("slim/resnet_v2_152", ckpt, out, force=True)
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"mode": mode, "seconds": dt, "base_mb": base / 1024, "peak_mb": peak / 1024}))
+"""
+
+
+def run(mode: str, ckpt: Path, out: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", WORKER, mode, str(ckpt), str(out)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    from equiv import canonical, files, variants, weights
+
+    v = variants.get("slim/resnet_v2_152")
+    weights_mb = sum(a.nbytes for a in weights.random_params(v, 0).values()) / 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "resnet_v2_152.ckpt"
+        print("writing the checkpoint ...", file=sys.stderr)
+        files.write(weights.random_params(v, 0), ckpt, v)
+        rows = []
+        for i in range(args.rounds):
+            for mode in ("bare", "equiv"):
+                r = run(mode, ckpt, Path(tmp) / f"{mode}.safetensors")
+                rows.append(r)
+                print(f"round {i + 1}: {mode:5s} {r['seconds']:.2f}s, peak {r['peak_mb'] - r['base_mb']:.0f} MB above base",
+                      file=sys.stderr)
+    med = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
+    mem = {m: max(r["peak_mb"] - r["base_mb"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
+    result = {
+        "command": "python benchmarks/port_slim_to_safetensors.py --rounds %d" % args.rounds,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "variant": v.name, "parameters": canonical.param_count(v), "weights_mb": round(weights_mb, 1),
+        "median_seconds": med, "time_ratio": med["equiv"] / med["bare"],
+        "peak_above_base_mb": mem, "memory_ratio_to_weights": mem["equiv"] / weights_mb,
+        "rounds": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "port_slim_to_safetensors.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = (f"# Port slim/resnet_v2_152 checkpoint -> safetensors\n\n`{result['command']}` on {platform.platform()}\n\n"
+          f"| | median time | peak memory above base |\n|---|---:|---:|\n"
+          f"| bare (tf.train.load_checkpoint + safetensors) | {med['bare']:.2f} s | {mem['bare']:.0f} MB |\n"
+          f"| equiv port | {med['equiv']:.2f} s | {mem['equiv']:.0f} MB |\n\n"
+          f"time ratio {result['time_ratio']:.2f} (target <= 1.5); equiv's peak is "
+          f"{result['memory_ratio_to_weights']:.2f}x the weights' {weights_mb:.0f} MB (target <= 2)\n")
+    (out / "port_slim_to_safetensors.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
