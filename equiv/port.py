@@ -23,28 +23,61 @@ from equiv.variants import Variant, get
 
 # The framework that owns each file format; safetensors belongs to none and is verified in
 # the variant's native framework.
-OWNER = {"tf-checkpoint": "slim", "keras-weights": "keras", "torch": "torch"}
+OWNER = {"tf-checkpoint": "slim", "keras-weights": "keras", "keras-archive": "keras", "keras2-h5": "keras",
+         "torch": "torch"}
 
 
-def _head_hint(e: ParamMismatchError, v: Variant) -> ParamMismatchError:
-    """Say how to port a head of another class count, instead of only that it does not fit."""
-    for name, expected, found in e.mismatched:
+def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
+    """How to port a head of another class count, when the head is all that does not fit."""
+    if e.missing or e.unexpected or any(not n.startswith("logits/") for n, _, _ in e.mismatched):
+        return None
+    for name, _expected, found in e.mismatched:
         if name in ("logits/kernel", "logits/bias"):
             n = found[-1]
             hint = f"--num-classes {n}"
             if n == v.num_classes + 1:
                 hint += f" --drop-background (to port the {n}-class head to {v.num_classes} classes)"
-            raise EquivError(f"{e}; the file has a {n}-class head: pass {hint}") from None
-    raise e
+            return f"the file has a {n}-class head: pass {hint}"
+    return None
+
+
+# Formats cheap enough to re-read against every registered variant to say which one a
+# mismatched file looks like (a Keras file would need a model built per candidate).
+_SNIFFABLE = ("safetensors", "torch", "tf-checkpoint")
+
+
+def looks_like(path, fmt: str, exclude: Variant) -> str | None:
+    """The registered variant whose parameters a file fits, with its own head size, if any."""
+    from equiv.variants import all_variants
+
+    for cand in all_variants():
+        if cand.name == exclude.name:
+            continue
+        try:
+            files.read(path, cand, fmt)
+            return cand.name
+        except ParamMismatchError as e:
+            head = [found[-1] for name, _, found in e.mismatched if name == "logits/bias"]
+            if head and len(e.mismatched) == 2 and not e.missing and not e.unexpected:
+                return f"{cand.name} with --num-classes {head[0]}"
+        except EquivError:
+            continue
+    return None
 
 
 def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_classes: int | None = None) -> dict:
     """Canonical parameters of `variant` from a weight file in any supported format."""
     v = get(variant, num_classes)
+    fmt = files.detect(path, fmt)
     try:
         return files.read(path, v, fmt)
     except ParamMismatchError as e:
-        _head_hint(e, v)
+        hint = _head_hint(e, v)
+        if hint is None and fmt in _SNIFFABLE:
+            other = looks_like(path, fmt, v)
+            hint = f"the file looks like {other}" if other else None
+        if hint:
+            raise EquivError(f"{e}; {hint}") from None
         raise
 
 
