@@ -3,7 +3,9 @@
 Formats (read and written unless said):
 
     tf-checkpoint   a tf.compat.v1.train.Saver checkpoint with tf_slim.nets' variable names
-                    (path = the prefix, e.g. model.ckpt for model.ckpt.index + .data-*)
+                    (path = the prefix, e.g. model.ckpt for model.ckpt.index + .data-*);
+                    TF2 object checkpoints of a Keras model are read too, matched by layer
+                    position in the model as equiv builds it (written: Saver format only)
     keras-weights   Keras 3 `.weights.h5`, as `model.save_weights` writes it
     keras-archive   Keras 3 `.keras` (read only): its weights are read; its config, which could
                     name code to run, is never deserialised
@@ -18,6 +20,7 @@ write goes to a temporary file in the target folder and is renamed into place wh
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -117,7 +120,10 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> d
     from equiv.frameworks import adapter
 
     if fmt == "tf-checkpoint":
-        return adapter("slim").read_checkpoint(variant, str(_tf_prefix(path)))
+        prefix = str(_tf_prefix(path))
+        if _is_object_checkpoint(prefix):
+            return _read_object_checkpoint(prefix, variant)
+        return adapter("slim").read_checkpoint(variant, prefix)
     if fmt == "keras-weights":
         return adapter("keras").read_weights_file(variant, path)
     if fmt == "keras-archive":
@@ -125,6 +131,46 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> d
     if fmt == "keras2-h5":
         return _read_keras2_h5(path, variant)
     return adapter("torch").read_state_dict(variant, path)
+
+
+_OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _is_object_checkpoint(prefix: str) -> bool:
+    """A TF2 `tf.train.Checkpoint` (object-based) rather than a v1 Saver checkpoint."""
+    import tensorflow as tf
+
+    try:
+        return "_CHECKPOINTABLE_OBJECT_GRAPH" in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise EquivError(f"{prefix}: not a readable TF checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def _read_object_checkpoint(prefix: str, variant: Variant) -> dict[str, np.ndarray]:
+    """A TF2 object checkpoint of a Keras model (`tf.train.Checkpoint(model=model)`).
+
+    Its variables are named by the position of their layer in the model's operations
+    (`model/_operations/12/_kernel/...`), not by layer name. They are matched to the layers of
+    the same model as equiv builds it in Keras (keras.applications for keras/ variants), then
+    checked strictly by shape; a checkpoint of a model built another way does not match."""
+    import tensorflow as tf
+
+    from equiv.frameworks import adapter
+
+    ad = adapter("keras")
+    ops = ad.build(variant).operations
+    to_canonical = {k: c for c, k in ad.framework_names(variant).items()}
+    reader = tf.train.load_checkpoint(prefix)
+    params: dict[str, np.ndarray] = {}
+    for key in reader.get_variable_to_shape_map():
+        m = _OBJECT_KEY.fullmatch(key)
+        if m is None:
+            continue  # the object graph, optimizer slots, counters
+        i, field = int(m.group(1)), m.group(2).lstrip("_")  # Keras 3 keeps a conv kernel as `_kernel`
+        name = f"{ops[i].name}/{field}" if i < len(ops) else key
+        params[to_canonical.get(name, name)] = np.asarray(reader.get_tensor(key), np.float32)
+    C.check_params(variant, params, source=prefix)
+    return {k: params[k] for k in C.param_shapes(variant)}
 
 
 def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:

@@ -94,3 +94,20 @@ def test_format_detection_by_name_and_content(tmp_path):
         files.detect(tmp_path / "nothing.xyz")
     with pytest.raises(EquivError, match="unknown format"):
         files.detect(odd, "onnx")
+
+
+def test_reads_a_tf2_object_checkpoint_of_a_keras_model(tmp_path):
+    import tensorflow as tf
+
+    v = V.get("keras/ResNet50")
+    ad = adapter("keras")
+    model = ad.build(v)
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "tf2" / "ckpt"))
+    assert files.detect(prefix) == "tf-checkpoint"
+    got = files.read(prefix, v)
+    want = ad.export_params(v, model)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    with pytest.raises(ParamMismatchError, match="ckpt"):
+        files.read(prefix, V.get("keras/ResNet101"))
