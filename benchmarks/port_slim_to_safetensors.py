@@ -26,7 +26,7 @@ import numpy as np, tensorflow as tf
 from safetensors.numpy import save_file
 mode, ckpt, out = sys.argv[1:4]
 if mode == "equiv":
-    import equiv, equiv.port, equiv.files, equiv.frameworks.slim  # imports are not the work
+    import equiv, equiv.porting, equiv.files, equiv.frameworks.slim  # imports are not the work
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 if mode == "bare":

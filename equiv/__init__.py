@@ -14,36 +14,36 @@ __version__ = "0.1.0"
 
 
 def check(*args, **kwargs):
-    """See `equiv.check.check`."""
-    from equiv.check import check as _check
+    """See `equiv.checking.check`."""
+    from equiv.checking import check as _check
 
     return _check(*args, **kwargs)
 
 
 def diff(*args, **kwargs):
-    """See `equiv.check.diff`."""
-    from equiv.check import diff as _diff
+    """See `equiv.checking.diff`."""
+    from equiv.checking import diff as _diff
 
     return _diff(*args, **kwargs)
 
 
 def port(*args, **kwargs):
-    """See `equiv.port.port`: read a weight file, write it in another format."""
-    from equiv.port import port as _port
+    """See `equiv.porting.port`: read a weight file, write it in another format."""
+    from equiv.porting import port as _port
 
     return _port(*args, **kwargs)
 
 
 def load_weights(path, variant, fmt=None, **kwargs):
-    """Canonical parameters of `variant` from a weight file (see `equiv.port.load_weights`)."""
-    from equiv.port import load_weights as _load
+    """Canonical parameters of `variant` from a weight file (see `equiv.porting.load_weights`)."""
+    from equiv.porting import load_weights as _load
 
     return _load(path, variant, fmt, **kwargs)
 
 
 def build(variant, framework, weights=None, **kwargs):
     """The framework's own model object for `variant`, optionally with weights (path or dict)."""
-    from equiv.port import build as _build
+    from equiv.porting import build as _build
 
     return _build(variant, framework, weights, **kwargs)
 

@@ -57,7 +57,7 @@ def cmd_variants(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from equiv.check import check
+    from equiv.checking import check
 
     report = check(args.variant, args.frameworks, input_size=tuple(args.input_size), batch=args.batch,
                    seed=args.seed, isolated=args.isolated, progress=_progress(not args.quiet))
@@ -65,7 +65,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from equiv.check import diff
+    from equiv.checking import diff
 
     report = diff(args.variant_a, args.variant_b, args.framework, input_size=tuple(args.input_size),
                   batch=args.batch, seed=args.seed)
@@ -76,7 +76,7 @@ def cmd_port(args) -> int:
     import json
 
     from equiv import report as R
-    from equiv.port import port
+    from equiv.porting import port
 
     result = port(args.variant, args.source, args.target, source_format=args.from_format,
                   target_format=args.to_format, num_classes=args.num_classes,
@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
 
     from equiv import report as R
     from equiv.errors import EquivError
-    from equiv.port import npz_bytes, run_file
+    from equiv.porting import npz_bytes, run_file
 
     if os.path.exists(args.output) and not args.force:
         raise EquivError(f"{args.output} exists; pass --force to replace it")

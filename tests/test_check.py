@@ -8,7 +8,7 @@ import pytest
 from equiv import canonical as C
 from equiv import variants as V
 from equiv import weights as W
-from equiv.check import check, diff
+from equiv.checking import check, diff
 from equiv.frameworks import adapter
 
 FRAMEWORKS = ("slim", "keras", "torch")

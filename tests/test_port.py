@@ -17,7 +17,7 @@ from equiv import compare, files, reference, weights
 from equiv import variants as V
 from equiv.errors import EquivError
 from equiv.frameworks import adapter
-from equiv.port import port
+from equiv.porting import port
 
 FORMATS = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
 NATIVE_FORMAT = {"slim": "tf-checkpoint", "keras": "keras-weights", "torch": "torch"}

@@ -68,3 +68,12 @@ def test_bad_descriptions_are_refused():
         v.replace(depths=(1, 2))
     with pytest.raises(ValueError, match="stride_conv"):
         v.replace(stride_conv=3)
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    import equiv
+    import equiv.checking  # noqa: F401
+    import equiv.porting  # noqa: F401
+
+    assert callable(equiv.check) and callable(equiv.port) and callable(equiv.diff)
+    assert callable(equiv.load_weights) and callable(equiv.build)

@@ -166,7 +166,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,
                  seed: int = 0, input_size=(64, 64), batch: int = 2) -> Report:
     """Load each file into its own framework, run one random input, compare every tap."""
-    from equiv.check import check_input, peak_memory_mb
+    from equiv.checking import check_input, peak_memory_mb
     from equiv.frameworks import adapter
 
     h, w = input_size
@@ -196,7 +196,7 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
 def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray, taps="logits", *,
              fmt: str | None = None, num_classes: int | None = None) -> dict[str, np.ndarray]:
     """Run a weight file in one framework on NHWC float32 input `x`; the requested taps."""
-    from equiv.check import check_input
+    from equiv.checking import check_input
     from equiv.frameworks import adapter
 
     v = get(variant, num_classes)
