@@ -106,9 +106,22 @@ def _tf_prefix(path: Path) -> Path:
 
 
 def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> dict[str, np.ndarray]:
-    """Canonical parameters of `variant` from a weight file (strictly checked)."""
+    """Canonical parameters of `variant` from a weight file (strictly checked).
+
+    Files come from strangers: whatever a framework's reader raises on a damaged file becomes
+    an EquivError that names the file, the format and the reader's own first line."""
     path = Path(path)
     fmt = detect(path, fmt)
+    try:
+        return _read(path, variant, fmt)
+    except EquivError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise EquivError(f"{path}: cannot be read as {fmt} ({type(e).__name__}: {first})") from None
+
+
+def _read(path: Path, variant: Variant, fmt: str) -> dict[str, np.ndarray]:
     if fmt == "tf-checkpoint":
         prefix = _tf_prefix(path)
         if not Path(str(prefix) + ".index").exists():

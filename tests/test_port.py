@@ -211,6 +211,21 @@ def test_existing_output_is_not_replaced_without_force(tmp_path):
     assert files.read(out, v).keys() == set(C.param_shapes(v))
 
 
+@pytest.mark.parametrize("fmt", ["torch", "tf-checkpoint", "keras-weights"])
+def test_damaged_framework_files_exit_2_naming_the_file(fmt, tmp_path):
+    v = V.get("torchvision/resnet18")
+    src = tmp_path / f"w{SUFFIX[fmt]}"
+    files.write(weights.random_params(v, 0), src, v)
+    damaged = (tmp_path / "w.ckpt.data-00000-of-00001") if fmt == "tf-checkpoint" else src
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 3])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = cli("port", v.name, "--from", str(src), "--to", str(tmp_path / "out.safetensors"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert str(src) in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 @pytest.mark.parametrize("damage", ["truncate", "wrong-variant", "nan", "garbage"])
 def test_bad_files_exit_2_and_write_nothing(damage, tmp_path):
     v = V.get("torchvision/resnet18")
