@@ -43,6 +43,10 @@ _SUFFIXES = {
 }
 
 
+class NonFiniteError(EquivError):
+    """A parameter holds NaN or Inf: never written."""
+
+
 def _by_name(path: Path) -> str | None:
     name = path.name.lower()
     for suffix, fmt in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
@@ -257,7 +261,7 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     C.check_params(variant, params)
     bad = [k for k, a in params.items() if not np.isfinite(a).all()]
     if bad:
-        raise EquivError(f"parameter {bad[0]} holds NaN or Inf; nothing written")
+        raise NonFiniteError(f"parameter {bad[0]} holds NaN or Inf; nothing written")
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:

@@ -143,15 +143,15 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
     params = load_weights(source, v_src, src_fmt)
-    bad = [k for k, a in params.items() if not np.isfinite(a).all()]
-    if bad:
-        raise EquivError(f"{source}: parameter {bad[0]} holds NaN or Inf; nothing written")
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     say(f"writing {target} ({dst_fmt})")
-    written = files.write(params, target, v_dst, dst_fmt, force=force)
+    try:
+        written = files.write(params, target, v_dst, dst_fmt, force=force)
+    except files.NonFiniteError as e:
+        raise EquivError(f"{source}: {e}") from None
     t["write"] = time.perf_counter() - t0
     result = PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t)
     if verify:
