@@ -113,6 +113,24 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    import json
+
+    from equiv import report as R
+    from equiv.bench import bench, to_markdown, to_text
+
+    result = bench(args.variant, args.frameworks, batches=args.batch, input_size=tuple(args.input_size),
+                   device=args.device, dtype=args.dtype, channels_last=args.channels_last,
+                   repeats=args.repeats, progress=_progress(not args.quiet))
+    print(to_text(result), end="")
+    command = "equiv " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+    if args.json:
+        R.write_atomic(args.json, json.dumps({"command": command, **result.to_json()}, indent=2) + "\n")
+    if args.markdown:
+        R.write_atomic(args.markdown, to_markdown(result, command))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -144,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, size=(64, 64))
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.set_defaults(func=cmd_diff)
+
+    s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
+    s.add_argument("variant")
+    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default slim,keras,torch)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--batch", type=_size, nargs="+", default=[16], help="one or more batch sizes (default 16)")
+    s.add_argument("--input-size", nargs=2, type=_size, default=[224, 224], metavar=("H", "W"))
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype (half types: PyTorch autocast only)")
+    s.add_argument("--channels-last", action="store_true", help="PyTorch: channels_last memory format")
+    s.add_argument("--repeats", type=_size, default=5, help="timed runs per measurement (median; default 5)")
+    s.add_argument("--json", metavar="FILE")
+    s.add_argument("--markdown", metavar="FILE")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_bench)
 
     formats = "tf-checkpoint, keras-weights, torch, safetensors"
     s = sub.add_parser("port", help="port a weight file to another framework's format")

@@ -315,3 +315,49 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
     except ValueError as e:
         raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from e
     return export_params(variant, model)
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def _require_device(device: str) -> None:
+    """Keras places work on the backend's default device: refuse CUDA when it has none."""
+    if device == "cpu":
+        return
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        found = bool(tf.config.list_physical_devices("GPU"))
+    elif backend == "torch":
+        import torch
+
+        found = torch.cuda.is_available()
+    elif backend == "jax":
+        import jax
+
+        found = any(d.platform == "gpu" for d in jax.devices())
+    else:
+        found = False
+    if not found:
+        raise FrameworkError(f"no CUDA device for Keras' {backend} backend")
+
+
+def forward_fn(variant: Variant, model, x: np.ndarray, *, device: str = "cpu",
+               dtype: str = "float32", channels_last: bool = False):
+    """A callable running one forward pass to the logits, compiled by Keras (predict_on_batch)."""
+    if dtype != "float32" or channels_last:
+        raise FrameworkError("the Keras benchmark runs float32 NHWC (Keras' own layout)")
+    _require_device(device)
+    x = np.asarray(x, np.float32)
+    return lambda: model.predict_on_batch(x)
+
+
+def matmul_fn(n: int, *, device: str = "cpu", dtype: str = "float32"):
+    """A callable multiplying two n x n matrices with keras.ops on the current backend."""
+    _require_device(device)
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype(dtype))
+    b = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype(dtype))
+    return lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])

@@ -312,3 +312,28 @@ def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
                    if s.startswith(_scope(variant) + "/") and s not in known})
     C.check_params(variant, params, source=str(path))
     return {c: np.asarray(a, np.float32) for c, a in params.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def forward_fn(variant: Variant, model: SlimModel, x: np.ndarray, *, device: str = "cpu",
+               dtype: str = "float32", channels_last: bool = False):
+    """A callable running one forward pass to the logits (what a throughput benchmark times)."""
+    if device != "cpu" or dtype != "float32" or channels_last:
+        raise FrameworkError("slim runs float32 NHWC on the CPU here (its graph is built in float32)")
+    feed = {model.inputs: np.asarray(x, np.float32)}
+    logits = model.taps["logits"]
+    return lambda: model.session.run(logits, feed)
+
+
+def matmul_fn(n: int, *, device: str = "cpu", dtype: str = "float32"):
+    """A callable multiplying two n x n matrices in TensorFlow (the ceiling benchmark)."""
+    tf, _ = _libs()
+    if device != "cpu":
+        raise FrameworkError("no CUDA TensorFlow here")
+    a = tf.random.normal((n, n), dtype=getattr(tf, dtype))
+    b = tf.random.normal((n, n), dtype=getattr(tf, dtype))
+    mm = tf.function(lambda: tf.linalg.matmul(a, b))
+    return lambda: mm().numpy()

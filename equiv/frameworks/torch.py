@@ -320,3 +320,45 @@ def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=str(path))
     return params
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = "cpu",
+               dtype: str = "float32", channels_last: bool = False):
+    """A callable running one forward pass to the logits: eager, inference mode, the model
+    moved to `device`, half types through autocast, optionally channels_last."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FrameworkError("no CUDA device visible to PyTorch")
+    model = model.to(device).eval()
+    t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32))).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        t = t.contiguous(memory_format=torch.channels_last)
+    half = getattr(torch, _DTYPES[dtype]) if dtype != "float32" else None
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        with torch.inference_mode(), torch.autocast(device, dtype=half, enabled=half is not None):
+            model(t)
+        sync()
+    return step
+
+
+def matmul_fn(n: int, *, device: str = "cpu", dtype: str = "float32"):
+    """A callable multiplying two n x n matrices in PyTorch (the ceiling benchmark)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FrameworkError("no CUDA device visible to PyTorch")
+    dt = getattr(torch, _DTYPES[dtype])
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        torch.mm(a, b)
+        sync()
+    return step

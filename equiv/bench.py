@@ -1,0 +1,200 @@
+"""Throughput of each framework's build of a variant, next to two ceilings measured in the
+same run: that framework's own large matrix product, and the best such product over every
+installed framework (the machine's ceiling as far as these libraries can reach it).
+
+FLOPs come from the variant's description (`canonical.flops`), never from a table.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+from equiv import canonical as C
+from equiv import weights
+from equiv.errors import EquivError, FrameworkError
+from equiv.frameworks import adapter, parse_frameworks
+from equiv.variants import Variant, get
+
+MATMUL_N = 4096
+
+
+def time_it(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, min_seconds: float = 0.0) -> float:
+    """Median seconds of one call, after warm-up calls (compilation, caches)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < repeats or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(framework: str, *, device: str = "cpu", dtype: str = "float32", n: int = MATMUL_N,
+                  repeats: int = 5) -> float:
+    """GFLOP/s of that framework's n x n matrix product."""
+    fn = adapter(framework).matmul_fn(n, device=device, dtype=dtype)
+    return 2 * n**3 / time_it(fn, repeats=repeats) / 1e9
+
+
+@dataclass
+class Row:
+    variant: str
+    framework: str
+    batch: int
+    images_per_s: float
+    seconds_per_batch: float
+    gflops: float  # achieved
+    of_framework_ceiling: float
+    of_machine_ceiling: float
+
+
+@dataclass
+class BenchResult:
+    variant: str
+    device: str
+    dtype: str
+    input_size: tuple[int, int]
+    channels_last: bool
+    flops_per_image: int
+    ceilings_gflops: dict  # framework -> GFLOP/s of its own n x n product
+    machine_ceiling_gflops: float
+    rows: list[Row]
+    skipped: dict  # framework -> reason
+    settings: dict
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+
+def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
+          batches: Sequence[int] = (16,), input_size: tuple[int, int] = (224, 224), device: str = "cpu",
+          dtype: str = "float32", channels_last: bool = False, repeats: int = 5,
+          progress: Callable[[str], None] | None = None) -> BenchResult:
+    v = get(variant)
+    fws = parse_frameworks(frameworks)
+    say = progress or (lambda msg: None)
+    if device not in ("cpu", "cuda"):
+        raise EquivError(f"--device must be cpu or cuda, got {device!r}")
+    if any(b < 1 for b in batches):
+        raise EquivError("--batch sizes must be positive")
+    h, w = input_size
+    flops = C.flops(v, h, w)
+    skipped: dict[str, str] = {}
+    ceilings: dict[str, float] = {}
+    engines: dict[str, float] = {}  # slim and Keras-on-TF share TensorFlow's product: measure once
+    for fw in ("slim", "keras", "torch"):
+        try:
+            ad = adapter(fw)
+            key = "tensorflow" if fw == "slim" or (fw == "keras" and _keras_on_tf()) else fw
+            if key not in engines:
+                say(f"measuring the {n_str()} matrix product in {fw}")
+                engines[key] = matmul_gflops(fw, device=device, dtype=dtype)
+            ceilings[fw] = engines[key]
+        except (FrameworkError, EquivError) as e:
+            skipped[fw] = str(e)
+    if not ceilings:
+        raise EquivError(f"nothing can run on {device} in {dtype} here: "
+                         + "; ".join(f"{fw}: {why}" for fw, why in skipped.items()))
+    skipped = {fw: why for fw, why in skipped.items() if fw in fws}
+    machine = max(ceilings.values())
+    params = weights.random_params(v, 0)
+    rows = []
+    for fw in fws:
+        if fw in skipped:
+            continue
+        ad = adapter(fw)
+        say(f"building {v.name} in {fw}")
+        model = ad.build(v)
+        ad.load_params(v, model, params)
+        for b in batches:
+            x = weights.random_input(v, b, h, w)
+            try:
+                fn = ad.forward_fn(v, model, x, device=device, dtype=dtype, channels_last=channels_last)
+            except FrameworkError as e:
+                skipped[fw] = str(e)
+                break
+            say(f"timing {fw} at batch {b}")
+            sec = time_it(fn, repeats=repeats)
+            achieved = flops * b / sec / 1e9
+            rows.append(Row(v.name, fw, b, b / sec, sec, achieved, achieved / ceilings[fw], achieved / machine))
+        if callable(getattr(model, "close", None)):
+            model.close()
+    return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
+                       settings={"repeats": repeats, "matmul_n": MATMUL_N, **_versions()})
+
+
+def n_str() -> str:
+    return f"{MATMUL_N}x{MATMUL_N}"
+
+
+def _keras_on_tf() -> bool:
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def _versions() -> dict:
+    """Framework versions and thread counts, for the record of a run."""
+    import sys
+
+    out = {"python": sys.version.split()[0], "cpu_count": os.cpu_count()}
+    for mod in ("tensorflow", "keras", "torch", "tf_slim", "numpy"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_threads"] = torch.get_num_threads()
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return out
+
+
+def to_text(result: BenchResult) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"equiv bench {result.variant}: {result.device}, {result.dtype}, "
+                    f"{result.input_size[0]}x{result.input_size[1]}"
+                    f"{', channels_last' if result.channels_last else ''}; "
+                    f"{result.flops_per_image / 1e9:.2f} GFLOP per image", title_justify="left")
+    for col in ("framework", "batch", "images/s", "GFLOP/s", "of own matmul", "of machine ceiling"):
+        t.add_column(col, justify="left" if col == "framework" else "right")
+    for r in result.rows:
+        t.add_row(r.framework, str(r.batch), f"{r.images_per_s:.1f}", f"{r.gflops:.0f}",
+                  f"{r.of_framework_ceiling:.0%}", f"{r.of_machine_ceiling:.0%}")
+    console = Console(record=True, width=110, file=open(os.devnull, "w"))
+    console.print(t)
+    console.print("ceilings (" + n_str() + " matrix product, GFLOP/s): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
+                  + f"; machine {result.machine_ceiling_gflops:.0f}", highlight=False)
+    for fw, why in result.skipped.items():
+        console.print(f"skipped {fw}: {why}", highlight=False)
+    return console.export_text()
+
+
+def to_markdown(result: BenchResult, command: str = "") -> str:
+    lines = [f"# equiv bench `{result.variant}`", ""]
+    if command:
+        lines += [f"`{command}`", ""]
+    lines += [f"{result.device}, {result.dtype}, {result.input_size[0]}x{result.input_size[1]}"
+              f"{', channels_last' if result.channels_last else ''}, "
+              f"{result.flops_per_image / 1e9:.2f} GFLOP per image; versions: "
+              + ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("repeats", "matmul_n")), "",
+              "| framework | batch | images/s | GFLOP/s | of own matmul | of machine ceiling |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in result.rows:
+        lines.append(f"| {r.framework} | {r.batch} | {r.images_per_s:.1f} | {r.gflops:.0f} | "
+                     f"{r.of_framework_ceiling:.0%} | {r.of_machine_ceiling:.0%} |")
+    lines += ["", "Ceilings (" + n_str() + " matrix product, GFLOP/s): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
+              + f"; machine {result.machine_ceiling_gflops:.0f}."]
+    lines += [f"Skipped {fw}: {why}" for fw, why in result.skipped.items()]
+    return "\n".join(lines) + "\n"

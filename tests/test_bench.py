@@ -1,0 +1,42 @@
+"""`equiv bench` on a tiny input: the table is real and self-consistent, CUDA skips clearly."""
+
+import subprocess
+import sys
+
+import pytest
+
+from equiv import canonical as C
+from equiv import variants as V
+from equiv.bench import bench, to_text
+from equiv.errors import EquivError
+
+
+def test_bench_measures_each_framework_against_ceilings():
+    r = bench("torchvision/resnet18", ("torch", "keras"), batches=(1, 2), input_size=(32, 32), repeats=1)
+    assert r.flops_per_image == C.flops(V.get("torchvision/resnet18"), 32, 32)
+    assert {(row.framework, row.batch) for row in r.rows} == {("torch", 1), ("torch", 2), ("keras", 1), ("keras", 2)}
+    assert r.machine_ceiling_gflops == max(r.ceilings_gflops.values()) > 0
+    for row in r.rows:
+        assert row.images_per_s > 0
+        assert row.gflops == pytest.approx(r.flops_per_image * row.batch / row.seconds_per_batch / 1e9)
+        assert row.of_machine_ceiling <= row.of_framework_ceiling * (1 + 1e-9)
+    assert "of machine ceiling" in to_text(r)
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_reason():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(EquivError, match="nothing can run on cuda.*torch: no CUDA device"):
+        bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), device="cuda", repeats=1)
+    r = subprocess.run([sys.executable, "-m", "equiv.cli", "bench", "torchvision/resnet18", "--device", "cuda",
+                        "--frameworks", "torch", "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_half_types_are_torch_only_and_say_so():
+    r = bench("torchvision/resnet18", ("torch", "slim"), batches=(1,), input_size=(32, 32), dtype="bfloat16",
+              repeats=1)
+    assert [row.framework for row in r.rows] == ["torch"]
+    assert "slim" in r.skipped
