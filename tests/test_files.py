@@ -43,14 +43,20 @@ def test_reads_keras2_h5_written_by_tf_keras(name, whole_model, tmp_path):
         assert np.array_equal(params[canonical_name], theirs[keras_name]), canonical_name
 
 
+def _random_keras_model(name: str, seed: int):
+    """A Keras model of `name` as equiv builds it, with random weights set through Keras itself."""
+    v = V.get(name)
+    ad = adapter("keras")
+    model = ad.build(v)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    return v, ad, model
+
+
 def test_reads_the_weights_of_a_keras_archive_without_running_its_config(tmp_path):
     import keras
 
-    v = V.get("keras/ResNet50V2")
-    ad = adapter("keras")
-    model = ad.build(v)
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    v, ad, model = _random_keras_model("keras/ResNet50V2", 1)
     path = tmp_path / "m.keras"
     model.save(str(path))
     assert files.detect(path) == "keras-archive"
@@ -99,11 +105,7 @@ def test_format_detection_by_name_and_content(tmp_path):
 def test_reads_a_tf2_object_checkpoint_of_a_keras_model(tmp_path):
     import tensorflow as tf
 
-    v = V.get("keras/ResNet50")
-    ad = adapter("keras")
-    model = ad.build(v)
-    rng = np.random.default_rng(2)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    v, ad, model = _random_keras_model("keras/ResNet50", 2)
     prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "tf2" / "ckpt"))
     assert files.detect(prefix) == "tf-checkpoint"
     got = files.read(prefix, v)
