@@ -113,3 +113,18 @@ def test_reads_a_tf2_object_checkpoint_of_a_keras_model(tmp_path):
     assert all(np.array_equal(got[k], want[k]) for k in want)
     with pytest.raises(ParamMismatchError, match="ckpt"):
         files.read(prefix, V.get("keras/ResNet101"))
+
+
+def test_keras_weights_of_another_variant_name_the_canonical_parameter(tmp_path):
+    import keras
+
+    path = tmp_path / "r50.weights.h5"
+    keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)).save_weights(str(path))
+    with pytest.raises(ParamMismatchError, match=str(path)) as e:
+        files.read(path, V.get("keras/ResNet101"))
+    # read by position, ResNet50's stage 4 lands where ResNet101's stage 3 goes on: named there
+    assert e.value.mismatched[0][0] == "stage3/unit7/conv1/kernel"
+    assert "stage3/unit7/conv1/kernel expected (1, 1, 1024, 256), found (1, 1, 1024, 512)" in str(e.value)
+    with pytest.raises(ParamMismatchError) as e:
+        files.read(path, V.get("keras/ResNet50", num_classes=10))
+    assert [m[0] for m in e.value.mismatched] == ["logits/kernel", "logits/bias"]

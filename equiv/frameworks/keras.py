@@ -298,23 +298,58 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
     """Canonical parameters from a `.weights.h5` file of `variant`.
 
     The file addresses layers by class and order (`layers/conv2d_3/vars/0`), not by name, so
-    it is read into `build(variant)` by Keras itself. Keras refuses a missing or mis-shaped
-    array; the count check refuses extra ones (one array per canonical parameter).
+    it is read into `build(variant)` by Keras itself. When the file does not fit, the same
+    addressing is followed by hand to say which canonical parameter is missing or misshaped.
     """
     import h5py
 
     with h5py.File(path, "r") as f:
         arrays = []
         f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
-    expected = len(C.param_shapes(variant))
-    if len(arrays) != expected:
-        raise FrameworkError(f"{path}: holds {len(arrays)} arrays, {variant.name} has {expected}")
     model = build(variant)
     try:
+        if len(arrays) != len(C.param_shapes(variant)):
+            raise ValueError(f"holds {len(arrays)} arrays, {variant.name} has {len(C.param_shapes(variant))}")
         model.load_weights(str(path))
     except ValueError as e:
-        raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from e
+        _explain_mismatch(variant, model, path)  # raises ParamMismatchError when it can say more
+        raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from None
     return export_params(variant, model)
+
+
+def _snake(name: str) -> str:
+    """Keras' group name for a layer class: Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _explain_mismatch(variant: Variant, model, path) -> None:
+    """Follow Keras 3's layout (one group per layer, named by class and a per-class counter in
+    model order; one `vars/i` per weight) and raise ParamMismatchError in canonical names."""
+    import h5py
+
+    to_canonical = {k: c for c, k in framework_names(variant).items()}
+    params, counters, used = {}, {}, set()
+    with h5py.File(path, "r") as f:
+        groups = f.get("layers")
+        if groups is None:
+            return
+        for layer in model.layers:
+            key = _snake(type(layer).__name__)
+            n = counters.get(key, 0)
+            counters[key] = n + 1
+            group = groups.get(key if n == 0 else f"{key}_{n}")
+            if not layer.weights or group is None or "vars" not in group:
+                continue
+            used.add(group.name)
+            for i, w in enumerate(layer.weights):
+                name = to_canonical.get(f"{layer.name}/{w.path.rsplit('/', 1)[-1]}")
+                if name is not None and str(i) in group["vars"]:
+                    params[name] = np.zeros(group["vars"][str(i)].shape, np.float32)  # shapes suffice
+        extra = [g for g in groups if groups[g].name not in used and "vars" in groups[g] and len(groups[g]["vars"])]
+    for g in extra:
+        params[f"layers/{g}"] = np.zeros(0, np.float32)  # reported as unexpected, by the file's own name
+    C.check_params(variant, params, source=str(path))
 
 
 # ---------------------------------------------------------------------------------------
