@@ -13,8 +13,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from equiv import canonical as C
 from equiv import weights
+from equiv.compare import tap_tolerances
 from equiv.errors import EquivError, FrameworkError
 from equiv.frameworks import adapter, parse_frameworks
 from equiv.variants import Variant, get
@@ -46,12 +49,16 @@ def matmul_gflops(framework: str, *, device: str = "cpu", dtype: str = "float32"
 class Row:
     variant: str
     framework: str
+    path: str  # "plain" or a fast path of the adapter's FAST_PATHS
     batch: int
     images_per_s: float
     seconds_per_batch: float
     gflops: float  # achieved
     of_framework_ceiling: float
     of_machine_ceiling: float
+    rel_error: float = 0.0  # of the logits, against the plain path
+    used: bool = True  # False: the path changed the numbers beyond tolerance (reported, not used)
+    best: bool = False  # the fastest usable path of its framework at this batch
 
 
 @dataclass
@@ -76,8 +83,12 @@ class BenchResult:
 
 def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
           batches: Sequence[int] = (16,), input_size: tuple[int, int] = (224, 224), device: str = "cpu",
-          dtype: str = "float32", channels_last: bool = False, repeats: int = 5,
-          progress: Callable[[str], None] | None = None) -> BenchResult:
+          dtype: str = "float32", channels_last: bool = False, paths: Sequence[str] = (), best: bool = False,
+          repeats: int = 5, progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Time each framework's forward pass. `paths` names fast paths to try as well
+    (channels_last, jit_freeze, compile for PyTorch; xla for Keras); `best` tries them all.
+    Each is checked against the plain path on the same input: one that changes the logits
+    beyond the float32 tolerance is reported and not used."""
     v = get(variant)
     fws = parse_frameworks(frameworks)
     say = progress or (lambda msg: None)
@@ -106,6 +117,7 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     skipped = {fw: why for fw, why in skipped.items() if fw in fws}
     machine = max(ceilings.values())
     params = weights.random_params(v, 0)
+    tol = tap_tolerances(v, dtype)["logits"]
     rows = []
     for fw in fws:
         if fw in skipped:
@@ -114,21 +126,46 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
         say(f"building {v.name} in {fw}")
         model = ad.build(v)
         ad.load_params(v, model, params)
+        tried = {"plain": {"channels_last": channels_last}}
+        for name, opts in ad.FAST_PATHS.items():
+            if best or name in paths:
+                tried[name] = opts
         for b in batches:
             x = weights.random_input(v, b, h, w)
-            try:
-                fn = ad.forward_fn(v, model, x, device=device, dtype=dtype, channels_last=channels_last)
-            except FrameworkError as e:
-                skipped[fw] = str(e)
-                break
-            say(f"timing {fw} at batch {b}")
-            sec = time_it(fn, repeats=repeats)
-            achieved = flops * b / sec / 1e9
-            rows.append(Row(v.name, fw, b, b / sec, sec, achieved, achieved / ceilings[fw], achieved / machine))
+            plain = None
+            for name, opts in tried.items():
+                try:
+                    fn = ad.forward_fn(v, model, x, device=device, dtype=dtype, **opts)
+                    say(f"timing {fw} ({name}) at batch {b}")
+                    out = _numpy(fn())  # also the first warm-up (compilation)
+                except FrameworkError as e:
+                    skipped[fw if name == "plain" else f"{fw}:{name}"] = str(e)
+                    if name == "plain":
+                        break
+                    continue
+                except Exception as e:  # noqa: BLE001 - a fast path that fails is reported, not fatal
+                    skipped[f"{fw}:{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    continue
+                plain = out if plain is None else plain
+                rel = float(np.abs(out - plain).max() / max(np.abs(plain).max(), 1e-30))
+                sec = time_it(fn, repeats=repeats)
+                achieved = flops * b / sec / 1e9
+                rows.append(Row(v.name, fw, name, b, b / sec, sec, achieved, achieved / ceilings[fw],
+                                achieved / machine, rel, used=rel <= tol))
+            usable = [r for r in rows if r.framework == fw and r.batch == b and r.used]
+            if usable:
+                max(usable, key=lambda r: r.images_per_s).best = True
         if callable(getattr(model, "close", None)):
             model.close()
     return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
                        settings={"repeats": repeats, "matmul_n": MATMUL_N, **_versions()})
+
+
+def _numpy(out) -> np.ndarray:
+    """Logits of any framework as float64 numpy (torch tensors, TF or Keras arrays)."""
+    if hasattr(out, "detach"):
+        out = out.detach().float().cpu().numpy()
+    return np.asarray(out, np.float64)
 
 
 def n_str() -> str:
@@ -165,12 +202,15 @@ def to_text(result: BenchResult) -> str:
                     f"{result.input_size[0]}x{result.input_size[1]}"
                     f"{', channels_last' if result.channels_last else ''}; "
                     f"{result.flops_per_image / 1e9:.2f} GFLOP per image", title_justify="left")
-    for col in ("framework", "batch", "images/s", "GFLOP/s", "of own matmul", "of machine ceiling"):
-        t.add_column(col, justify="left" if col == "framework" else "right")
+    for col in ("framework", "path", "batch", "images/s", "GFLOP/s", "of own matmul", "of machine ceiling",
+                "logits vs plain"):
+        t.add_column(col, justify="left" if col in ("framework", "path") else "right")
     for r in result.rows:
-        t.add_row(r.framework, str(r.batch), f"{r.images_per_s:.1f}", f"{r.gflops:.0f}",
-                  f"{r.of_framework_ceiling:.0%}", f"{r.of_machine_ceiling:.0%}")
-    console = Console(record=True, width=110, file=open(os.devnull, "w"))
+        mark = " (best)" if r.best and len(result.rows) > len({(x.framework, x.batch) for x in result.rows}) else ""
+        t.add_row(r.framework, r.path + mark, str(r.batch), f"{r.images_per_s:.1f}", f"{r.gflops:.0f}",
+                  f"{r.of_framework_ceiling:.0%}", f"{r.of_machine_ceiling:.0%}",
+                  f"{r.rel_error:.1e}" + ("" if r.used else " NOT USED"))
+    console = Console(record=True, width=140, file=open(os.devnull, "w"))
     console.print(t)
     console.print("ceilings (" + n_str() + " matrix product, GFLOP/s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
@@ -188,11 +228,12 @@ def to_markdown(result: BenchResult, command: str = "") -> str:
               f"{', channels_last' if result.channels_last else ''}, "
               f"{result.flops_per_image / 1e9:.2f} GFLOP per image; versions: "
               + ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("repeats", "matmul_n")), "",
-              "| framework | batch | images/s | GFLOP/s | of own matmul | of machine ceiling |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| framework | path | batch | images/s | GFLOP/s | of own matmul | of machine ceiling | logits vs plain |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result.rows:
-        lines.append(f"| {r.framework} | {r.batch} | {r.images_per_s:.1f} | {r.gflops:.0f} | "
-                     f"{r.of_framework_ceiling:.0%} | {r.of_machine_ceiling:.0%} |")
+        lines.append(f"| {r.framework} | {r.path}{' **best**' if r.best else ''} | {r.batch} | {r.images_per_s:.1f} | "
+                     f"{r.gflops:.0f} | {r.of_framework_ceiling:.0%} | {r.of_machine_ceiling:.0%} | "
+                     f"{r.rel_error:.1e}{'' if r.used else ' (not used)'} |")
     lines += ["", "Ceilings (" + n_str() + " matrix product, GFLOP/s): "
               + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
               + f"; machine {result.machine_ceiling_gflops:.0f}."]

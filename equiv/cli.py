@@ -121,7 +121,8 @@ def cmd_bench(args) -> int:
 
     result = bench(args.variant, args.frameworks, batches=args.batch, input_size=tuple(args.input_size),
                    device=args.device, dtype=args.dtype, channels_last=args.channels_last,
-                   repeats=args.repeats, progress=_progress(not args.quiet))
+                   paths=[p for p, on in (("compile", args.compile), ("xla", args.xla)) if on],
+                   best=args.best, repeats=args.repeats, progress=_progress(not args.quiet))
     print(to_text(result), end="")
     command = "equiv " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
     if args.json:
@@ -172,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="compute dtype (half types: PyTorch autocast only)")
     s.add_argument("--channels-last", action="store_true", help="PyTorch: channels_last memory format")
+    s.add_argument("--compile", action="store_true", help="PyTorch: also time torch.compile (checked against plain)")
+    s.add_argument("--xla", action="store_true", help="Keras: also time XLA (jit_compile; checked against plain)")
+    s.add_argument("--best", action="store_true",
+                   help="try every fast path of each framework, check each against the plain path, mark the fastest")
     s.add_argument("--repeats", type=_size, default=5, help="timed runs per measurement (median; default 5)")
     s.add_argument("--json", metavar="FILE")
     s.add_argument("--markdown", metavar="FILE")

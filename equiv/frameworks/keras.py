@@ -379,13 +379,23 @@ def _require_device(device: str) -> None:
         raise FrameworkError(f"no CUDA device for Keras' {backend} backend")
 
 
+# Documented fast paths `equiv bench --best` tries, each checked against the plain path.
+FAST_PATHS = {"xla": {"xla": True}}
+
+
 def forward_fn(variant: Variant, model, x: np.ndarray, *, device: str = "cpu",
-               dtype: str = "float32", channels_last: bool = False):
-    """A callable running one forward pass to the logits, compiled by Keras (predict_on_batch)."""
+               dtype: str = "float32", channels_last: bool = False, xla: bool = False):
+    """A callable running one forward pass and returning the logits, through Keras' own
+    compiled predict step (predict_on_batch); `xla` compiles it with XLA (jit_compile)."""
     if dtype != "float32" or channels_last:
         raise FrameworkError("the Keras benchmark runs float32 NHWC (Keras' own layout)")
     _require_device(device)
     x = np.asarray(x, np.float32)
+    if xla:  # compile a copy: the caller's model stays plain
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        clone.compile(jit_compile=True)
+        model = clone
     return lambda: model.predict_on_batch(x)
 
 

@@ -318,9 +318,14 @@ def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
 # Benchmarks
 
 
+# No fast path is offered: XLA for a v1 Session would need a second session holding a copy
+# of every variable, which this adapter does not do.
+FAST_PATHS: dict[str, dict] = {}
+
+
 def forward_fn(variant: Variant, model: SlimModel, x: np.ndarray, *, device: str = "cpu",
                dtype: str = "float32", channels_last: bool = False):
-    """A callable running one forward pass to the logits (what a throughput benchmark times)."""
+    """A callable running one forward pass and returning the logits (what a benchmark times)."""
     if device != "cpu" or dtype != "float32" or channels_last:
         raise FrameworkError("slim runs float32 NHWC on the CPU here (its graph is built in float32)")
     feed = {model.inputs: np.asarray(x, np.float32)}

@@ -328,10 +328,20 @@ def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
+# Documented fast paths `equiv bench --best` tries, each checked against the plain path.
+FAST_PATHS = {
+    "channels_last": {"channels_last": True},
+    "jit_freeze": {"channels_last": True, "jit_freeze": True},  # TorchScript freeze: oneDNN conv fusion
+    "compile": {"channels_last": True, "compile": True},  # torch.compile (inductor)
+}
+
+
 def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = "cpu",
-               dtype: str = "float32", channels_last: bool = False):
-    """A callable running one forward pass to the logits: eager, inference mode, the model
-    moved to `device`, half types through autocast, optionally channels_last."""
+               dtype: str = "float32", channels_last: bool = False, jit_freeze: bool = False,
+               compile: bool = False):
+    """A callable running one forward pass and returning the logits: eager, inference mode,
+    the model on `device`, half types through autocast; optionally channels_last, a frozen
+    TorchScript trace, or torch.compile."""
     if device == "cuda" and not torch.cuda.is_available():
         raise FrameworkError("no CUDA device visible to PyTorch")
     model = model.to(device).eval()
@@ -341,11 +351,18 @@ def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = 
         t = t.contiguous(memory_format=torch.channels_last)
     half = getattr(torch, _DTYPES[dtype]) if dtype != "float32" else None
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    run = model
+    if jit_freeze:
+        with torch.no_grad():
+            run = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, t).eval()))
+    elif compile:
+        run = torch.compile(model)
 
     def step():
         with torch.inference_mode(), torch.autocast(device, dtype=half, enabled=half is not None):
-            model(t)
+            out = run(t)
         sync()
+        return out
     return step
 
 
