@@ -40,3 +40,24 @@ def test_half_types_are_torch_only_and_say_so():
               repeats=1)
     assert [row.framework for row in r.rows] == ["torch"]
     assert "slim" in r.skipped
+
+
+def test_best_checks_every_fast_path_against_the_plain_one(monkeypatch):
+    from equiv.frameworks import torch as T
+
+    plain_forward = T.forward_fn
+
+    def forward_fn(*args, perturb=False, **kwargs):
+        fn = plain_forward(*args, **kwargs)
+        return (lambda: fn() * 1.01) if perturb else fn
+
+    # a planted fast path that is 20x faster on paper and wrong by 1%: it must not be used
+    monkeypatch.setattr(T, "forward_fn", forward_fn)
+    monkeypatch.setattr(T, "FAST_PATHS", {"channels_last": {"channels_last": True},
+                                          "jit_freeze": {"jit_freeze": True}, "perturbed": {"perturb": True}})
+    r = bench("torchvision/resnet18", ("torch",), batches=(2,), input_size=(32, 32), best=True, repeats=1)
+    rows = {row.path: row for row in r.rows}
+    assert set(rows) == {"plain", "channels_last", "jit_freeze", "perturbed"}
+    assert rows["perturbed"].rel_error == pytest.approx(0.01, rel=1e-3) and not rows["perturbed"].used
+    assert all(rows[p].used and rows[p].rel_error < 1e-5 for p in ("plain", "channels_last", "jit_freeze"))
+    assert sum(row.best for row in r.rows) == 1 and not rows["perturbed"].best
