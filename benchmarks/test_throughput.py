@@ -59,3 +59,19 @@ def test_forward(benchmark, name, framework, device, ceilings):
     gflops = C.flops(v, SIZE, SIZE) * BATCH / seconds / 1e9
     benchmark.extra_info.update(images_per_s=BATCH / seconds, gflops=gflops, matmul_ceiling_gflops=ceiling,
                                 of_own_matmul=gflops / ceiling, batch=BATCH, input_size=SIZE, device=device)
+
+
+@pytest.mark.parametrize("pool_padding", ["tf_same", "symmetric"])
+def test_cost_of_emulating_tf_same_padding(benchmark, pool_padding):
+    """slim/resnet_v1_50 in PyTorch, whose max-pool pads TF's asymmetric way (an explicit
+    F.pad), against the same network padding symmetrically (the pool's own argument): the
+    emulation should cost under 5%. Compare the two medians in the `tf_same emulation` group."""
+    v = V.get("slim/resnet_v1_50").replace(pool_padding=pool_padding)
+    benchmark.group = "tf_same emulation (torch, slim/resnet_v1_50)"
+    ad = adapter("torch")
+    model = ad.build(v)
+    ad.load_params(v, model, weights.random_params(V.get("slim/resnet_v1_50"), 0))
+    fn = ad.forward_fn(v, model, weights.random_input(v, BATCH, SIZE, SIZE), channels_last=True)
+    fn()
+    benchmark.pedantic(fn, rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(images_per_s=BATCH / benchmark.stats.stats.median, pool_padding=pool_padding)
