@@ -61,3 +61,15 @@ def test_best_checks_every_fast_path_against_the_plain_one(monkeypatch):
     assert rows["perturbed"].rel_error == pytest.approx(0.01, rel=1e-3) and not rows["perturbed"].used
     assert all(rows[p].used and rows[p].rel_error < 1e-5 for p in ("plain", "channels_last", "jit_freeze"))
     assert sum(row.best for row in r.rows) == 1 and not rows["perturbed"].best
+
+
+def test_best_on_cpu_reports_cuda_only_paths_as_skipped():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from equiv.frameworks import torch as T
+
+    r = bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), paths=["tf32"], repeats=1)
+    assert r.skipped == {"torch:tf32": "TF32 is a CUDA mode"}
+    assert [row.path for row in r.rows] == ["plain"] and "tf32" in T.FAST_PATHS

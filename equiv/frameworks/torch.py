@@ -333,17 +333,20 @@ FAST_PATHS = {
     "channels_last": {"channels_last": True},
     "jit_freeze": {"channels_last": True, "jit_freeze": True},  # TorchScript freeze: oneDNN conv fusion
     "compile": {"channels_last": True, "compile": True},  # torch.compile (inductor)
+    "tf32": {"channels_last": True, "tf32": True},  # CUDA only: TF32 tensor-core matmuls and convs
 }
 
 
 def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = "cpu",
                dtype: str = "float32", channels_last: bool = False, jit_freeze: bool = False,
-               compile: bool = False):
+               compile: bool = False, tf32: bool = False):
     """A callable running one forward pass and returning the logits: eager, inference mode,
     the model on `device`, half types through autocast; optionally channels_last, a frozen
-    TorchScript trace, or torch.compile."""
+    TorchScript trace, or torch.compile; `tf32` lets CUDA use TF32 for this callable only."""
     if device == "cuda" and not torch.cuda.is_available():
         raise FrameworkError("no CUDA device visible to PyTorch")
+    if tf32 and device != "cuda":
+        raise FrameworkError("TF32 is a CUDA mode")
     model = model.to(device).eval()
     t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32))).to(device)
     if channels_last:
@@ -359,9 +362,14 @@ def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = 
         run = torch.compile(model)
 
     def step():
-        with torch.inference_mode(), torch.autocast(device, dtype=half, enabled=half is not None):
-            out = run(t)
-        sync()
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            with torch.inference_mode(), torch.autocast(device, dtype=half, enabled=half is not None):
+                out = run(t)
+            sync()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         return out
     return step
 
