@@ -61,14 +61,15 @@ def test_forward(benchmark, name, framework, device, ceilings):
                                 of_own_matmul=gflops / ceiling, batch=BATCH, input_size=SIZE, device=device)
 
 
+@pytest.mark.parametrize("framework", ["torch"])  # a param of its own, for --benchmark-group-by=param:framework
 @pytest.mark.parametrize("pool_padding", ["tf_same", "symmetric"])
-def test_cost_of_emulating_tf_same_padding(benchmark, pool_padding):
+def test_cost_of_emulating_tf_same_padding(benchmark, pool_padding, framework):
     """slim/resnet_v1_50 in PyTorch, whose max-pool pads TF's asymmetric way (an explicit
     F.pad), against the same network padding symmetrically (the pool's own argument): the
     emulation should cost under 5%. Compare the two medians in the `tf_same emulation` group."""
     v = V.get("slim/resnet_v1_50").replace(pool_padding=pool_padding)
     benchmark.group = "tf_same emulation (torch, slim/resnet_v1_50)"
-    ad = adapter("torch")
+    ad = adapter(framework)
     model = ad.build(v)
     ad.load_params(v, model, weights.random_params(V.get("slim/resnet_v1_50"), 0))
     fn = ad.forward_fn(v, model, weights.random_input(v, BATCH, SIZE, SIZE), channels_last=True)
