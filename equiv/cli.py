@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute dtype (half types: PyTorch autocast only)")
     s.add_argument("--channels-last", action="store_true", help="PyTorch: channels_last memory format")
     s.add_argument("--compile", action="store_true", help="PyTorch: also time torch.compile (checked against plain)")
-    s.add_argument("--xla", action="store_true", help="Keras: also time XLA (jit_compile; checked against plain)")
+    s.add_argument("--xla", action="store_true", help="TF-slim and Keras: also time XLA (checked against plain)")
     s.add_argument("--best", action="store_true",
                    help="try every fast path of each framework, check each against the plain path, mark the fastest")
     s.add_argument("--repeats", type=_size, default=5, help="timed runs per measurement (median; default 5)")

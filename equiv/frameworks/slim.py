@@ -318,19 +318,29 @@ def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
 # Benchmarks
 
 
-# No fast path is offered: XLA for a v1 Session would need a second session holding a copy
-# of every variable, which this adapter does not do.
-FAST_PATHS: dict[str, dict] = {}
+# Documented fast paths `equiv bench --best` tries, each checked against the plain path.
+FAST_PATHS = {"xla": {"xla": True}}  # XLA auto-clustering (global_jit_level ON_1)
 
 
 def forward_fn(variant: Variant, model: SlimModel, x: np.ndarray, *, device: str = "cpu",
-               dtype: str = "float32", channels_last: bool = False):
-    """A callable running one forward pass and returning the logits (what a benchmark times)."""
+               dtype: str = "float32", channels_last: bool = False, xla: bool = False):
+    """A callable running one forward pass and returning the logits (what a benchmark times).
+    `xla` runs it in a second session on the same graph, compiled by XLA, holding a copy of
+    the model's variables (the caller's session is left as it is)."""
     if device != "cpu" or dtype != "float32" or channels_last:
         raise FrameworkError("slim runs float32 NHWC on the CPU here (its graph is built in float32)")
     feed = {model.inputs: np.asarray(x, np.float32)}
     logits = model.taps["logits"]
-    return lambda: model.session.run(logits, feed)
+    session = model.session
+    if xla:
+        tf, _ = _libs()
+        config = tf.compat.v1.ConfigProto()
+        config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
+        session = tf.compat.v1.Session(graph=model.graph, config=config)
+        copy = SlimModel(model.graph, session, model.inputs, model.taps, model.variables, model.reference,
+                         model._cache)
+        load_params(variant, copy, export_params(variant, model))  # every variable: no initializer needed
+    return lambda: session.run(logits, feed)
 
 
 def matmul_fn(n: int, *, device: str = "cpu", dtype: str = "float32"):
