@@ -15,7 +15,6 @@ from typing import Literal
 from equiv.errors import EquivError, UnknownVariantError
 
 Framework = Literal["slim", "keras", "torch"]
-FRAMEWORKS: tuple[str, ...] = ("slim", "keras", "torch")
 
 # How a strided convolution or pool pads:
 #   "symmetric": (k-1)//2 before and the rest after, whatever the input size (slim's
