@@ -16,6 +16,7 @@ from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import keras as K
+from tests.contract import assert_exports_exactly
 
 if K.available():
     pytest.skip(K.available(), allow_module_level=True)
@@ -183,12 +184,7 @@ def test_generic_builder_realises_any_description(v, size):
 
 
 def test_export_is_exact(case):
-    exported = K.export_params(case.v, case.model)
-    shapes = C.param_shapes(case.v)
-    assert list(exported) == list(shapes)
-    for name, array in exported.items():
-        assert array.dtype == np.float32 and array.shape == shapes[name], name
-        assert np.array_equal(array, case.params[name]), name
+    assert_exports_exactly(case.v, K.export_params(case.v, case.model), case.params)
 
 
 # ---------------------------------------------------------------------------------------

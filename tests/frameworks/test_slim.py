@@ -15,6 +15,7 @@ from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import slim
+from tests.contract import assert_exports_exactly
 
 pytestmark = pytest.mark.skipif(slim.available() is not None, reason=f"TF-slim not usable: {slim.available()}")
 
@@ -124,12 +125,7 @@ def test_run_selects_taps_and_takes_any_size(case):
 
 
 def test_export_is_bit_exact(case):
-    exported = slim.export_params(case.v, case.model)
-    shapes = C.param_shapes(case.v)
-    assert list(exported) == list(shapes)
-    for name, a in exported.items():
-        assert a.dtype == np.float32 and a.shape == shapes[name], name
-        assert np.array_equal(a, case.params[name]), name
+    assert_exports_exactly(case.v, slim.export_params(case.v, case.model), case.params)
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import torch as adapter
 from equiv.variants import Variant
+from tests.contract import assert_exports_exactly
 
 RTOL = 1e-5  # of the tap's scale, max|reference tap|
 
@@ -164,12 +165,7 @@ def test_run_selects_taps():
 
 
 def test_export_is_bit_exact(case):
-    exported = adapter.export_params(case.v, case.model)
-    shapes = C.param_shapes(case.v)
-    assert list(exported) == list(shapes)
-    for name, a in exported.items():
-        assert a.dtype == np.float32 and a.shape == shapes[name], name
-        assert np.array_equal(a, case.params[name]), name
+    assert_exports_exactly(case.v, adapter.export_params(case.v, case.model), case.params)
 
 
 # ---------------------------------------------------------------------------------------

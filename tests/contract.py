@@ -1,0 +1,14 @@
+"""Checks every adapter must pass, shared by the per-framework tests."""
+
+import numpy as np
+
+from equiv import canonical as C
+
+
+def assert_exports_exactly(v, exported, params, where=""):
+    """`exported` holds the canonical names of `v` in order, float32, each equal to `params` bit for bit."""
+    shapes = C.param_shapes(v)
+    assert list(exported) == list(shapes), where
+    for name, a in exported.items():
+        assert a.dtype == np.float32 and a.shape == shapes[name], (where, name)
+        assert np.array_equal(a, params[name]), (where, name)
