@@ -18,7 +18,7 @@ Taps (intermediate outputs), in network order, all NHWC except the last two:
 
     stem/conv, stem/pool,
     stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
-    post, pool (N, C), logits (N, classes)
+    post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head
 
 A conv tap is taken after that conv's BatchNorm and ReLU where it has them; a unit tap after
 the add (and the ReLU of a v1 unit).
@@ -75,9 +75,18 @@ def _bias(v: Variant, norm: bool) -> bool:
 
 
 def stem(v: Variant) -> Conv:
-    norm = not v.preact
+    norm = not v.preact if v.stem_norm is None else v.stem_norm
+    relu = not v.preact if v.stem_relu is None else v.stem_relu
     return Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
-                v.stem_padding, _bias(v, norm), norm, norm)
+                v.stem_padding, _bias(v, norm), norm, relu)
+
+
+def _branch_relu(v: Variant, kernel: int, stride: int, last: bool) -> bool:
+    if v.branch_relu == "every":
+        return True
+    if v.branch_relu == "inner_strided" and kernel > 1 and stride == 1:
+        return False
+    return not last
 
 
 def units(v: Variant) -> list[Unit]:
@@ -100,23 +109,38 @@ def units(v: Variant) -> list[Unit]:
             convs = []
             for k, (ksize, a, b) in enumerate(shapes, start=1):
                 last = k == len(shapes)
-                norm = not (v.preact and last)
+                norm = v.inner_norm and not (v.preact and last)
+                conv_stride = stride if k == v.stride_conv else 1
                 convs.append(Conv(
-                    f"stage{s}/unit{u}/conv{k}", ksize, a, b,
-                    stride if k == v.stride_conv else 1, v.conv_padding,
-                    _bias(v, norm), norm, relu=not last,
+                    f"stage{s}/unit{u}/conv{k}", ksize, a, b, conv_stride, v.conv_padding,
+                    _bias(v, norm), norm, relu=_branch_relu(v, ksize, conv_stride, last),
                 ))
             shortcut = None
             if projection:
                 shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, stride, "symmetric",
-                                _bias(v, v.shortcut_norm), v.shortcut_norm, relu=False)
+                                _bias(v, v.shortcut_norm), v.shortcut_norm, relu=v.branch_relu == "every")
             out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut))
             cin = cout
     return out
 
 
-def features(v: Variant) -> int:
+def head_pool_size(v: Variant) -> tuple[int, int]:
+    """(height, width) of the map the head flattens: (1, 1) for a global mean."""
+    if not v.head_pool:
+        return 1, 1
+    last = [spatial_sizes(v, n)[-1] for n in v.input_size]
+    return tuple(output_size("valid", n, v.head_pool, v.head_pool_stride) for n in last)
+
+
+def channels(v: Variant) -> int:
+    """Channels of the last stage's output."""
     return v.widths[-1] * v.expansion
+
+
+def features(v: Variant) -> int:
+    """The length of the feature vector the dense head sees (the "pool" tap)."""
+    h, w = head_pool_size(v)
+    return h * w * channels(v)
 
 
 def bn_fields(v: Variant) -> tuple[str, ...]:
@@ -147,7 +171,7 @@ def param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
         for c in unit.convs:
             conv(c)
     if v.preact:
-        bn("post", features(v))
+        bn("post", channels(v))
     shapes["logits/kernel"] = (features(v), v.num_classes)
     shapes["logits/bias"] = (v.num_classes,)
     return shapes
@@ -168,7 +192,13 @@ def tap_names(v: Variant) -> list[str]:
         taps.append(unit.name)
     if v.preact:
         taps.append("post")
-    return taps + ["pool", "logits"]
+    return taps + ["pool", output_tap(v)]
+
+
+def output_tap(v: Variant) -> str:
+    """The head's output: "logits", or "probs" where the head ends in a softmax (whose input
+    the seed's Keras model never exposes, so it is no tap there)."""
+    return "probs" if v.head_activation == "softmax" else "logits"
 
 
 def tap_depths(v: Variant) -> dict[str, int]:
@@ -189,7 +219,7 @@ def tap_depths(v: Variant) -> dict[str, int]:
     if v.preact:
         depths["post"] = d
     depths["pool"] = d
-    depths["logits"] = d + 1
+    depths[output_tap(v)] = d + 1
     return depths
 
 
@@ -238,8 +268,24 @@ def spatial_sizes(v: Variant, size: int) -> list[int]:
     return sizes
 
 
+def check_input_size(v: Variant, height: int, width: int) -> None:
+    """Refuse an input size that `v` cannot take: below its smallest, or other than its only one."""
+    if v.input_size is not None and (height, width) != tuple(v.input_size):
+        h, w = v.input_size
+        raise EquivError(f"{v.name} takes only {h}x{w} inputs (its flattened head fixes the size), "
+                         f"got {height}x{width}: pass --input-size {h} {w}")
+    smallest = min_input_size(v)
+    if min(height, width) < smallest:
+        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: each side needs at least {smallest}")
+
+
 def min_input_size(v: Variant) -> int:
     """The smallest input side for which every layer has a non-empty output."""
+    return min(v.input_size) if v.input_size is not None else min_body_size(v)
+
+
+def min_body_size(v: Variant) -> int:
+    """The smallest input side for which every layer up to the head has a non-empty output."""
     for n in range(1, 4096):
         if all(s >= 1 for s in spatial_sizes(v, n)):
             return n

@@ -44,9 +44,7 @@ def check_input(v: Variant, batch: int, height: int, width: int) -> None:
     """Refuse sizes the network cannot take, with a one-line reason."""
     if batch < 1:
         raise EquivError(f"--batch must be at least 1, got {batch}")
-    smallest = C.min_input_size(v)
-    if min(height, width) < smallest:
-        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: each side needs at least {smallest}")
+    C.check_input_size(v, height, width)
     if max(height, width) > 4096:
         raise EquivError(f"--input-size {height} {width} is too large: at most 4096 per side")
 
@@ -77,7 +75,7 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
 
 
 def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
-          input_size: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0, isolated: bool = False,
+          input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
           dtype: str = "float32", progress: Progress | None = None) -> Report:
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
     run one input through all, and compare every tap of every pair."""
@@ -85,7 +83,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:
         raise EquivError("a check needs at least two frameworks")
-    h, w = input_size
+    h, w = input_size or v.input_size or (64, 64)
     check_input(v, batch, h, w)
     tol = compare.tolerance(dtype)
     say = progress or (lambda msg: None)

@@ -46,6 +46,22 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+def avg_pool(x, kernel, stride):
+    return _windows(x, kernel, stride).mean(axis=(4, 5))
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def head_features(v: Variant, h: np.ndarray) -> np.ndarray:
+    """The "pool" tap: a global mean, or an average pool flattened in NHWC order."""
+    if not v.head_pool:
+        return h.mean(axis=(1, 2))
+    return avg_pool(h, v.head_pool, v.head_pool_stride).reshape(h.shape[0], -1)
+
+
 # A BatchNorm hook: (layer prefix, input) -> output. The default applies stored statistics;
 # calibration passes one that measures them first.
 BatchNorm = Callable[[str, np.ndarray], np.ndarray]
@@ -83,13 +99,16 @@ def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | No
     def unit_fn(unit: C.Unit):
         def fn(h: np.ndarray) -> dict[str, np.ndarray]:
             taps = {}
-            branch_in = h
+            branch_in = identity = h
             if v.preact:
-                branch_in = taps[f"{unit.name}/preact"] = relu(bn(f"{unit.name}/preact", h))
+                branch_in = bn(f"{unit.name}/preact", h)
+                branch_in = taps[f"{unit.name}/preact"] = relu(branch_in) if v.preact_relu else branch_in
+                if v.identity_from == "preact":
+                    identity = branch_in
             if unit.shortcut:
                 shortcut = conv(unit.shortcut, branch_in if v.preact else h)
             else:
-                shortcut = h[:, ::unit.stride, ::unit.stride]
+                shortcut = identity[:, ::unit.stride, ::unit.stride]
             taps[f"{unit.name}/shortcut"] = shortcut
             r = branch_in
             for c in unit.convs:
@@ -111,8 +130,11 @@ def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | No
     if v.preact:
         segs.append(("post", prev, lambda h: {"post": relu(bn("post", h))}))
         prev = "post"
-    segs.append(("pool", prev, lambda h: {"pool": h.mean(axis=(1, 2))}))
-    segs.append(("logits", "pool", lambda h: {"logits": h @ p["logits/kernel"] + p["logits/bias"]}))
+    segs.append(("pool", prev, lambda h: {"pool": head_features(v, h)}))
+    if v.head_activation == "softmax":
+        segs.append(("probs", "pool", lambda h: {"probs": softmax(h @ p["logits/kernel"] + p["logits/bias"])}))
+    else:
+        segs.append(("logits", "pool", lambda h: {"logits": h @ p["logits/kernel"] + p["logits/bias"]}))
     return segs
 
 

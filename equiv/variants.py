@@ -59,6 +59,25 @@ class Variant:
     pool_pad_value: Literal["-inf", "zero"] = "-inf"
     num_classes: int = 1000
     in_channels: int = 3
+    # Conventions of the seed's networks (the defaults are every reference's):
+    bottleneck_expansion: int = 4  # a bottleneck unit outputs width * this
+    inner_norm: bool = True  # BatchNorm after a unit's convs (v1: every one; v2: all but the last)
+    # Which convs of a unit a ReLU follows:
+    #   "inner":         every conv of the branch but the last (every reference);
+    #   "inner_strided": as "inner", but a 3x3 conv only when strided (the seed's slim
+    #                    conv2d_same: its stride-1 path keeps the arg_scope's activation_fn=None);
+    #   "every":         every conv, the last and the projection included (the seed's Keras).
+    branch_relu: Literal["inner", "inner_strided", "every"] = "inner"
+    preact_relu: bool = True  # v2: a ReLU follows the pre-activation BatchNorm
+    identity_from: Literal["input", "preact"] = "input"  # what an identity shortcut carries (v2)
+    stem_norm: bool | None = None  # BatchNorm after the stem conv; None: unless preact
+    stem_relu: bool | None = None  # ReLU after the stem conv; None: unless preact
+    # The head: head_pool 0 is a global mean; k > 0 an average pool of k x k with stride
+    # head_pool_stride (VALID) flattened in NHWC order, which fixes the input size.
+    head_pool: int = 0
+    head_pool_stride: int = 0
+    head_activation: Literal["none", "softmax"] = "none"
+    input_size: tuple[int, int] | None = None  # the only input size a flatten head admits
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -73,10 +92,14 @@ class Variant:
             raise ValueError(f"{self.name}: convolutions pad 'symmetric' or 'tf_same'")
         if self.pool_padding == "tf_same" and self.pool_pad_value != "-inf":
             raise ValueError(f"{self.name}: TF SAME pooling always pads with -inf")
+        if self.head_pool and (self.input_size is None or self.head_pool_stride < 1):
+            raise ValueError(f"{self.name}: a pooled, flattened head needs input_size and head_pool_stride")
+        if self.bottleneck_expansion < 1:
+            raise ValueError(f"{self.name}: bottleneck_expansion must be positive")
 
     @property
     def expansion(self) -> int:
-        return 4 if self.block == "bottleneck" else 1
+        return self.bottleneck_expansion if self.block == "bottleneck" else 1
 
     @property
     def convs_per_unit(self) -> int:
@@ -206,5 +229,49 @@ for _d, _block, _depths in [
         projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
         conv_padding="symmetric", bn_epsilon=1e-5,
     ))
+
+# ---------------------------------------------------------------------------------------
+# The seed's three networks (../shared/seed), as their code computes, quirks included.
+# Native builds: equiv/seed/.
+
+_SEED_SLIM = dict(
+    native="slim", block="bottleneck", preact=True, stride_unit="last", stride_conv=2,
+    projection="channels", shortcut_norm=False, conv_bias="all", conv_padding="symmetric",
+    bn_epsilon=1e-3, bn_scale=False, inner_norm=False, branch_relu="inner_strided",
+    stem_norm=False, stem_relu=True, pool_padding="valid", num_classes=10,
+)
+_SEED_SLIM_NOTE = ("the seed's tf.contrib.slim network on tf_slim: biased convs without BatchNorm, "
+                   "bare batch_norm (eps 1e-3, no gamma) only as pre-activation and post-norm, "
+                   "ReLU on the stem, VALID max-pool, ReLU on a 3x3 conv only when strided")
+register(Variant(
+    name="seed/slim_resnet_v2_demo", description=f"{_SEED_SLIM_NOTE}; the one unit (64, 64, 2) it runs",
+    depths=(1,), widths=(64,), strides=(2,), bottleneck_expansion=1, **_SEED_SLIM,
+))
+register(Variant(
+    name="seed/slim_resnet_v2_50", description=f"{_SEED_SLIM_NOTE}; the 50-layer list it comments out",
+    depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), **_SEED_SLIM,
+))
+register(Variant(
+    name="seed/keras_resnet_v2_50", native="keras",
+    description="the seed's Keras 2 network on Keras 3: BatchNorm (no ReLU) on each unit's input, "
+                "identity from the normalised input, ReLU after every conv and the biased projection, "
+                "TF SAME on the strided 3x3, AveragePooling2D(2) + Flatten + Dense softmax; 224x224 only",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+    stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False, conv_bias="all",
+    conv_padding="tf_same", bn_epsilon=1e-3, inner_norm=False, branch_relu="every", preact_relu=False,
+    identity_from="preact", stem_norm=False, stem_relu=False, pool_padding="valid",
+    head_pool=2, head_pool_stride=2, head_activation="softmax", input_size=(224, 224), num_classes=10,
+))
+register(Variant(
+    name="seed/torch_resnet_v2", native="torch",
+    description="the seed's PyTorch network (its in_channel/inplanes bug fixed): a post-activation "
+                "bottleneck ResNet-50, stride on the 3x3 of the first unit, AvgPool2d(7); its forward "
+                "returns the 2048-d features and never uses the fc it defines (equiv taps the fc's "
+                "logits too); 224x224 only",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+    stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
+    conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5,
+    head_pool=7, head_pool_stride=1, input_size=(224, 224), num_classes=10,
+))
 
 DEFAULT_VARIANT = "slim/resnet_v2_50"

@@ -53,7 +53,7 @@ def _uncalibrated(v: Variant, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 def calibration_size(v: Variant) -> int:
-    return max(C.min_input_size(v), 48)
+    return max(C.min_body_size(v), 48)
 
 
 def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
@@ -70,7 +70,12 @@ def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generat
         params[f"{prefix}/moving_variance"] = (var * rng.uniform(0.8, 1.25, var.shape) + 1e-3).astype(np.float32)
         return base(prefix, h)
 
-    reference.forward(v, params, x, bn=measuring_bn, dtype=np.float32)
+    # Up to the head, which has no BatchNorm (and may take only one input size).
+    taps = {}
+    for out, src, fn in reference.segments(v, params, bn=measuring_bn, dtype=np.float32):
+        if out == "pool":
+            break
+        taps.update(fn(x if src is None else taps[src]))
 
 
 @functools.lru_cache(maxsize=2)  # a 152-layer set is 240 MB

@@ -80,34 +80,39 @@ def _unit_prefix(unit: C.Unit) -> str:
     return f"conv{unit.stage + 1}_block{unit.index}"
 
 
-def _conv_output(c: C.Conv) -> str:
-    """The last Keras layer of a conv (its ReLU, else its BatchNorm, else itself)."""
+def _conv_outputs(c: C.Conv) -> tuple[str, ...]:
+    """The Keras layers that may end a conv, last first: its ReLU, its BatchNorm, the conv
+    itself (which holds the ReLU where the activation is fused, as in the seed's model)."""
     base = keras_layer(c.name).removesuffix("_conv")
-    return base + ("_relu" if c.relu else "_bn" if c.norm else "_conv")
+    return (base + "_relu",) * c.relu + (base + "_bn",) * c.norm + (base + "_conv",)
 
 
-def _tap_layers(v: Variant) -> dict[str, tuple[str, int | None]]:
-    """Canonical tap -> (Keras layer, None for its output or i for its i-th input)."""
-    taps = {"stem/conv": (_conv_output(C.stem(v)), None), "stem/pool": ("pool1_pool", None)}
+def _tap_layers(v: Variant) -> dict[str, tuple[str, ...]]:
+    """Canonical tap -> the Keras layers whose output it may be, the first found in a model
+    wins. The shortcut is special-cased in `_tap_model`: the input of the unit's add that is
+    not the branch (a projection, a 1x1 max-pool, or the unit's input itself)."""
+    taps = {"stem/conv": _conv_outputs(C.stem(v)), "stem/pool": ("pool1_pool",)}
     for unit in C.units(v):
         p = _unit_prefix(unit)
         if v.preact:
-            taps[f"{unit.name}/preact"] = (f"{p}_preact_relu", None)
-        # The shortcut is the Add's first input: a projection, an unnamed 1x1 max-pool
-        # (keras.applications' strided identity) or the unit's input itself.
-        taps[f"{unit.name}/shortcut"] = (f"{p}_out" if v.preact else f"{p}_add", 0)
+            taps[f"{unit.name}/preact"] = (f"{p}_preact_relu", f"{p}_preact_bn")
         for c in unit.convs:
-            taps[c.name] = (_conv_output(c), None)
-        taps[unit.name] = (f"{p}_out", None)
+            taps[c.name] = _conv_outputs(c)
+        taps[unit.name] = (f"{p}_out",)
     if v.preact:
-        taps["post"] = ("post_relu", None)
-    taps["pool"] = ("avg_pool", None)
-    taps["logits"] = ("predictions", None)
+        taps["post"] = ("post_relu",)
+    taps["pool"] = ("avg_pool",)
+    taps[C.output_tap(v)] = ("probs", "predictions")
     return taps
 
 
 # ---------------------------------------------------------------------------------------
 # Building
+
+
+def _is_seed(v: Variant) -> bool:
+    """The seed's own Keras network describes `v` (any head size)."""
+    return v.name == "seed/keras_resnet_v2_50" and v == variants.get(v.name, num_classes=v.num_classes)
 
 
 def _reference_builder(v: Variant):
@@ -124,14 +129,20 @@ def _reference_builder(v: Variant):
 
 
 def build(variant: Variant, *, reference: bool | None = None):
-    """keras.applications' model for keras/ variants, else the generic functional model.
+    """keras.applications' model for keras/ variants, the seed's own model (equiv.seed) for
+    seed/keras_resnet_v2_50, else the generic functional model.
 
-    Both take any input size and batch (a (None, None, C) input) and output logits.
+    They take any input size and batch (a (None, None, C) input), except where a flattened
+    head fixes the size, and output logits (probabilities after a softmax head).
     """
     if keras is None:
         raise FrameworkError(_IMPORT_ERROR)
     if reference is None:
-        reference = variant.framework == "keras" and variant.short_name in _REFERENCES
+        reference = (variant.framework == "keras" and variant.short_name in _REFERENCES) or _is_seed(variant)
+    if reference and _is_seed(variant):
+        from equiv.seed import keras_resnet_v2
+
+        return keras_resnet_v2.build(variant)
     if not reference:
         return _generic(variant)
     builder = _reference_builder(variant)
@@ -194,17 +205,20 @@ def _conv(v: Variant, x, c: C.Conv):
 
 def _unit(v: Variant, x, unit: C.Unit):
     p = _unit_prefix(unit)
-    branch = x
+    branch = identity = x
     if v.preact:
         branch = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
                                                  name=f"{p}_preact_bn")(x)
-        branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
+        if v.preact_relu:
+            branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
+        if v.identity_from == "preact":
+            identity = branch
     if unit.shortcut:
-        shortcut = _conv(v, branch, unit.shortcut)  # v2 projects the pre-activation
+        shortcut = _conv(v, branch if v.preact else x, unit.shortcut)  # v2 projects the pre-activation
     elif unit.stride > 1:
-        shortcut = keras.layers.MaxPooling2D(1, strides=unit.stride, name=f"{p}_0_pool")(x)
+        shortcut = keras.layers.MaxPooling2D(1, strides=unit.stride, name=f"{p}_0_pool")(identity)
     else:
-        shortcut = x
+        shortcut = identity
     for c in unit.convs:
         branch = _conv(v, branch, c)
     if v.preact:  # no ReLU after a v2 add; keras.applications names the add itself _out
@@ -214,7 +228,7 @@ def _unit(v: Variant, x, unit: C.Unit):
 
 
 def _generic(v: Variant):
-    inputs = keras.Input(shape=(None, None, v.in_channels))
+    inputs = keras.Input(shape=(*(v.input_size or (None, None)), v.in_channels))
     x = _conv(v, inputs, C.stem(v))
     pad_layer = NegInfPadding2D if v.pool_pad_value == "-inf" else keras.layers.ZeroPadding2D
     x, padding = _padding(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
@@ -225,8 +239,14 @@ def _generic(v: Variant):
     if v.preact:
         x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale, name="post_bn")(x)
         x = keras.layers.Activation("relu", name="post_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if v.head_pool:  # average pool, then flatten in NHWC order (the canonical kernel's rows)
+        x = keras.layers.AveragePooling2D(v.head_pool, strides=v.head_pool_stride, name="avg_pool_pool")(x)
+        x = keras.layers.Flatten(name="avg_pool")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dense(v.num_classes, name="predictions")(x)
+    if v.head_activation == "softmax":
+        x = keras.layers.Activation("softmax", name="probs")(x)
     return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
 
 
@@ -269,10 +289,18 @@ def _tap_model(v: Variant, model):
     """One multi-output model per model, giving every tap (built once, then cached)."""
     tapper = _TAP_MODELS.get(model)
     if tapper is None:
+        present = {layer.name for layer in model.layers}
         outputs = {}
-        for tap, (layer, index) in _tap_layers(v).items():
-            layer = model.get_layer(layer)
-            outputs[tap] = layer.output if index is None else layer.input[index]
+        for tap, candidates in _tap_layers(v).items():
+            found = [name for name in candidates if name in present]
+            if not found:
+                raise FrameworkError(f"model {model.name} has none of the layers {candidates} for tap {tap}")
+            outputs[tap] = model.get_layer(found[0]).output
+        for unit in C.units(v):  # the add's input that is not the branch
+            add = model.get_layer(f"{_unit_prefix(unit)}_out" if v.preact else f"{_unit_prefix(unit)}_add")
+            branch = outputs[unit.convs[-1].name]
+            outputs[f"{unit.name}/shortcut"] = next(t for t in add.input if t is not branch)
+        outputs = {t: outputs[t] for t in C.tap_names(v)}
         tapper = keras.Model(model.inputs[0], outputs)
         _TAP_MODELS[model] = tapper
     return tapper

@@ -59,13 +59,23 @@ def available() -> str | None:
 # Names
 
 
+def _is_seed(v: Variant) -> bool:
+    """The seed's slim network describes `v` (any head size)."""
+    return v.name.startswith("seed/slim_") and _registered(v)
+
+
 def _scope(v: Variant) -> str:
     """The outer scope: the variant's short name, which for slim/ variants is exactly the
-    default scope of the tf_slim.nets function (resnet_v2_50, ...)."""
+    default scope of the tf_slim.nets function (resnet_v2_50, ...); the seed's network uses
+    `resnet_v2_6` (its resnet_v2_50's default scope)."""
+    if _is_seed(v):
+        return "resnet_v2_6"
     return re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
 
 
 def _unit_kind(v: Variant) -> str:
+    if _is_seed(v):
+        return "residual_v2"  # the seed's residual_unit's default scope
     return f"{v.block}_{'v2' if v.preact else 'v1'}"
 
 
@@ -76,7 +86,13 @@ def _layer(v: Variant, layer: str) -> str:
         return f"{_scope(v)}/{top[layer]}"
     s, u, rest = re.fullmatch(r"stage(\d+)/unit(\d+)(?:/(.+))?", layer).groups()
     unit = f"{_scope(v)}/block{s}/unit_{u}/{_unit_kind(v)}"
+    if rest == "preact":
+        rest = _preact_scope(v)
     return f"{unit}/{rest}" if rest else unit
+
+
+def _preact_scope(v: Variant) -> str:
+    return "preactivate" if _is_seed(v) else "preact"
 
 
 _FIELDS = {"kernel": "weights", "bias": "biases"}  # BatchNorm fields keep their names
@@ -92,14 +108,17 @@ def framework_names(variant: Variant) -> dict[str, str]:
     return out
 
 
-# The one layout difference from the canonical form: slim's logits are a 1x1 conv.
-def _to_slim(name: str, a: np.ndarray) -> np.ndarray:
-    return a.reshape(1, 1, *a.shape) if name == "logits/kernel" else a
+# The one layout difference from the canonical form: slim's logits are a 1x1 conv (after a
+# global mean; a flattened head is a fully_connected layer, whose kernel is canonical).
+def _to_slim(v: Variant, name: str, a: np.ndarray) -> np.ndarray:
+    return a.reshape(1, 1, *a.shape) if name == "logits/kernel" and not v.head_pool else a
 
 
-def _from_slim(name: str, a: np.ndarray) -> np.ndarray:
+def _from_slim(v: Variant, name: str, a: np.ndarray) -> np.ndarray:
     # A kernel of any other shape is left as it is, for check_params to report.
-    return a.reshape(a.shape[2:]) if name == "logits/kernel" and a.shape[:2] == (1, 1) else a
+    if name == "logits/kernel" and not v.head_pool and a.shape[:2] == (1, 1):
+        return a.reshape(a.shape[2:])
+    return a
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,14 +146,19 @@ class SlimModel:
         self.session.close()
 
 
-def _has_reference(v: Variant) -> bool:
-    """True when `v` is a registered slim/ variant (any head size): only then does a
-    tf_slim.nets function compute exactly what the description says."""
+def _registered(v: Variant) -> bool:
+    """`v` is a registered variant, or one with only another head size."""
     try:
         registered = variants.get(v.name)
     except UnknownVariantError:
         return False
-    return v.native == "slim" and v.replace(num_classes=registered.num_classes) == registered
+    return v.replace(num_classes=registered.num_classes) == registered
+
+
+def _has_reference(v: Variant) -> bool:
+    """True when `v` is a registered slim-native variant (any head size): only then does a
+    tf_slim.nets function (or the seed's network, equiv.seed) compute what it says."""
+    return v.native == "slim" and _registered(v)
 
 
 def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
@@ -146,9 +170,15 @@ def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, variant.in_channels], name="inputs")
-        taps = (_build_reference if reference else _build_generic)(variant, x)
+        if reference and _is_seed(variant):
+            from equiv.seed import slim_resnet_v2
+
+            taps = slim_resnet_v2.build_taps(variant, x)
+        else:
+            taps = (_build_reference if reference else _build_generic)(variant, x)
         taps["pool"] = tf.reshape(taps["pool"], [-1, C.features(variant)])
-        taps["logits"] = tf.reshape(taps["logits"], [-1, variant.num_classes])
+        out = C.output_tap(variant)
+        taps[out] = tf.reshape(taps[out], [-1, variant.num_classes])
         found = {var.op.name: var for var in tf.compat.v1.global_variables()}
         init = tf.compat.v1.global_variables_initializer()
     expected = set(framework_names(variant).values())
@@ -233,15 +263,17 @@ def _build_generic(v: Variant, x) -> dict[str, Any]:
                 for unit in stage:
                     with tf.compat.v1.variable_scope(f"unit_{unit.index}"), \
                          tf.compat.v1.variable_scope(_unit_kind(v)):
-                        r = h
+                        r = identity = h
                         if v.preact:
-                            r = taps[f"{unit.name}/preact"] = batch_norm(h, "preact", relu)
+                            r = taps[f"{unit.name}/preact"] = batch_norm(
+                                h, _preact_scope(v), relu if v.preact_relu else None)
+                            identity = r if v.identity_from == "preact" else h
                         if unit.shortcut:
                             shortcut = conv(unit.shortcut, r, "shortcut")
                         elif unit.stride > 1:  # identity, subsampled
-                            shortcut = slim.max_pool2d(h, 1, stride=unit.stride, scope="shortcut")
+                            shortcut = slim.max_pool2d(identity, 1, stride=unit.stride, scope="shortcut")
                         else:
-                            shortcut = h
+                            shortcut = identity
                         taps[f"{unit.name}/shortcut"] = shortcut
                         for c in unit.convs:
                             r = taps[c.name] = conv(c, r, c.name.rsplit("/", 1)[1])
@@ -249,9 +281,17 @@ def _build_generic(v: Variant, x) -> dict[str, Any]:
                         h = taps[unit.name] = h if v.preact else relu(h)
         if v.preact:
             h = taps["post"] = batch_norm(h, "postnorm", relu)
-        h = taps["pool"] = tf.reduce_mean(h, [1, 2], keepdims=True, name="pool5")
-        taps["logits"] = slim.conv2d(h, v.num_classes, 1, activation_fn=None, normalizer_fn=None,
-                                     scope="logits")
+        if v.head_pool:  # average pool, flattened in NHWC order, then a dense layer
+            h = slim.avg_pool2d(h, v.head_pool, stride=v.head_pool_stride, padding="VALID", scope="pool5")
+            h = taps["pool"] = tf.reshape(h, [-1, C.features(v)])
+            logits = slim.fully_connected(h, v.num_classes, activation_fn=None, scope="logits")
+        else:
+            h = taps["pool"] = tf.reduce_mean(h, [1, 2], keepdims=True, name="pool5")
+            logits = slim.conv2d(h, v.num_classes, 1, activation_fn=None, normalizer_fn=None, scope="logits")
+        if v.head_activation == "softmax":
+            taps["probs"] = tf.nn.softmax(logits, name="probs")
+        else:
+            taps["logits"] = logits
     return taps
 
 
@@ -262,7 +302,7 @@ def _build_generic(v: Variant, x) -> dict[str, Any]:
 def export_params(variant: Variant, model: SlimModel) -> dict[str, np.ndarray]:
     names = framework_names(variant)
     values = model.session.run({c: model.variables[s] for c, s in names.items()})
-    return {c: np.asarray(_from_slim(c, values[c]), np.float32) for c in names}
+    return {c: np.asarray(_from_slim(variant, c, values[c]), np.float32) for c in names}
 
 
 def load_params(variant: Variant, model: SlimModel, params) -> None:
@@ -276,7 +316,7 @@ def load_params(variant: Variant, model: SlimModel, params) -> None:
         return feeds, tf.group(*[var.assign(feeds[c], read_value=False) for c, var in variables.items()])
 
     feeds, assign = model.cached("load", make)
-    model.session.run(assign, {feeds[c]: _to_slim(c, np.asarray(params[c], np.float32)) for c in names})
+    model.session.run(assign, {feeds[c]: _to_slim(variant, c, np.asarray(params[c], np.float32)) for c in names})
 
 
 def run(variant: Variant, model: SlimModel, x, taps=None) -> dict[str, np.ndarray]:
@@ -307,7 +347,7 @@ def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(str(path))
     names = framework_names(variant)
     known = set(names.values())
-    params = {c: _from_slim(c, reader.get_tensor(s)) for c, s in names.items() if reader.has_tensor(s)}
+    params = {c: _from_slim(variant, c, reader.get_tensor(s)) for c, s in names.items() if reader.has_tensor(s)}
     params.update({s: reader.get_tensor(s) for s in reader.get_variable_to_shape_map()
                    if s.startswith(_scope(variant) + "/") and s not in known})
     C.check_params(variant, params, source=str(path))
@@ -330,7 +370,7 @@ def forward_fn(variant: Variant, model: SlimModel, x: np.ndarray, *, device: str
     if device != "cpu" or dtype != "float32" or channels_last:
         raise FrameworkError("slim runs float32 NHWC on the CPU here (its graph is built in float32)")
     feed = {model.inputs: np.asarray(x, np.float32)}
-    logits = model.taps["logits"]
+    logits = model.taps[C.output_tap(variant)]
     session = model.session
     if xla:
         tf, _ = _libs()

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from equiv import canonical as C
+from equiv import variants
 from equiv.errors import EquivError, FrameworkError
 from equiv.variants import Variant
 
@@ -129,6 +130,7 @@ class Unit(nn.Module):
     def __init__(self, v: Variant, unit: C.Unit):
         super().__init__()
         self.preact = _batch_norm(v, unit.cin) if v.preact else None
+        self.preact_relu, self.identity_from = v.preact_relu, v.identity_from
         for k, c in enumerate(unit.convs, start=1):
             setattr(self, f"conv{k}", _conv(c))
             setattr(self, f"bn{k}", _batch_norm(v, c.cout) if c.norm else None)
@@ -136,19 +138,24 @@ class Unit(nn.Module):
         if unit.shortcut:
             sc = unit.shortcut
             self.downsample = nn.Sequential(_conv(sc), *([_batch_norm(v, sc.cout)] if sc.norm else []))
+        self.shortcut_relu = bool(unit.shortcut and unit.shortcut.relu)
         self.tap, self.stride = unit.name, unit.stride
         self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
 
     def forward(self, x, record: Record = _ignore):
-        branch = x
+        branch = identity = x
         if self.preact is not None:
-            branch = F.relu(self.preact(x))
+            branch = self.preact(x)
+            branch = F.relu(branch) if self.preact_relu else branch
             record(f"{self.tap}/preact", branch)
+            if self.identity_from == "preact":
+                identity = branch
         if self.downsample is not None:
             # v2 projects the pre-activated input, v1 the unit's input
             shortcut = self.downsample(x if self.preact is None else branch)
+            shortcut = F.relu(shortcut) if self.shortcut_relu else shortcut
         else:
-            shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+            shortcut = identity[:, :, ::self.stride, ::self.stride] if self.stride > 1 else identity
         record(f"{self.tap}/shortcut", shortcut)
         r = branch
         for conv, bn, relu, tap in self.steps:
@@ -177,7 +184,9 @@ class ResNet(nn.Module):
         for s, blocks in stages.items():
             setattr(self, f"layer{s}", nn.Sequential(*blocks))
         self.stages = [f"layer{s}" for s in stages]
-        self.postnorm = _batch_norm(v, C.features(v)) if v.preact else None
+        self.postnorm = _batch_norm(v, C.channels(v)) if v.preact else None
+        self.head_pool = (v.head_pool, v.head_pool_stride)
+        self.softmax = v.head_activation == "softmax"
         self.fc = nn.Linear(C.features(v), v.num_classes)
 
     def forward(self, x, record: Record = _ignore):
@@ -192,21 +201,43 @@ class ResNet(nn.Module):
         if self.postnorm is not None:
             h = F.relu(self.postnorm(h))
             record("post", h)
-        pooled = h.mean(dim=(2, 3))
+        pooled = head_features(h, *self.head_pool)
         record("pool", pooled)
         logits = self.fc(pooled)
+        if self.softmax:
+            probs = F.softmax(logits, dim=-1)
+            record("probs", probs)
+            return probs
         record("logits", logits)
         return logits
 
 
-def build(variant: Variant, *, reference: bool | None = None) -> ResNet:
-    """The module for `variant`. For torch-native (torchvision/) variants the generic module
-    is the reference itself, so reference=None/True/False build the same thing."""
+def head_features(h, kernel: int = 0, stride: int = 0):
+    """The "pool" tap of NCHW `h`: a global mean, or an average pool flattened in NHWC order
+    (the canonical order of the dense kernel's rows)."""
+    if not kernel:
+        return h.mean(dim=(2, 3))
+    return F.avg_pool2d(h, kernel, stride).permute(0, 2, 3, 1).flatten(1)
+
+
+def _is_seed(v: Variant) -> bool:
+    """The seed's own network describes `v` (any head size)."""
+    return v.name == "seed/torch_resnet_v2" and v == variants.get(v.name, num_classes=v.num_classes)
+
+
+def build(variant: Variant, *, reference: bool | None = None):
+    """The module for `variant`. For torchvision/ variants the generic module is the reference
+    itself, so reference=None/True/False build the same thing; seed/torch_resnet_v2's reference
+    (the default) is the seed's own module (equiv.seed.torch_resnet_v2)."""
     if _MISSING:
         raise FrameworkError(_MISSING)
     if reference and variant.native != "torch":
         raise FrameworkError(f"{variant.name} has no PyTorch reference implementation "
                              f"(it is native to {variant.native}); use the generic builder")
+    if reference is not False and _is_seed(variant):
+        from equiv.seed import torch_resnet_v2
+
+        return torch_resnet_v2.build(variant).eval()
     return ResNet(variant).eval()
 
 
@@ -291,7 +322,12 @@ def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
         t = t.contiguous(memory_format=torch.channels_last)
     model.eval()
     with torch.inference_mode():
-        model(t, record)
+        if isinstance(model, ResNet):
+            model(t, record)
+        else:  # the seed's own module: taps through hooks
+            from equiv.seed import torch_resnet_v2
+
+            torch_resnet_v2.record_taps(model, t, record)
     return {n: C.nchw_to_nhwc(got[n].float().cpu().numpy()) for n in names}
 
 
