@@ -56,10 +56,19 @@ def cmd_variants(args) -> int:
     return EXIT_OK
 
 
+def _input_size(args, variant) -> tuple[int, int]:
+    """--input-size, else the variant's only size (a flattened head fixes it), else the default."""
+    if args.input_size:
+        return tuple(args.input_size)
+    from equiv.variants import get
+
+    return tuple(get(variant).input_size or args.default_size)
+
+
 def cmd_check(args) -> int:
     from equiv.checking import check
 
-    report = check(args.variant, args.frameworks, input_size=tuple(args.input_size), batch=args.batch,
+    report = check(args.variant, args.frameworks, input_size=_input_size(args, args.variant), batch=args.batch,
                    seed=args.seed, isolated=args.isolated, progress=_progress(not args.quiet))
     return _emit(report, args)
 
@@ -67,7 +76,7 @@ def cmd_check(args) -> int:
 def cmd_diff(args) -> int:
     from equiv.checking import diff
 
-    report = diff(args.variant_a, args.variant_b, args.framework, input_size=tuple(args.input_size),
+    report = diff(args.variant_a, args.variant_b, args.framework, input_size=_input_size(args, args.variant_a),
                   batch=args.batch, seed=args.seed)
     return _emit(report, args)
 
@@ -81,7 +90,7 @@ def cmd_port(args) -> int:
     result = port(args.variant, args.source, args.target, source_format=args.from_format,
                   target_format=args.to_format, num_classes=args.num_classes,
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
-                  seed=args.seed, input_size=tuple(args.input_size), batch=args.batch,
+                  seed=args.seed, input_size=_input_size(args, args.variant), batch=args.batch,
                   progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
@@ -140,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_variants)
 
     def common(s, size=(224, 224)):
-        s.add_argument("--input-size", nargs=2, type=_size, default=list(size), metavar=("H", "W"),
-                       help=f"input height and width (default {size[0]} {size[1]})")
+        s.add_argument("--input-size", nargs=2, type=_size, default=None, metavar=("H", "W"),
+                       help=f"input height and width (default: the variant's only size if it has one, "
+                            f"else {size[0]} {size[1]})")
+        s.set_defaults(default_size=size)
         s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
         s.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
         s.add_argument("--json", metavar="FILE", help="also write the report as JSON")

@@ -212,18 +212,20 @@ def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
 
     from equiv.frameworks import adapter
 
-    to_canonical = {k: c for c, k in adapter("keras").framework_names(variant).items()}
+    ad = adapter("keras")
+    to_canonical = {k: c for c, k in ad.framework_names(variant).items()}
     params: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
-            for layer in root.attrs["layer_names"]:
-                layer = layer.decode() if isinstance(layer, bytes) else layer
+            layers = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
+            rename = ad.keras2_layer_names(variant, layers)  # the seed's auto-named layers, by order
+            for layer in layers:
                 group = root[layer]
                 for wname in group.attrs.get("weight_names", []):
                     wname = wname.decode() if isinstance(wname, bytes) else wname
                     field = wname.rsplit("/", 1)[-1].split(":")[0]  # 'conv1_conv/kernel:0' -> kernel
-                    key = f"{layer}/{field}"
+                    key = f"{rename.get(layer, layer)}/{field}"
                     params[to_canonical.get(key, key)] = np.asarray(group[wname], np.float32)
     except (OSError, KeyError) as e:
         raise EquivError(f"{path}: not a readable Keras 2 .h5 file ({e})") from None

@@ -124,7 +124,7 @@ class PortResult:
 
 def port(variant: str | Variant, source, target, *, source_format: str | None = None,
          target_format: str | None = None, num_classes: int | None = None, drop_background_class: bool = False,
-         verify: bool = False, force: bool = False, seed: int = 0, input_size=(64, 64), batch: int = 2,
+         verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
          progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force)."""
     say = progress or (lambda msg: None)
@@ -164,12 +164,13 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
 
 
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,
-                 seed: int = 0, input_size=(64, 64), batch: int = 2) -> Report:
-    """Load each file into its own framework, run one random input, compare every tap."""
+                 seed: int = 0, input_size=None, batch: int = 2) -> Report:
+    """Load each file into its own framework, run one random input, compare every tap
+    (at `input_size`, by default the variant's only size or 64x64)."""
     from equiv.checking import check_input, peak_memory_mb
     from equiv.frameworks import adapter
 
-    h, w = input_size
+    h, w = input_size or v_src.input_size or (64, 64)
     check_input(v_src, batch, h, w)
     x = weights.random_input(v_src, batch, h, w, seed)
     outputs = {}

@@ -35,7 +35,7 @@ def test_slim_v2_50_has_272_parameter_tensors():
 def test_taps_are_unique_and_ordered(v):
     taps = C.tap_names(v)
     assert len(taps) == len(set(taps))
-    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-2:] == ["pool", "logits"]
+    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-2:] == ["pool", C.output_tap(v)]
 
 
 def test_stride_placement():

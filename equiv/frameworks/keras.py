@@ -76,6 +76,34 @@ def framework_names(variant: Variant) -> dict[str, str]:
     return names
 
 
+_AUTO_NAME = re.compile(r"(conv2d|batch_normalization|dense)(?:_(\d+))?")
+
+
+def keras2_layer_names(variant: Variant, layer_names) -> dict[str, str]:
+    """File layer name -> this adapter's layer name, for a Keras 2 `.h5` file.
+
+    keras.applications names every layer, so its files need nothing. The seed's model names
+    none: Keras 2 called them by class and a per-session counter (`conv2d_7`), so within each
+    class the counter gives the order in which the seed's code created them, which
+    `equiv.seed.keras_resnet_v2.keras2_layer_order` lists. A class whose count does not fit is
+    left unmapped, for the strict check to report by the file's own names."""
+    if not _is_seed(variant):
+        return {}
+    from equiv.seed import keras_resnet_v2
+
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in layer_names:
+        m = _AUTO_NAME.fullmatch(name)
+        if m:
+            found.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
+    out = {}
+    for cls, layers in keras_resnet_v2.keras2_layer_order(variant).items():
+        names = sorted(found.get(cls, []))
+        if len(names) == len(layers):
+            out.update({name: keras_layer(layer) for (_, name), layer in zip(names, layers)})
+    return out
+
+
 def _unit_prefix(unit: C.Unit) -> str:
     return f"conv{unit.stage + 1}_block{unit.index}"
 

@@ -52,7 +52,8 @@ SYNTHETIC = [
         pool_padding="symmetric", pool_pad_value="zero", num_classes=7,
     ),
 ]
-ALL = variants.all_variants() + SYNTHETIC
+# Variants that take any input size (the seed's 224x224-only ones: tests/test_seed.py)
+ALL = [v for v in variants.all_variants() if v.input_size is None] + SYNTHETIC
 SMALL = variants.get("torchvision/resnet18")
 TORCHVISION = [v for v in variants.all_variants() if v.framework == "torchvision"]
 
@@ -61,6 +62,8 @@ PADDED_LAYERS = {
     "synthetic/tf_same_unscaled": {"conv1", "layer1.1.conv2", "layer2.1.conv2"},
     "synthetic/basic_v2": {"maxpool", "layer2.0.conv1"},
     "synthetic/basic_v1_identity": {"conv1", "maxpool"},
+    "seed/slim_resnet_v2_demo": set(),  # a VALID pool, and slim's symmetric conv2d_same
+    "seed/slim_resnet_v2_50": set(),
 }
 
 
