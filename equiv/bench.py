@@ -117,7 +117,7 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     skipped = {fw: why for fw, why in skipped.items() if fw in fws}
     machine = max(ceilings.values())
     params = weights.random_params(v, 0)
-    tol = tap_tolerances(v, dtype)["logits"]
+    tol = tap_tolerances(v, dtype)[C.output_tap(v)]
     rows = []
     for fw in fws:
         if fw in skipped:
