@@ -127,8 +127,11 @@ def _no_cuda() -> str | None:
     return None
 
 
-def pytest_runtest_setup(item):
-    if item.get_closest_marker("cuda"):
+@pytest.fixture(autouse=True)
+def _equiv_cuda_marker(request):
+    """Skips a test marked `cuda` where no GPU is visible (a fixture, so the skip is reported
+    at the test's own line)."""
+    if request.node.get_closest_marker("cuda"):
         why = _no_cuda()
         if why:
             pytest.skip(why)
