@@ -306,17 +306,18 @@ def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
     """Both operands made runnable, each with its weights."""
     from equiv import weights
 
-    kinds = [_kind(a), _kind(b)]
+    operands, kinds = (a, b), [_kind(a), _kind(b)]
     notes = []
-    if variant is not None:
-        if kinds == ["variant", "variant"]:
-            raise EquivError("variant= says how to read model objects and weight files; both operands are variants")
-        variant = get(variant)
-    else:
-        named = [_as_variant(o) for o, k in zip((a, b), kinds) if k == "variant"]
-        models = [(_framework_of(o), o) for o, k in zip((a, b), kinds) if k == "model"]
-        variant = named[0] if named else _infer_variant(*models[0]) if models else None
-    sa, sb = (_side(o, k, key, variant) for o, k, key in zip((a, b), kinds, "ab"))
+    if variant is not None and kinds == ["variant", "variant"]:
+        raise EquivError("variant= says how to read model objects and weight files; both operands are variants")
+    # How to read models and files: variant=, else the variant operand, else what each model's
+    # own weights fit (a file is read as the model beside it is).
+    named = [_as_variant(o) for o, k in zip(operands, kinds) if k == "variant"]
+    base = get(variant) if variant is not None else named[0] if named else None
+    read_as = [base or (_infer_variant(_framework_of(o), o) if k == "model" else None)
+               for o, k in zip(operands, kinds)]
+    read_as = [v or next((r for r in read_as if r is not None), None) for v in read_as]
+    sa, sb = (_side(o, k, key, v) for o, k, key, v in zip(operands, kinds, "ab", read_as))
     if sa.params is None and sb.params is None:  # two bare variants: a's seeded weights for both
         if sb.variant.num_classes != sa.variant.num_classes:
             notes.append(f"class counts differ ({sa.variant.num_classes} vs {sb.variant.num_classes}): "
@@ -407,7 +408,8 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
     * a, b: variants (registered names or `Variant`s), model objects (torch `nn.Module`, Keras
       model, equiv's slim model) or weight-file paths; see the module docstring.
     * variant: how to read model objects and weight files (their parameter names and taps).
-      Default: the variant operand, else the one registered variant a model's weights fit.
+      Default: the variant operand, else the one registered variant each model's weights fit
+      (a weight file is read as the model beside it).
       A head of another size: ``equiv.get(name, num_classes=N)``.
     * taps: "all" (every tap both give), "logits", or a list of tap names.
     * rtol: the relative error allowed at every tap (max|a-b| / max|a|, `a` the reference).

@@ -83,6 +83,25 @@ def test_rtol_and_atol_move_the_line(params):
         assert_equivalent(model, TINY, rtol=0, atol=largest / 2, **check)
 
 
+def test_shapes_that_differ_are_named(params):
+    """Same weights, a stem of stride 1 instead of 2: every tap has another shape."""
+    with pytest.raises(NotEquivalentError) as info:
+        assert_equivalent(_model(params), TINY.replace(name="tests/tiny18-s1", stem_stride=1), variant=TINY,
+                          input_size=SIZE, batch=1)
+    assert info.value.report.first.name == "stem/conv" and info.value.report.first.status == "shape"
+    assert "shapes differ: a:torch (1, 8, 8, 8), b:torch (1, 16, 16, 8)" in str(info.value)
+
+
+def test_nan_is_named(params):
+    model = _model(params)
+    with torch.no_grad():
+        model.fc.bias[0] = float("nan")  # the variant side takes these weights too
+    with pytest.raises(NotEquivalentError) as info:
+        assert_equivalent(model, TINY, variant=TINY, input_size=SIZE, batch=1)
+    assert info.value.report.first.name == "logits" and info.value.report.first.status == "nonfinite"
+    assert "NaN or Inf in a:torch and b:torch" in str(info.value)
+
+
 def test_a_users_own_torchvision_layout_module_runs_its_own_forward():
     """Not equiv's module: its state_dict is read in torchvision's names, and its own forward
     gives the unit outputs and the logits through hooks, so a fault in *its* code is caught."""
