@@ -115,10 +115,18 @@ def test_profile():
     assert settings.get_current_profile_name() == "equiv-ci"
     assert settings.default.max_examples == 6 and settings.default.derandomize
 """)
+    pytester.makepyfile(test_option="""
+from hypothesis import settings
+
+def test_option_wins():
+    assert settings.get_current_profile_name() == "equiv-thorough"
+    assert settings.default.max_examples == 200
+""")
     before = settings.get_current_profile_name()
     monkeypatch.setenv("EQUIV_HYPOTHESIS_PROFILE", "ci")
     try:
-        pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
+        pytester.runpytest(*PLUGIN, "test_hypothesis_profiles_come_from_the_environment.py").assert_outcomes(passed=1)
+        pytester.runpytest(*PLUGIN, "--hypothesis-profile=equiv-thorough", "test_option.py").assert_outcomes(passed=1)
     finally:
         settings.load_profile(before)  # this process goes on with its own profile
     monkeypatch.setenv("EQUIV_HYPOTHESIS_PROFILE", "nightly")
