@@ -38,6 +38,10 @@ def _emit(report, args) -> int:
         R.write_atomic(args.json, R.to_json_text(report))
     if getattr(args, "markdown", None):
         R.write_atomic(args.markdown, R.to_markdown(report))
+    if getattr(args, "plot", None):
+        from equiv.plot import write_plot
+
+        write_plot(report, args.plot)
     return EXIT_OK if report.equivalent else EXIT_DIFFERENT
 
 
@@ -65,9 +69,21 @@ def _input_size(args, variant) -> tuple[int, int]:
     return tuple(get(variant).input_size or args.default_size)
 
 
+def _plot_usable(args) -> None:
+    """Refuse --plot before a long run, not after it, when matplotlib is missing."""
+    if getattr(args, "plot", None):
+        from equiv.errors import EquivError
+        from equiv.plot import available
+
+        why = available()
+        if why:
+            raise EquivError(f"--plot: {why}")
+
+
 def cmd_check(args) -> int:
     from equiv.checking import check
 
+    _plot_usable(args)
     report = check(args.variant, args.frameworks, input_size=_input_size(args, args.variant), batch=args.batch,
                    seed=args.seed, isolated=args.isolated, progress=_progress(not args.quiet))
     return _emit(report, args)
@@ -76,6 +92,7 @@ def cmd_check(args) -> int:
 def cmd_diff(args) -> int:
     from equiv.checking import diff
 
+    _plot_usable(args)
     report = diff(args.variant_a, args.variant_b, args.framework, input_size=_input_size(args, args.variant_a),
                   batch=args.batch, seed=args.seed)
     return _emit(report, args)
@@ -141,6 +158,9 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+_PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tolerance (needs matplotlib)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -164,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--isolated", action="store_true",
                    help="also split each unit's error into what it made and what it inherited")
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     s.set_defaults(func=cmd_check)
 
@@ -173,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--framework", help="framework to run both in (default: variant_a's native one)")
     common(s, size=(64, 64))
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
     s.set_defaults(func=cmd_diff)
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")

@@ -1,13 +1,15 @@
 """Hypothesis strategies for equiv: variant descriptions, input batches, weights.
 
-Options are keyword-only; each may be a value or a strategy. Example::
+In hypothesis' own style: options are keyword-only, each may be a value or a strategy, bad
+values raise hypothesis' InvalidArgument naming the option (at once for values, when drawn
+for strategies). Example::
 
-    from hypothesis import given
+    from hypothesis import given, strategies as st
     from equiv import strategies as es
 
-    @given(es.variants(max_stages=2), es.data())
-    def test_mine(variant, data):
-        x = data.draw(es.inputs(variant))
+    @given(v=es.variants(max_stages=2), data=st.data())
+    def test_mine(v, data):
+        x = data.draw(es.inputs(v, batch=1))
 """
 
 from __future__ import annotations
@@ -18,34 +20,87 @@ from hypothesis.errors import InvalidArgument
 
 from equiv import canonical as C
 from equiv import weights as W
-from equiv.variants import Variant
+from equiv.errors import EquivError
+from equiv.variants import Variant, all_variants, get
 
-__all__ = ["variants", "inputs", "params", "data"]
+__all__ = ["input_shapes", "inputs", "registered_variants", "variants", "weights"]
 
-data = st.data
+FRAMEWORKS = ("slim", "keras", "torch")
+DTYPES = ("float16", "float32", "float64")
+BATCHES = st.integers(1, 3)  # default batch sizes
+SEEDS = st.integers(0, 2**16)  # default seeds of values and weights
 
 
 def _strategy(x) -> st.SearchStrategy:
     return x if isinstance(x, st.SearchStrategy) else st.just(x)
 
 
+def _integer(name: str, value, min_value: int) -> None:
+    """InvalidArgument unless `value` is an integer of at least `min_value` (strategies pass:
+    their draws are checked when drawn)."""
+    if isinstance(value, st.SearchStrategy):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name}={value!r} must be an integer or a strategy of them")
+    if value < min_value:
+        raise InvalidArgument(f"{name}={value} must be at least {min_value}")
+
+
+def _draw_integer(draw, name: str, value, min_value: int) -> int:
+    x = draw(_strategy(value))
+    _integer(name, x, min_value)
+    return int(x)
+
+
+def _variant_value(v) -> Variant:
+    if isinstance(v, Variant):
+        return v
+    if isinstance(v, str):
+        try:
+            return get(v)
+        except EquivError as e:
+            raise InvalidArgument(f"variant={v!r}: {e}") from None
+    raise InvalidArgument(f"variant={v!r} must be a Variant, a registered name or a strategy of them")
+
+
+def _draw_variant(draw, variant) -> Variant:
+    return _variant_value(draw(_strategy(variant)))
+
+
+def _check_variant(variant) -> None:
+    if not isinstance(variant, st.SearchStrategy):
+        _variant_value(variant)
+
+
+# ---------------------------------------------------------------------------------------
+# Variant descriptions
+
+
 @st.composite
-def _variant(draw, max_stages, max_units, min_width, max_width, max_classes) -> Variant:
-    n = draw(st.integers(1, draw(max_stages)))
-    block = draw(st.sampled_from(["basic", "bottleneck"]))
-    width = st.integers(draw(min_width), draw(max_width))
-    convs = 3 if block == "bottleneck" else 2
+def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, block, preact) -> Variant:
+    n = draw(st.integers(1, _draw_integer(draw, "max_stages", max_stages, 1)))
+    units = _draw_integer(draw, "max_units", max_units, 1)
+    lo, hi = _draw_integer(draw, "min_width", min_width, 1), _draw_integer(draw, "max_width", max_width, 1)
+    if lo > hi:
+        raise InvalidArgument(f"min_width={lo} is larger than max_width={hi}")
+    block_ = draw(st.sampled_from(["basic", "bottleneck"]) if block is None else _strategy(block))
+    if block_ not in ("basic", "bottleneck"):
+        raise InvalidArgument(f"block={block_!r} must be 'basic' or 'bottleneck'")
+    preact_ = draw(st.booleans() if preact is None else _strategy(preact))
+    if not isinstance(preact_, bool):
+        raise InvalidArgument(f"preact={preact_!r} must be True or False")
+    width = st.integers(lo, hi)
     pool_padding = draw(st.sampled_from(["valid", "symmetric", "tf_same"]))
     return Variant(
-        name="hypothesis/random", native=draw(st.sampled_from(["slim", "keras", "torch"])),
+        name="hypothesis/random", native=draw(st.sampled_from(FRAMEWORKS)),
         description="drawn by equiv.strategies.variants",
-        block=block,
-        depths=tuple(draw(st.lists(st.integers(1, draw(max_units)), min_size=n, max_size=n))),
+        block=block_,
+        depths=tuple(draw(st.lists(st.integers(1, units), min_size=n, max_size=n))),
         widths=tuple(draw(st.lists(width, min_size=n, max_size=n))),
         strides=tuple(draw(st.lists(st.sampled_from([1, 2]), min_size=n, max_size=n))),
-        preact=draw(st.booleans()),
+        preact=preact_,
         stride_unit=draw(st.sampled_from(["first", "last"])),
-        stride_conv=draw(st.integers(1, convs)),
+        stride_conv=draw(st.integers(1, 3 if block_ == "bottleneck" else 2)),
         projection=draw(st.sampled_from(["first_unit", "channels", "channels_or_stride"])),
         shortcut_norm=draw(st.booleans()),
         conv_bias=draw(st.sampled_from(["all", "none", "unnormalized"])),
@@ -60,59 +115,169 @@ def _variant(draw, max_stages, max_units, min_width, max_width, max_classes) -> 
         pool_stride=draw(st.sampled_from([1, 2])),
         pool_padding=pool_padding,
         pool_pad_value="-inf" if pool_padding == "tf_same" else draw(st.sampled_from(["-inf", "zero"])),
-        num_classes=draw(st.integers(1, draw(max_classes))),
+        num_classes=draw(st.integers(1, _draw_integer(draw, "max_classes", max_classes, 1))),
     )
 
 
-def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16) -> st.SearchStrategy[Variant]:
-    """Small random variant descriptions, every convention field drawn.
+def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16, block=None,
+             preact=None) -> st.SearchStrategy[Variant]:
+    """Small random variant descriptions, every convention field drawn (paddings, stride
+    placement, shortcuts, biases, BatchNorm epsilon and scale, stem and pool), so that any
+    convention one framework realises differently from another shows up.
 
-    * max_stages: 1 to 4 stages by default.
-    * max_units: units per stage, 1 to this.
-    * min_width, max_width: bottleneck (or basic) width per stage and the stem's width.
-    * max_classes: classes of the head, 1 to this.
+    * max_stages: 1 to this many stages.
+    * max_units: 1 to this many units per stage.
+    * min_width, max_width: the width of each stage and of the stem.
+    * max_classes: 1 to this many classes in the head.
+    * block: "basic" or "bottleneck"; drawn when None.
+    * preact: True (v2, pre-activation) or False (v1); drawn when None.
 
-    Example: ``variants(max_stages=2, max_width=8)``.
+    Example::
+
+        >>> v = variants(max_stages=2, max_width=8, block="basic").example()
+        >>> v.block, len(v.depths) <= 2, max(v.widths) <= 8
+        ('basic', True, True)
     """
     for name, value in (("max_stages", max_stages), ("max_units", max_units), ("min_width", min_width),
                         ("max_width", max_width), ("max_classes", max_classes)):
-        if isinstance(value, int) and value < 1:
-            raise InvalidArgument(f"{name}={value} must be at least 1")
+        _integer(name, value, 1)
     if isinstance(min_width, int) and isinstance(max_width, int) and min_width > max_width:
         raise InvalidArgument(f"min_width={min_width} is larger than max_width={max_width}")
-    return _variant(*(_strategy(a) for a in (max_stages, max_units, min_width, max_width, max_classes)))
+    if block is not None and not isinstance(block, st.SearchStrategy) and block not in ("basic", "bottleneck"):
+        raise InvalidArgument(f"block={block!r} must be 'basic' or 'bottleneck'")
+    if preact is not None and not isinstance(preact, (bool, st.SearchStrategy)):
+        raise InvalidArgument(f"preact={preact!r} must be True or False")
+    return _variants(max_stages, max_units, min_width, max_width, max_classes, block, preact)
+
+
+def _check_native(native) -> None:
+    if native is not None and not isinstance(native, st.SearchStrategy) and native not in FRAMEWORKS:
+        raise InvalidArgument(f"native={native!r} must be one of {', '.join(FRAMEWORKS)}")
 
 
 @st.composite
-def _inputs(draw, variant, batch, extra, dtype, seed) -> np.ndarray:
-    v = draw(_strategy(variant))
-    lo = C.min_input_size(v)
-    extra_ = draw(_strategy(extra))
-    h = draw(st.integers(lo, lo + extra_))
-    w = draw(st.integers(lo, lo + extra_))
-    x = W.random_input(v, draw(_strategy(batch)), h, w, seed=draw(_strategy(seed)))
-    return x.astype(draw(_strategy(dtype)))
+def _registered_variants(draw, native, max_units) -> Variant:
+    native_ = draw(_strategy(native))
+    _check_native(native_)
+    units = None if max_units is None else _draw_integer(draw, "max_units", max_units, 1)
+    pool = [v for v in all_variants()
+            if (native_ is None or v.native == native_) and (units is None or sum(v.depths) <= units)]
+    if not pool:
+        raise InvalidArgument(f"no registered variant has native={native_!r} and max_units={units!r}")
+    return draw(st.sampled_from(pool))
 
 
-def inputs(variant, *, batch=st.integers(1, 3), extra=12, dtype="float32",
-           seed=st.integers(0, 2**16)) -> st.SearchStrategy[np.ndarray]:
-    """NHWC input batches that `variant` accepts: any size from its smallest up, odd included.
+def registered_variants(*, native=None, max_units=None) -> st.SearchStrategy[Variant]:
+    """The registry's real references (`equiv variants`).
 
-    * variant: a Variant (or a strategy of them).
-    * batch: batch size.
-    * extra: how far above the variant's smallest side the height and width may go.
-    * dtype: numpy dtype name.
+    * native: only those native to this framework ("slim", "keras" or "torch"); any when None.
+    * max_units: only those with at most this many residual units in all (resnet18 has 8,
+      resnet50 16), to keep a test cheap; any when None.
 
-    Example: ``inputs(equiv.get("torchvision/resnet18"), batch=1)``.
+    Example::
+
+        >>> registered_variants(native="torch", max_units=8).example().name
+        'torchvision/resnet18'
     """
-    if isinstance(extra, int) and extra < 0:
-        raise InvalidArgument(f"extra={extra} must be non-negative")
-    return _inputs(variant, batch, extra, dtype, seed)
+    _check_native(native)
+    if max_units is not None:
+        _integer("max_units", max_units, 1)
+    return _registered_variants(native, max_units)
 
 
-def params(variant, *, seed=st.integers(0, 2**16)) -> st.SearchStrategy[dict]:
-    """Calibrated canonical weights for `variant` (see equiv.weights), drawn by seed.
+# ---------------------------------------------------------------------------------------
+# Inputs
 
-    Example: ``params(equiv.get("slim/resnet_v2_50"), seed=0)``.
+
+@st.composite
+def _input_shapes(draw, variant, batch, min_side, max_side) -> tuple[int, int, int, int]:
+    v = _draw_variant(draw, variant)
+    smallest = C.min_input_size(v)
+    lo = smallest if min_side is None else _draw_integer(draw, "min_side", min_side, 1)
+    if lo < smallest:
+        raise InvalidArgument(f"min_side={lo} is below {v.name}'s smallest input side, {smallest}")
+    hi = lo + 12 if max_side is None else _draw_integer(draw, "max_side", max_side, 1)
+    if hi < lo:
+        raise InvalidArgument(f"max_side={hi} is smaller than min_side={lo}")
+    n = _draw_integer(draw, "batch", batch, 1)
+    return n, draw(st.integers(lo, hi)), draw(st.integers(lo, hi)), v.in_channels
+
+
+def input_shapes(variant, *, batch=BATCHES, min_side=None, max_side=None):
+    """NHWC shapes that `variant` accepts, height and width drawn apart, odd sizes included
+    (where TF's SAME padding and PyTorch's symmetric padding part ways).
+
+    * variant: a Variant or registered name (or a strategy of them).
+    * batch: the batch size.
+    * min_side: the smallest height or width (default: the variant's smallest input side).
+    * max_side: the largest (default: min_side + 12).
+
+    Example::
+
+        >>> input_shapes("torchvision/resnet18", batch=1, min_side=31, max_side=31).example()
+        (1, 31, 31, 3)
     """
-    return st.tuples(_strategy(variant), _strategy(seed)).map(lambda vs: W.random_params(*vs))
+    _check_variant(variant)
+    _integer("batch", batch, 1)
+    for name, value in (("min_side", min_side), ("max_side", max_side)):
+        if value is not None:
+            _integer(name, value, 1)
+    if isinstance(min_side, int) and isinstance(max_side, int) and max_side < min_side:
+        raise InvalidArgument(f"max_side={max_side} is smaller than min_side={min_side}")
+    return _input_shapes(variant, batch, min_side, max_side)
+
+
+@st.composite
+def _inputs(draw, variant, shape, dtype, seed) -> np.ndarray:
+    v = _draw_variant(draw, variant)
+    n, h, w, _ = draw(shape)
+    dt = draw(_strategy(dtype))
+    if dt not in DTYPES:
+        raise InvalidArgument(f"dtype={dt!r} must be one of {', '.join(DTYPES)}")
+    return W.random_input(v, n, h, w, seed=_draw_integer(draw, "seed", seed, 0)).astype(dt)
+
+
+def inputs(variant, *, batch=BATCHES, min_side=None, max_side=None, dtype="float32",
+           seed=SEEDS) -> st.SearchStrategy[np.ndarray]:
+    """NHWC input batches that `variant` accepts, of the shapes `input_shapes` draws, with
+    values as equiv's own checks use (seeded, image-like scale).
+
+    * variant, batch, min_side, max_side: as for `input_shapes`.
+    * dtype: "float32" (what every framework here computes in), "float16" or "float64".
+    * seed: seeds the values.
+
+    Example::
+
+        >>> inputs("torchvision/resnet18", batch=2, min_side=32, max_side=32).example().shape
+        (2, 32, 32, 3)
+    """
+    if not isinstance(dtype, st.SearchStrategy) and dtype not in DTYPES:
+        raise InvalidArgument(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
+    _integer("seed", seed, 0)
+    return _inputs(variant, input_shapes(variant, batch=batch, min_side=min_side, max_side=max_side), dtype, seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Weights
+
+
+@st.composite
+def _weights(draw, variant, seed) -> dict[str, np.ndarray]:
+    return W.random_params(_draw_variant(draw, variant), _draw_integer(draw, "seed", seed, 0))
+
+
+def weights(variant, *, seed=SEEDS) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    """Canonical weights of `variant` that behave like trained ones (He-scaled kernels,
+    BatchNorm statistics calibrated so activations stay of order one; see equiv.weights).
+
+    * variant: a Variant or registered name (or a strategy of them).
+    * seed: the weights are a function of it.
+
+    Example::
+
+        >>> sorted(weights("torchvision/resnet18", seed=0).example())[:2]
+        ['logits/bias', 'logits/kernel']
+    """
+    _check_variant(variant)
+    _integer("seed", seed, 0)
+    return _weights(variant, seed)

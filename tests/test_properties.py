@@ -18,7 +18,7 @@ FRAMEWORKS = ("slim", "keras", "torch")
 @given(v=es.variants(), data=st.data(), seed=st.integers(0, 2**16))
 def test_random_variants_agree_everywhere(v, data, seed):
     note(repr(v.conventions()))
-    x = data.draw(es.inputs(v, extra=9))
+    x = data.draw(es.inputs(v, max_side=C.min_input_size(v) + 9))
     note(f"input {x.shape}")
     params = W.random_params(v, seed)
     outputs = {"reference": R.forward(v, params, x)}

@@ -349,12 +349,18 @@ def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
         raise EquivError(f"{path}: not a state_dict that loads with weights_only=True ({exc})") from None
     if not isinstance(state, dict):
         raise EquivError(f"{path}: holds a {type(state).__name__}, not a state_dict")
-    state = {k: torch.as_tensor(t).detach().float().numpy()
+    return state_dict_params(variant, state, source=str(path))
+
+
+def state_dict_params(variant: Variant, state, source: str | None = None) -> dict[str, np.ndarray]:
+    """Canonical parameters from a state_dict in this adapter's (torchvision's) names, checked
+    strictly against `variant`: any module with these names, not only equiv's own."""
+    state = {k: torch.as_tensor(t).detach().cpu().float().numpy()
              for k, t in state.items() if not k.endswith(".num_batches_tracked")}
     params = {name: _to_canonical(name, state.pop(key))
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
-    C.check_params(variant, params, source=str(path))
+    C.check_params(variant, params, source=source)
     return params
 
 

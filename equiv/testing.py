@@ -1,0 +1,491 @@
+"""Equivalence as a test assertion, for users' own test suites.
+
+    from equiv.testing import assert_equivalent
+
+    def test_my_port(my_torch_module):
+        assert_equivalent(my_torch_module, "torchvision/resnet18", input_size=(32, 32))
+
+Each operand is one of:
+
+* a **variant** (a registered name or a `Variant`): its reference, built in its native framework;
+* a **model object**: a torch `nn.Module`, a Keras model, or equiv's TF-slim model (what
+  `equiv.build(..., "slim")` returns); it runs itself, so its own forward pass is what is tested;
+* a **weight file** (a path): loaded into the framework that owns its format.
+
+A model or a file carries its own weights; a variant takes the other operand's (exported to the
+canonical form), or seeded random weights when neither operand carries any. Both see the same
+input, every tap both give is compared, and on failure the AssertionError names the first tap
+that diverged, its worst element and the tolerance it broke, above the per-tap table.
+
+Frames of equiv are hidden from pytest's traceback (`__tracebackhide__`), so a failure points
+at the user's line. Nothing is printed unless `progress` is given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv import compare
+from equiv.compare import Report, TapResult
+from equiv.errors import EquivError, ParamMismatchError
+from equiv.variants import Variant, all_variants, get
+
+__all__ = ["NotEquivalentError", "assert_equivalent"]
+
+DEFAULT_INPUT_SIZE = (64, 64)
+
+
+class NotEquivalentError(AssertionError):
+    """The two operands are not the same function; `report` holds every tap's comparison."""
+
+    def __init__(self, message: str, report: Report):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class _Side:
+    """One operand, made runnable: its variant, framework, weights and a way to run it."""
+
+    label: str  # short, for table columns: "a:torch"
+    what: str  # long, for the failure message
+    variant: Variant
+    framework: str
+    params: dict[str, np.ndarray] | None  # the weights it carries; None for a bare variant
+    run: Callable[[np.ndarray, list[str]], dict[str, np.ndarray]] | None = None
+    taps: list[str] | None = None  # the taps it can give
+    static_size: tuple[int, int] | None = None  # the only input size it accepts, if any
+
+
+# ---------------------------------------------------------------------------------------
+# Recognising an operand
+
+
+def _framework_of(obj) -> str | None:
+    """'torch', 'keras' or 'slim' for a model object, else None; imports no framework."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(obj, keras.Model):
+        return "keras"
+    slim = sys.modules.get("equiv.frameworks.slim")
+    if slim is not None and isinstance(obj, slim.SlimModel):
+        return "slim"
+    return None
+
+
+def _kind(obj) -> str:
+    if isinstance(obj, Variant):
+        return "variant"
+    if _framework_of(obj):
+        return "model"
+    if isinstance(obj, os.PathLike):
+        return "file"
+    if isinstance(obj, str):
+        if os.path.exists(obj) or os.path.exists(obj + ".index"):  # a TF checkpoint is a prefix
+            return "file"
+        return "variant"
+    raise EquivError(f"cannot compare a {type(obj).__name__}: pass a variant (name or Variant), a model "
+                     "(torch nn.Module, Keras model, equiv's slim model) or the path of a weight file")
+
+
+def _as_variant(obj) -> Variant:
+    try:
+        return get(obj)
+    except EquivError as e:
+        raise EquivError(f"{obj!r} is neither an existing weight file nor a registered variant ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a model's parameters
+
+
+def _model_params(fw: str, v: Variant, model) -> dict[str, np.ndarray]:
+    """The model's weights in canonical form, read as variant `v`; ParamMismatchError names
+    what does not fit."""
+    if fw == "torch":
+        from equiv.frameworks import torch as ad
+
+        return ad.state_dict_params(v, model.state_dict(), source=f"torch module {type(model).__name__}")
+    if fw == "keras":
+        from equiv.frameworks import keras as ad
+
+        return ad.export_params(v, model)
+    from equiv.frameworks import slim as ad
+
+    names = ad.framework_names(v)
+    missing = [c for c, s in names.items() if s not in model.variables]
+    unexpected = sorted(set(model.variables) - set(names.values()))
+    if missing or unexpected:
+        raise ParamMismatchError(v.name, missing, unexpected, source="slim model")
+    params = ad.export_params(v, model)
+    C.check_params(v, params, source="slim model")
+    return params
+
+
+def _framework_keys(fw: str, model) -> set[str]:
+    """The model's parameter names in its framework's own naming."""
+    if fw == "torch":
+        return {k for k in model.state_dict() if not k.endswith(".num_batches_tracked")}
+    if fw == "keras":
+        return {w.path for w in model.weights}
+    return set(model.variables)
+
+
+def _infer_variant(fw: str, model) -> Variant:
+    """The one registered variant whose parameters the model holds exactly, else EquivError."""
+    from equiv.frameworks import adapter
+
+    names = adapter(fw).framework_names
+    keys = _framework_keys(fw, model)
+    fits = []
+    for v in all_variants():
+        if set(names(v).values()) != keys:
+            continue
+        try:
+            _model_params(fw, v, model)
+        except ParamMismatchError:
+            continue
+        fits.append(v.name)
+    if len(fits) == 1:
+        return get(fits[0])
+    which = f"it fits {', '.join(fits)}" if fits else "it fits no registered variant as it is"
+    raise EquivError(f"cannot tell which variant this {fw} model {type(model).__name__} is ({which}): pass "
+                     "variant= (a registered name, equiv.get(name, num_classes=N), or a Variant)")
+
+
+# ---------------------------------------------------------------------------------------
+# Running each kind of operand
+
+
+def _native_runner(fw: str, v: Variant, params) -> Callable:
+    """Build `v` in `fw` (its reference where `fw` is native to it), load `params`, run."""
+    from equiv.frameworks import adapter
+
+    ad = adapter(fw)
+
+    def run(x, taps):
+        model = ad.build(v)
+        try:
+            ad.load_params(v, model, params)
+            return ad.run(v, model, x, taps)
+        finally:
+            if callable(getattr(model, "close", None)):
+                model.close()
+    return run
+
+
+def _torch_mode_kept(model, fn):
+    """Run fn() with the module in eval mode, then give it back the mode it had."""
+    was_training = model.training
+    try:
+        return fn()
+    finally:
+        model.train(was_training)
+
+
+def _hooked_torch_runner(v: Variant, model) -> tuple[Callable, list[str]]:
+    """Run a torch module that is not equiv's through its own forward, recording the taps its
+    named modules give: each unit's output (module `layer{s}.{u-1}`) and the logits (`fc`), the
+    names of equiv's torch adapter (torchvision's layout)."""
+    import torch
+
+    from equiv.frameworks import torch as ad
+
+    names = ad.framework_names(v)
+    where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in C.units(v)}
+    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    modules = dict(model.named_modules())
+    lost = [m for m in where.values() if m not in modules]
+    if lost:
+        raise EquivError(f"torch module {type(model).__name__} has no submodule {lost[0]} (torchvision's layout "
+                         f"of {v.name}); its taps cannot be read")
+
+    def run(x, taps):
+        got = {}
+
+        def recorder(tap):
+            def hook(module, inputs, output):
+                if not isinstance(output, torch.Tensor):
+                    raise EquivError(f"submodule {where[tap]} of {type(model).__name__} returned a "
+                                     f"{type(output).__name__}, not a tensor")
+                got[tap] = output.detach().float().cpu().clone()
+            return hook
+
+        handles = [modules[where[t]].register_forward_hook(recorder(t)) for t in taps]
+        device = next(model.parameters()).device
+        t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32))).to(device)
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(t)
+        finally:
+            for h in handles:
+                h.remove()
+        silent = [where[tap] for tap in taps if tap not in got]
+        if silent:
+            raise EquivError(f"{type(model).__name__}.forward never called its submodule {silent[0]}")
+        return {tap: C.nchw_to_nhwc(got[tap].numpy()) if got[tap].ndim == 4 else got[tap].numpy() for tap in taps}
+
+    return (lambda x, taps: _torch_mode_kept(model, lambda: run(x, taps))), list(where)
+
+
+def _model_runner(fw: str, v: Variant, model) -> tuple[Callable, list[str] | None, tuple[int, int] | None]:
+    """(run, taps it gives or None for all, static input size or None) of a model object."""
+    if fw == "torch":
+        from equiv.frameworks import torch as ad
+
+        if not isinstance(model, ad.ResNet):
+            return (*_hooked_torch_runner(v, model), None)
+        return (lambda x, taps: _torch_mode_kept(model, lambda: ad.run(v, model, x, taps))), None, None
+    if fw == "keras":
+        from equiv.frameworks import keras as ad
+
+        def run(x, taps):
+            try:
+                return ad.run(v, model, x, taps)
+            except ValueError as e:  # a layer named otherwise than keras.applications names it
+                raise EquivError(f"Keras model {model.name}: its taps cannot be read as {v.name}'s ({e})") from None
+
+        h, w = tuple(model.inputs[0].shape)[1:3]
+        return run, None, ((h, w) if h and w else None)
+    from equiv.frameworks import slim as ad
+
+    return (lambda x, taps: ad.run(v, model, x, taps)), None, None
+
+
+# What a model's parameters must be named for equiv to read them.
+_NAMING = {
+    "torch": "a torch module is read through its state_dict, in torchvision's names "
+             "(equiv.frameworks.torch.framework_names(variant) lists them)",
+    "keras": "a Keras model is read by layer name, as keras.applications names its layers "
+             "(equiv.frameworks.keras.framework_names(variant) lists them)",
+    "slim": "a slim model is read by variable name, as tf_slim.nets names them",
+}
+
+
+def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
+    """Make operand `obj` runnable except for a bare variant's weights (filled in later)."""
+    if kind == "variant":
+        v = _as_variant(obj)
+        return _Side(f"{key}:{v.native}", f"{v.name} built in {v.native}", v, v.native, None)
+    if kind == "model":
+        fw = _framework_of(obj)
+        v = variant or _infer_variant(fw, obj)
+        try:
+            params = _model_params(fw, v, obj)
+        except ParamMismatchError as e:
+            raise EquivError(f"{e}; {_NAMING[fw]}") from None
+        run, taps, size = _model_runner(fw, v, obj)
+        return _Side(f"{key}:{fw}", f"{fw} model {type(obj).__name__} read as {v.name}", v, fw, params, run, taps,
+                     size)
+    from equiv import files
+    from equiv.porting import OWNER, load_weights
+
+    if variant is None:
+        raise EquivError(f"{obj}: a weight file needs variant= (or a variant or model as the other operand) "
+                         "to say which network its weights belong to")
+    fmt = files.detect(obj)
+    fw = OWNER.get(fmt, variant.native)
+    params = load_weights(obj, variant, fmt)
+    return _Side(f"{key}:{fw}", f"{obj} ({fmt}) loaded into {fw} as {variant.name}", variant, fw, params,
+                 _native_runner(fw, variant, params))
+
+
+def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
+    """Both operands made runnable, each with its weights."""
+    from equiv import weights
+
+    operands, kinds = (a, b), [_kind(a), _kind(b)]
+    notes = []
+    if variant is not None and kinds == ["variant", "variant"]:
+        raise EquivError("variant= says how to read model objects and weight files; both operands are variants")
+    # How to read models and files: variant=, else the variant operand, else what each model's
+    # own weights fit (a file is read as the model beside it is).
+    named = [_as_variant(o) for o, k in zip(operands, kinds) if k == "variant"]
+    base = get(variant) if variant is not None else named[0] if named else None
+    read_as = [base or (_infer_variant(_framework_of(o), o) if k == "model" else None)
+               for o, k in zip(operands, kinds)]
+    read_as = [v or next((r for r in read_as if r is not None), None) for v in read_as]
+    sa, sb = (_side(o, k, key, v) for o, k, key, v in zip(operands, kinds, "ab", read_as))
+    if sa.params is None and sb.params is None:  # two bare variants: a's seeded weights for both
+        if sb.variant.num_classes != sa.variant.num_classes:
+            notes.append(f"class counts differ ({sa.variant.num_classes} vs {sb.variant.num_classes}): "
+                         f"{sb.variant.name} compared with {sa.variant.num_classes} classes")
+            sb.variant = sb.variant.replace(num_classes=sa.variant.num_classes)
+        sa.params = weights.random_params(sa.variant, seed)
+    for side, other in ((sa, sb), (sb, sa)):  # a bare variant runs the other's weights
+        if side.run is None:
+            source = f"seeded weights of {side.variant.name}"
+            if side.params is None:
+                side.params, source = other.params, f"weights of {other.what}"
+            C.check_params(side.variant, side.params, source=source)
+            side.run = _native_runner(side.framework, side.variant, side.params)
+    return sa, sb, notes
+
+
+# ---------------------------------------------------------------------------------------
+# The assertion
+
+
+def _check_tolerance(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise EquivError(f"{name}={value!r} must be a non-negative finite number")
+    return float(value)
+
+
+def _with_atol(r: TapResult, atol: float) -> TapResult:
+    """Allow `atol` on top of the relative tolerance: ok when max_abs <= atol + tol * scale."""
+    if r.status not in ("ok", "diverged") or not atol:
+        return r
+    allowed = atol + r.tol * r.scale
+    ok = r.max_abs <= allowed
+    return replace(r, ok=ok, status="ok" if ok else "diverged", tol=allowed / r.scale if r.scale > 0 else math.inf)
+
+
+def _taps(taps, sa: _Side, sb: _Side) -> list[str]:
+    """The requested taps that both sides give, in network order; EquivError for a tap one lacks."""
+    known = C.tap_names(sa.variant)
+    have = [t for t in known if (sa.taps is None or t in sa.taps) and (sb.taps is None or t in sb.taps)
+            and t in set(C.tap_names(sb.variant))]
+    if taps is None or taps == "all":
+        return have
+    wanted = C.resolve_taps(sa.variant, taps)
+    lacking = [t for t in wanted if t not in have]
+    if lacking:
+        raise EquivError(f"tap {lacking[0]} is not given by both operands; they both give: {', '.join(have)}")
+    return wanted
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
+def _message(report: Report, first: TapResult, sa: _Side, sb: _Side, outputs, atol: float) -> str:
+    a, b = first.pair
+    lines = [f"not equivalent: first diverging tap {first.name!r}",
+             f"  {a} = {sa.what}", f"  {b} = {sb.what}"]
+    if first.status == "shape":
+        lines.append(f"  shapes differ: {a} {outputs[a][first.name].shape}, {b} {outputs[b][first.name].shape}")
+    elif first.status == "nonfinite":
+        bad = [s for s in (a, b) if not np.isfinite(outputs[s][first.name]).all()]
+        lines.append(f"  NaN or Inf in {' and '.join(bad)}: the weights or the input hold them, or a layer overflowed")
+    else:
+        va, vb = first.worst_values
+        lines += [
+            (f"  worst element: index {tuple(first.worst_index)} of shape {tuple(first.shape)} (NHWC): "
+             f"{a} = {va:.7g}, {b} = {vb:.7g}, |difference| = {_fmt(first.max_abs)}"),
+            f"  error: {_fmt(first.rel)} = max|{a} - {b}| / max|{a}| (max|{a}| = {_fmt(first.scale)})",
+            f"  allowed: {_fmt(first.tol)}" + (f" (rtol plus atol {_fmt(atol)} / max|{a}|)" if atol else ""),
+        ]
+    failing = [r for r in report.taps if not r.ok]
+    lines.append(f"  {len(failing)} of {len(report.taps)} taps diverge; worst relative error {_fmt(report.worst_rel)}")
+    lines += [f"  note: {n}" for n in report.notes]
+    from equiv import report as R
+
+    return "\n".join(lines) + "\n\n" + R.to_text(report, color=False)
+
+
+def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
+                      taps: str | Sequence[str] | None = "all", rtol: float | None = None,
+                      atol: float | None = None, input_size: tuple[int, int] | None = None, batch: int = 2,
+                      seed: int = 0, x: np.ndarray | None = None,
+                      progress: Callable[[str], None] | None = None) -> Report:
+    """Assert that `a` and `b` compute the same function, tap by tap; return the Report.
+
+    * a, b: variants (registered names or `Variant`s), model objects (torch `nn.Module`, Keras
+      model, equiv's slim model) or weight-file paths; see the module docstring.
+    * variant: how to read model objects and weight files (their parameter names and taps).
+      Default: the variant operand, else the one registered variant each model's weights fit
+      (a weight file is read as the model beside it).
+      A head of another size: ``equiv.get(name, num_classes=N)``.
+    * taps: "all" (every tap both give), "logits", or a list of tap names.
+    * rtol: the relative error allowed at every tap (max|a-b| / max|a|, `a` the reference).
+      Default: float32's tolerance grown with the tap's depth (`equiv.compare.tap_tolerances`).
+    * atol: an absolute error allowed on top: a tap passes when max|a-b| <= atol + rtol * max|a|.
+    * input_size, batch, seed: the seeded NHWC input (default 64x64, or a Keras model's fixed size);
+      seed also seeds the weights when neither operand carries any.
+    * x: an explicit NHWC float32 input instead (from `equiv.strategies.inputs`, say).
+    * progress: called with a line per step; quiet by default.
+
+    Raises NotEquivalentError (an AssertionError) naming the first diverging tap, its worst
+    element and the tolerance, and EquivError for operands that cannot be compared.
+    """
+    __tracebackhide__ = True
+    try:
+        return _assert_equivalent(a, b, variant, taps, _check_tolerance("rtol", rtol), _check_tolerance("atol", atol),
+                                  input_size, batch, seed, x, progress or (lambda msg: None))
+    except (EquivError, NotEquivalentError) as e:
+        raise e.with_traceback(None) from None  # the user's line, not equiv's insides
+
+
+def _assert_equivalent(a, b, variant, taps, rtol, atol, input_size, batch, seed, x, say) -> Report:
+    from equiv import weights
+    from equiv.checking import check_input, peak_memory_mb
+
+    say("preparing both operands")
+    sa, sb, notes = _sides(a, b, variant, seed)
+    fixed = {s.static_size for s in (sa, sb)} - {None}
+    if x is None:
+        h, w = input_size or (next(iter(fixed)) if fixed else DEFAULT_INPUT_SIZE)
+        check_input(sa.variant, batch, h, w)
+        x = weights.random_input(sa.variant, batch, h, w, seed)
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[-1] != sa.variant.in_channels:
+        raise EquivError(f"x must be NHWC with {sa.variant.in_channels} channels, got shape {x.shape}")
+    for size in fixed:
+        if tuple(x.shape[1:3]) != size:
+            raise EquivError(f"a Keras model here takes {size[0]}x{size[1]} inputs only: pass input_size={size}")
+    x = x.astype(np.float32)
+    names = _taps(taps, sa, sb)
+    outputs = {}
+    for side in (sa, sb):
+        say(f"running {side.what}")
+        outputs[side.label] = side.run(x, names)
+    base = compare.tap_tolerances(sa.variant)
+    tols = {t: rtol if rtol is not None else base[t] for t in names}
+    results = [_with_atol(r, atol or 0.0) for r in compare.compare_taps(outputs, names, tols)]
+    if sa.taps is not None or sb.taps is not None:
+        notes.append(f"a model outside equiv gives only some taps; compared: {len(names)}")
+    report = Report(kind="assert", variant=sa.variant.name if sa.variant == sb.variant else
+                    f"{sa.variant.name} vs {sb.variant.name}", frameworks=[sa.label, sb.label],
+                    settings={"input_shape": list(x.shape), "seed": seed, "rtol": rtol, "atol": atol or 0.0,
+                              "a": sa.what, "b": sb.what},
+                    tolerance=rtol if rtol is not None else compare.tolerance("float32"), taps=results, notes=notes,
+                    peak_memory_mb=peak_memory_mb())
+    first = report.first
+    if first is not None:
+        raise NotEquivalentError(_message(report, first, sa, sb, outputs, atol or 0.0), report)
+    return report
+
+
+def write_reports(report: Report, folder: str | os.PathLike, stem: str) -> list[Path]:
+    """The per-tap report of a comparison as text, Markdown, JSON and (with matplotlib) a PNG
+    plot, in `folder`, each written atomically; returns the paths written."""
+    from equiv import report as R
+
+    folder = Path(folder)
+    written = []
+    for suffix, text in ((".txt", R.to_text(report, color=False)), (".md", R.to_markdown(report)),
+                         (".json", R.to_json_text(report))):
+        R.write_atomic(folder / f"{stem}{suffix}", text)
+        written.append(folder / f"{stem}{suffix}")
+    from equiv import plot
+
+    if plot.available() is None:
+        plot.write_plot(report, folder / f"{stem}.png")
+        written.append(folder / f"{stem}.png")
+    return written
+
