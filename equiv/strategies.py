@@ -91,7 +91,7 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         raise InvalidArgument(f"preact={preact_!r} must be True or False")
     width = st.integers(lo, hi)
     pool_padding = draw(st.sampled_from(["valid", "symmetric", "tf_same"]))
-    return Variant(
+    v = Variant(
         name="hypothesis/random", native=draw(st.sampled_from(FRAMEWORKS)),
         description="drawn by equiv.strategies.variants",
         block=block_,
@@ -116,13 +116,30 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         pool_padding=pool_padding,
         pool_pad_value="-inf" if pool_padding == "tf_same" else draw(st.sampled_from(["-inf", "zero"])),
         num_classes=draw(st.integers(1, _draw_integer(draw, "max_classes", max_classes, 1))),
+        # the seed's conventions
+        bottleneck_expansion=draw(st.integers(1, 4)),
+        inner_norm=draw(st.booleans()),
+        branch_relu=draw(st.sampled_from(["inner", "inner_strided", "every"])),
+        preact_relu=draw(st.booleans()),
+        identity_from=draw(st.sampled_from(["input", "preact"])),
+        stem_norm=draw(st.sampled_from([None, True, False])),
+        stem_relu=draw(st.sampled_from([None, True, False])),
+        head_activation=draw(st.sampled_from(["none", "softmax"])),
     )
+    if draw(st.booleans()):  # a pooled, flattened head, which fixes the input size
+        side = C.min_body_size(v)
+        size = (draw(st.integers(side, side + 9)), draw(st.integers(side, side + 9)))
+        last = min(C.spatial_sizes(v, n)[-1] for n in size)
+        k = draw(st.integers(1, last))
+        v = v.replace(head_pool=k, head_pool_stride=draw(st.integers(1, k)), input_size=size)
+    return v
 
 
 def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16, block=None,
              preact=None) -> st.SearchStrategy[Variant]:
     """Small random variant descriptions, every convention field drawn (paddings, stride
-    placement, shortcuts, biases, BatchNorm epsilon and scale, stem and pool), so that any
+    placement, shortcuts, biases, BatchNorm epsilon and scale, stem and pool, and the seed's:
+    BatchNorm-free branches, ReLU rules, pooled and flattened or softmax heads), so that any
     convention one framework realises differently from another shows up.
 
     * max_stages: 1 to this many stages.
@@ -192,6 +209,8 @@ def registered_variants(*, native=None, max_units=None) -> st.SearchStrategy[Var
 @st.composite
 def _input_shapes(draw, variant, batch, min_side, max_side) -> tuple[int, int, int, int]:
     v = _draw_variant(draw, variant)
+    if v.input_size is not None:  # a flattened head takes one size only
+        return _draw_integer(draw, "batch", batch, 1), *v.input_size, v.in_channels
     smallest = C.min_input_size(v)
     lo = smallest if min_side is None else _draw_integer(draw, "min_side", min_side, 1)
     if lo < smallest:
@@ -211,6 +230,8 @@ def input_shapes(variant, *, batch=BATCHES, min_side=None, max_side=None):
     * batch: the batch size.
     * min_side: the smallest height or width (default: the variant's smallest input side).
     * max_side: the largest (default: min_side + 12).
+
+    A variant whose flattened head fixes the input size (`Variant.input_size`) gets that size.
 
     Example::
 
