@@ -106,12 +106,18 @@ def _link(staged: Path, target: Path) -> bool:
 
 
 def publish(pairs: Sequence[tuple[Path, Path]], force: bool) -> list[Path]:
-    """Move complete staged files onto their targets, in the order given (a TF checkpoint's
-    index last: a reader opens it first, so it never sees a half-published pair)."""
+    """Move complete staged files onto their targets.
+
+    Several files (a TF checkpoint's data and index) cannot be replaced in one step, so the
+    last one, the entry a reader opens first (the index), is removed before the others are
+    replaced and put back last: a process killed in between leaves no checkpoint (an index is
+    missing), never the old index over new data."""
     targets = [t for _, t in pairs]
     refuse_existing(targets, force)
     for staged, _ in pairs:
         _fsync(staged)
+    if force and len(pairs) > 1:
+        targets[-1].unlink(missing_ok=True)
     done: list[Path] = []
     try:
         for staged, target in pairs:

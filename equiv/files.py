@@ -86,8 +86,8 @@ def _hdf5_kind(path: Path) -> str:
         with h5py.File(path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
             return "keras2-h5" if "layer_names" in root.attrs else "keras-weights"
-    except (OSError, KeyError):
-        return "keras-weights"  # unreadable: the reader says why
+    except Exception:  # noqa: BLE001 - unreadable: the name decides, the reader says why
+        return "keras-weights" if path.name.lower().endswith(".weights.h5") else "keras2-h5"
 
 
 def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = True) -> str:
@@ -322,8 +322,10 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
         if fmt == "safetensors":
             from safetensors.numpy import save_file
 
+            # One metadata key: safetensors writes them in hash order, which changes from process to
+            # process, so two keys would give the same port different bytes each run.
             save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
-                      str(staged), metadata={"equiv_variant": variant.name, "layout": "equiv-canonical"})
+                      str(staged), metadata={"equiv_variant": variant.name})
         else:
             from equiv.frameworks import adapter
 

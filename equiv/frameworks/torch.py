@@ -356,8 +356,12 @@ def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] 
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip() and "Weights only load failed" not in line]
-    return (lines or [type(exc).__name__])[0].strip()[:300]
+    """The reader's own first line; for weights_only failures, what the unpickler said."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "Weights only load failed" not in line]
+    return (lines or [type(exc).__name__])[0][:300]
 
 
 def _trusted_load(path, classes: Mapping[str, type] | None):
