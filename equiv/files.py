@@ -240,14 +240,25 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
         raise EquivError(f"{path}: not a readable .keras archive ({e})") from None
 
 
-def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]]:
-    """The shapes of the arrays in a Keras file (.weights.h5, .keras, Keras 2 .h5), sorted.
+def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]] | None:
+    """The shapes of the arrays in a file of a Keras model, sorted; None for other files.
 
     Keras keeps kernels HWIO and dense kernels (in, out), as the canonical form does, so a file
     whose sorted shapes equal a variant's sorted canonical shapes holds that variant's weights
-    (equiv.porting.looks_like), whatever its layer names or order. Reads shapes only, with h5py."""
+    (equiv.porting.looks_like), whatever its layer names or order. Reads shapes only: with h5py
+    (.weights.h5, .keras, Keras 2 .h5), or a TF2 object checkpoint's index."""
     import zipfile
 
+    if fmt == "tf-checkpoint":
+        prefix = str(_tf_prefix(Path(path)))
+        if not _is_object_checkpoint(prefix):
+            return None
+        import tensorflow as tf
+
+        shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+        return sorted(tuple(s) for k, s in shapes.items() if _OBJECT_KEY.fullmatch(k))
+    if fmt not in ("keras-weights", "keras-archive", "keras2-h5"):
+        return None
     import h5py
 
     def shapes(f) -> list[tuple[int, ...]]:

@@ -2,9 +2,10 @@
 
 A check that cannot fit should be refused in a second with the number, not found out minutes
 later by the kernel's OOM killer. The estimate follows what `equiv.checking.check` holds at its
-peak, measured on resnet152 at 224x224 (see README): the frameworks' own code, the weights (the
-seeded set, its cached original, the native export and the model being built), every
-framework's taps kept for the comparison, and the framework at work holding about one more
+peak, measured on resnet152 at 224x224 (benchmarks/check_peak_memory.py): the frameworks' own
+code; the weights (the seeded set, the model it is loaded into, the native export, the
+framework's own copy on the way in) while the first framework runs, two sets after; every
+framework's taps kept for the comparison; and the framework at work holding about one more
 set of activations.
 """
 

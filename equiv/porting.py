@@ -79,20 +79,20 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
                classes: Mapping[str, type] | None = None) -> str | None:
     """The registered variant whose parameters a file fits, with its own head size, if any.
 
-    Files with names (safetensors, torch, TF checkpoints) are matched by name and shape;
-    Keras files, whose names depend on how the model was built, by their sorted shapes, which
-    Keras keeps in the canonical layout (files.keras_shapes). Candidates native to the file's
+    Files with names (safetensors, torch, slim checkpoints) are matched by name and shape;
+    files of a Keras model, whose names depend on how it was built, by their sorted shapes,
+    which Keras keeps in the canonical layout (files.keras_shapes). Candidates native to the file's
     framework come first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but
     the head."""
     from equiv.variants import all_variants
 
     owner = OWNER.get(fmt)
     candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != owner)
-    if fmt in ("keras-weights", "keras-archive", "keras2-h5"):
-        try:
-            shapes = files.keras_shapes(path, fmt)
-        except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
-            return None
+    try:
+        shapes = files.keras_shapes(path, fmt)
+    except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
+        return None
+    if shapes is not None:
         match = lambda cand: _by_shapes(shapes, cand)
     elif fmt == "torch":
         from equiv.frameworks import adapter
