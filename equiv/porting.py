@@ -68,10 +68,10 @@ def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
         return cand.name
     extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)
     features, n = C.features(cand), cand.num_classes
-    if lacking == Counter({(features, n): 1, (n,): 1}) and sum(extra.values()) == 2:
-        heads = [s[0] for s in extra if len(s) == 1]
-        if heads and Counter(extra) == Counter({(features, heads[0]): 1, (heads[0],): 1}):
-            return f"{cand.name} with --num-classes {heads[0]}"
+    heads = [s[0] for s in extra if len(s) == 1]
+    if (len(heads) == 1 and lacking == Counter({(features, n): 1, (n,): 1})
+            and extra == Counter({(features, heads[0]): 1, (heads[0],): 1})):
+        return f"{cand.name} with --num-classes {heads[0]}"
     return None
 
 
@@ -98,7 +98,7 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
         from equiv.frameworks import adapter
 
         torch_ad = adapter("torch")
-        try:  # read once (and unpickled at most once), matched against every candidate
+        try:  # read once, matched against every candidate
             state = torch_ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
         except EquivError:
             return None
