@@ -331,7 +331,8 @@ def check_params(v: Variant, params: Mapping[str, np.ndarray], source: str | Non
         if n in params and tuple(np.shape(params[n])) != shape
     ]
     if missing or unexpected or mismatched:
-        raise ParamMismatchError(v.name, missing, unexpected, mismatched, source)
+        raise ParamMismatchError(v.name, missing, unexpected, mismatched, source, expected=expected,
+                                 found={n: tuple(np.shape(params[n])) for n in unexpected})
 
 
 # ---------------------------------------------------------------------------------------

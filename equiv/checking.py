@@ -6,6 +6,8 @@ two variants are the same function under one set of weights.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import sys
 import time
@@ -15,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from equiv import canonical as C
-from equiv import compare, reference, weights
+from equiv import compare, memory, reference, weights
 from equiv.compare import Report
-from equiv.errors import EquivError
+from equiv.errors import EquivError, ResourceError
 from equiv.frameworks import adapter, parse_frameworks
 from equiv.variants import Variant, get
 
@@ -40,13 +42,24 @@ class _Timer(dict):
             self[phase] = self.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def check_input(v: Variant, batch: int, height: int, width: int) -> None:
-    """Refuse sizes the network cannot take, with a one-line reason."""
+def check_input(v: Variant, batch: int, height: int, width: int, *,
+                frameworks: Sequence[str] = ("slim", "keras", "torch")) -> None:
+    """Refuse, before any work, sizes the network cannot take or the machine cannot hold.
+
+    `frameworks`: those the job runs one after the other (see equiv.memory.estimate)."""
     if batch < 1:
         raise EquivError(f"--batch must be at least 1, got {batch}")
     C.check_input_size(v, height, width)
+    need = memory.estimate(v, batch, height, width, frameworks)
     if max(height, width) > 4096:
-        raise EquivError(f"--input-size {height} {width} is too large: at most 4096 per side")
+        raise ResourceError(f"--input-size {height} {width} is too large: at most 4096 per side "
+                            f"(this one would need {memory.needs_text(need)})")
+    room = memory.available()
+    if room is not None and need["total"] > room:
+        raise ResourceError(
+            f"{v.name} at --batch {batch} --input-size {height} {width} in {', '.join(frameworks)} needs "
+            f"{memory.needs_text(need)}; this machine has {memory.human(room)} available: "
+            f"lower --batch or --input-size")
 
 
 def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) -> list[dict]:
@@ -74,6 +87,23 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
     return rows
 
 
+def _release(model) -> None:
+    """Close a model (a slim Session) and give its memory back: a check keeps only each
+    framework's taps, so at most one model is alive at a time (README: memory)."""
+    if callable(getattr(model, "close", None)):
+        model.close()
+    gc.collect()
+    _trim()
+
+
+def _trim() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
           dtype: str = "float32", progress: Progress | None = None) -> Report:
@@ -84,7 +114,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     if len(fws) < 2:
         raise EquivError("a check needs at least two frameworks")
     h, w = input_size or v.input_size or (64, 64)
-    check_input(v, batch, h, w)
+    check_input(v, batch, h, w, frameworks=fws)
     tol = compare.tolerance(dtype)
     say = progress or (lambda msg: None)
     t = _Timer()
@@ -93,40 +123,39 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     with t("import"):
         adapters = {fw: adapter(fw) for fw in fws}
     with t("weights"):
-        params = weights.random_params(v, seed)
+        params = weights.random_params(v, seed, cache=False)  # the only copy, gone once the native model has it
         x = weights.random_input(v, batch, h, w, seed)
-    models, outputs = {}, {}
+    outputs = {}
     source = None
     for fw in fws:
         ad = adapters[fw]
         say(f"building {v.name} in {fw}")
         with t("build"):
-            models[fw] = ad.build(v)
+            model = ad.build(v)
         with t("port"):
             if source is None:
-                ad.load_params(v, models[fw], params)
-                source = ad.export_params(v, models[fw])  # what a port carries: the native export
+                ad.load_params(v, model, params)
+                source = ad.export_params(v, model)  # what a port carries: the native export
+                if not isolated:
+                    del params
             else:
-                ad.load_params(v, models[fw], source)
+                ad.load_params(v, model, source)
+            if fw == fws[-1]:
+                del source  # every framework holds its copy now
         say(f"running {fw}")
         with t("forward"):
-            outputs[fw] = ad.run(v, models[fw], x)
+            outputs[fw] = ad.run(v, model, x)
+        _release(model)
+        del model
     say("comparing")
     with t("compare"):
         results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v, dtype))
         iso = _isolated(v, params, x, outputs) if isolated else []
-    for fw, m in models.items():
-        close = getattr(m, "close", None)
-        if callable(close):
-            close()
-    notes = []
-    if not np.isfinite(x).all() or any(not np.isfinite(a).all() for a in params.values()):
-        notes.append("the input or the weights hold NaN or Inf")
     return Report(
         kind="check", variant=v.name, frameworks=fws, tolerance=tol, taps=results,
         settings={"input_size": [h, w], "batch": batch, "seed": seed, "dtype": dtype,
                   "native": v.native, "isolated": isolated},
-        timings=dict(t), notes=notes, isolated=iso, peak_memory_mb=peak_memory_mb(),
+        timings=dict(t), isolated=iso, peak_memory_mb=peak_memory_mb(),
     )
 
 
@@ -148,8 +177,8 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     fw = parse_frameworks(framework or a.native)[0]
     ad = adapter(fw)
     h, w = input_size
-    check_input(a, batch, h, w)
-    check_input(b, batch, h, w)
+    check_input(a, batch, h, w, frameworks=[fw, fw])
+    check_input(b, batch, h, w, frameworks=[fw, fw])
     differing = {k: (va, b.conventions()[k]) for k, va in a.conventions().items() if b.conventions()[k] != va}
     notes += [f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items()]
     params = weights.random_params(a, seed)

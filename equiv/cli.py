@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 
@@ -12,6 +13,10 @@ EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, as for every other input error
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+_ALLOW_PICKLE = ("read a torch file that loads only by unpickling (a whole pickled model): this runs code from "
+                 "the file, so only for files you trust; a warning names the file")
 
 
 def _size(text: str) -> int:
@@ -35,9 +40,9 @@ def _emit(report, args) -> int:
 
     print(R.to_text(report, color=sys.stdout.isatty()), end="")
     if args.json:
-        R.write_atomic(args.json, R.to_json_text(report))
+        R.write_atomic(args.json, R.to_json_text(report, timings=args.timings), force=args.force)
     if getattr(args, "markdown", None):
-        R.write_atomic(args.markdown, R.to_markdown(report))
+        R.write_atomic(args.markdown, R.to_markdown(report), force=args.force)
     if getattr(args, "plot", None):
         from equiv.plot import write_plot
 
@@ -108,13 +113,13 @@ def cmd_port(args) -> int:
                   target_format=args.to_format, num_classes=args.num_classes,
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
                   seed=args.seed, input_size=_input_size(args, args.variant), batch=args.batch,
-                  progress=_progress(not args.quiet))
+                  allow_pickle=args.allow_pickle, progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
     if result.report is not None:
         print(R.to_text(result.report, color=sys.stdout.isatty()), end="")
     if args.json:
-        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n")
+        R.write_atomic(args.json, json.dumps(result.to_json(timings=args.timings), indent=2) + "\n", force=args.force)
     return EXIT_OK if result.report is None or result.report.equivalent else EXIT_DIFFERENT
 
 
@@ -125,16 +130,14 @@ def cmd_run(args) -> int:
     from equiv.errors import EquivError
     from equiv.porting import npz_bytes, run_file
 
-    if os.path.exists(args.output) and not args.force:
-        raise EquivError(f"{args.output} exists; pass --force to replace it")
     try:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EquivError(f"{args.input}: not a readable .npy array ({e})") from None
     taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
     taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, fmt=args.format,
-                    num_classes=args.num_classes)
-    R.write_atomic(args.output, npz_bytes(taps))
+                    num_classes=args.num_classes, allow_pickle=args.allow_pickle)
+    R.write_atomic(args.output, npz_bytes(taps), force=args.force)
     print(f"wrote {len(taps)} tap(s) to {args.output}")
     return EXIT_OK
 
@@ -152,9 +155,10 @@ def cmd_bench(args) -> int:
     print(to_text(result), end="")
     command = "equiv " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
     if args.json:
-        R.write_atomic(args.json, json.dumps({"command": command, **result.to_json()}, indent=2) + "\n")
+        R.write_atomic(args.json, json.dumps({"command": command, **result.to_json()}, indent=2) + "\n",
+                       force=args.force)
     if args.markdown:
-        R.write_atomic(args.markdown, to_markdown(result, command))
+        R.write_atomic(args.markdown, to_markdown(result, command), force=args.force)
     return EXIT_OK
 
 
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
         s.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
         s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+        s.add_argument("--timings", action="store_true",
+                       help="also put the time of each phase and the peak memory in the JSON (they vary from run to "
+                            "run; without them the JSON is byte-identical for the same command and seed)")
 
     s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
     s.add_argument("variant", help="a registered variant, e.g. slim/resnet_v2_50 (see `equiv variants`)")
@@ -185,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also split each unit's error into what it made and what it inherited")
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
+    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     s.set_defaults(func=cmd_check)
 
@@ -195,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, size=(64, 64))
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
+    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
     s.set_defaults(func=cmd_diff)
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=_size, default=5, help="timed runs per measurement (median; default 5)")
     s.add_argument("--json", metavar="FILE")
     s.add_argument("--markdown", metavar="FILE")
+    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_bench)
 
@@ -227,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-background", action="store_true",
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
     s.add_argument("--verify", action="store_true", help="load both files and compare every tap (exit 1 if not equivalent)")
-    s.add_argument("--force", action="store_true", help="replace --to if it exists")
+    s.add_argument("--force", action="store_true", help="replace --to (and --json) if it exists")
+    s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
     common(s, size=(64, 64))
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     s.set_defaults(func=cmd_port)
@@ -242,8 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
     s.add_argument("--num-classes", type=_size)
     s.add_argument("--force", action="store_true", help="replace --output if it exists")
+    s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
     s.set_defaults(func=cmd_run)
     return p
+
+
+def _refuse_existing_outputs(args) -> None:
+    """Before any work: an output file that exists is replaced only with --force."""
+    from equiv.atomic import refuse_existing
+
+    outputs = [getattr(args, name, None) for name in ("json", "markdown", "output")]
+    refuse_existing([Path(p) for p in outputs if p], getattr(args, "force", False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     from equiv.errors import EquivError
 
     args = build_parser().parse_args(argv)
+    if args.command != "bench":  # each framework's memory goes back to the system after its run (README)
+        os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     try:
+        _refuse_existing_outputs(args)
         return args.func(args)
     except (EquivError, FileExistsError) as e:
         print(f"equiv: error: {e}", file=sys.stderr)

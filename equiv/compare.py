@@ -38,6 +38,13 @@ def tolerance(dtype: str) -> float:
         raise EquivError(f"no tolerance for dtype {dtype!r}; known: {', '.join(TOLERANCES)}") from None
 
 
+def coarser_dtype(*arrays: np.ndarray) -> str:
+    """The least precise dtype among `arrays` that has a tolerance (float64 counts as float32)."""
+    names = [str(np.asarray(a).dtype) for a in arrays]
+    known = [n for n in names if n in TOLERANCES] or ["float32"]
+    return max(known, key=TOLERANCES.__getitem__)
+
+
 @dataclass
 class TapResult:
     name: str
@@ -52,13 +59,13 @@ class TapResult:
     status: str = "ok"  # ok | diverged | nonfinite | shape
     worst_index: tuple[int, ...] | None = None
     worst_values: tuple[float, float] | None = None
+    dtype: str = "float32"  # the coarser dtype of the pair, whose tolerance applies
+    nonfinite: tuple[int, int] | None = None  # NaN or Inf values in each of the pair
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["pair"] = list(self.pair)
-        d["shape"] = list(self.shape)
-        d["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
-        d["worst_values"] = list(self.worst_values) if self.worst_values is not None else None
+        for k in ("pair", "shape", "worst_index", "worst_values", "nonfinite"):
+            d[k] = list(d[k]) if d[k] is not None else None
         for k in ("max_abs", "rel", "cosine", "scale", "tol"):
             d[k] = _json_float(d[k])
         if d["worst_values"]:
@@ -75,42 +82,81 @@ def _json_float(x: float):
     return x
 
 
-def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str], tol: float) -> TapResult:
-    """Compare tap `b` against reference `a`."""
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a64.shape != b64.shape:
-        return TapResult(name, pair, tuple(a64.shape), math.inf, math.inf, math.nan, math.nan, False, tol,
-                         status="shape")
-    if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
-        return TapResult(name, pair, a64.shape, math.nan, math.nan, math.nan, math.nan, False, tol,
-                         status="nonfinite")
-    diff = np.abs(a64 - b64)
-    idx = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-    max_abs = float(diff[idx]) if diff.size else 0.0
-    scale = float(np.abs(a64).max()) if a64.size else 0.0
+# Taps are compared in float64 a slice at a time: a 224x224 stem tap of a batch of 16 is 100 MB
+# in float32, and three float64 copies of it at once would triple that.
+_CHUNK = 1 << 20
+
+
+def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str],
+                tol: float | None = None) -> TapResult:
+    """Compare tap `b` against reference `a`.
+
+    `tol=None` takes the tolerance of the pair's coarser dtype (float16 and bfloat16 arrays get
+    their own). NaN or Inf in either is status "nonfinite" with the count in each, never a
+    relative error; an all-zero reference is equal only to all zeros (no division by zero)."""
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = coarser_dtype(a, b)
+    tol = tolerance(dtype) if tol is None else tol
+    if a.shape != b.shape:
+        return TapResult(name, pair, tuple(a.shape), math.inf, math.inf, math.nan, math.nan, False, tol,
+                         status="shape", dtype=dtype)
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    bad_a = bad_b = 0
+    max_abs, worst, scale, dot, na2, nb2 = -1.0, 0, 0.0, 0.0, 0.0, 0.0
+    for i in range(0, fa.size, _CHUNK):
+        ca, cb = fa[i:i + _CHUNK].astype(np.float64), fb[i:i + _CHUNK].astype(np.float64)
+        fin_a, fin_b = np.isfinite(ca), np.isfinite(cb)
+        bad_a += ca.size - int(fin_a.sum())
+        bad_b += cb.size - int(fin_b.sum())
+        if bad_a or bad_b:
+            continue  # only the counts matter now
+        diff = np.abs(ca - cb)
+        j = int(np.argmax(diff))
+        if diff[j] > max_abs:
+            max_abs, worst = float(diff[j]), i + j
+        scale = max(scale, float(np.abs(ca).max()))
+        dot += float(ca @ cb)
+        na2 += float(ca @ ca)
+        nb2 += float(cb @ cb)
+    if bad_a or bad_b:
+        return TapResult(name, pair, a.shape, math.nan, math.nan, math.nan, math.nan, False, tol,
+                         status="nonfinite", dtype=dtype, nonfinite=(bad_a, bad_b))
+    if fa.size == 0:
+        return TapResult(name, pair, a.shape, 0.0, 0.0, 1.0, 0.0, True, tol, dtype=dtype)
     if scale > 0:
         rel = max_abs / scale
     else:  # an all-zero reference tap: equal only if the other is all zero too
         rel = 0.0 if max_abs == 0 else math.inf
-    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-    cosine = float(np.vdot(a64, b64) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    na, nb = math.sqrt(na2), math.sqrt(nb2)
+    cosine = dot / (na * nb) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     ok = rel <= tol
-    return TapResult(name, pair, a64.shape, max_abs, rel, cosine, scale, ok, tol,
-                     status="ok" if ok else "diverged",
-                     worst_index=tuple(int(i) for i in idx) if diff.size else None,
-                     worst_values=(float(a64[idx]), float(b64[idx])) if diff.size else None)
+    idx = tuple(int(k) for k in np.unravel_index(worst, a.shape))
+    return TapResult(name, pair, a.shape, max_abs, rel, cosine, scale, ok, tol,
+                     status="ok" if ok else "diverged", worst_index=idx,
+                     worst_values=(float(a[idx]), float(b[idx])), dtype=dtype)
 
 
 def compare_taps(outputs: Mapping[str, Mapping[str, np.ndarray]], taps: Sequence[str],
-                 tol: float | Mapping[str, float], pairs: Sequence[tuple[str, str]] | None = None) -> list[TapResult]:
+                 tol: float | Mapping[str, float] | None = None, pairs: Sequence[tuple[str, str]] | None = None,
+                 *, depths: Mapping[str, int] | None = None) -> list[TapResult]:
     """Every tap, in network order, for every pair of the frameworks in `outputs`.
 
-    `tol` is one tolerance for every tap, or one per tap (`tap_tolerances`)."""
+    `tol` is one tolerance for every tap, one per tap (`tap_tolerances`), or None: then each
+    pair's coarser dtype decides (float16 and bfloat16 outputs get their own), grown with the
+    tap's depth from `depths` (`canonical.tap_depths`) when given."""
     names = list(outputs)
     if pairs is None:
         pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
-    tols = tol if isinstance(tol, Mapping) else {t: tol for t in taps}
-    return [compare_tap(t, outputs[a][t], outputs[b][t], (a, b), tols[t]) for t in taps for (a, b) in pairs]
+    results = []
+    for t in taps:
+        for a, b in pairs:
+            x, y = outputs[a][t], outputs[b][t]
+            if tol is None:
+                here = tap_tolerance(tolerance(coarser_dtype(x, y)), depths[t]) if depths else None
+            else:
+                here = tol[t] if isinstance(tol, Mapping) else tol
+            results.append(compare_tap(t, x, y, (a, b), here))
+    return results
 
 
 def tap_tolerances(v, dtype: str = "float32") -> dict[str, float]:
@@ -164,21 +210,34 @@ class Report:
     def nonfinite(self) -> list[TapResult]:
         return [r for r in self.taps if r.status == "nonfinite"]
 
-    def to_json(self) -> dict:
+    @property
+    def status(self) -> str:
+        """"equivalent", "non-finite" (NaN or Inf: no relative error means anything), or "not equivalent"."""
+        if self.equivalent:
+            return "equivalent"
+        return "non-finite" if self.nonfinite else "not equivalent"
+
+    def to_json(self, *, timings: bool = False) -> dict:
+        """The documented JSON form. It depends only on the inputs (the same command and seed give
+        the same bytes); the time of each phase and the peak memory, which vary from run to run,
+        are added only with `timings=True` (`--timings` on the command line)."""
         first = self.first
-        return {
+        out = {
             "kind": self.kind,
             "variant": self.variant,
             "frameworks": self.frameworks,
             "equivalent": self.equivalent,
+            "status": self.status,
             "worst_rel": _json_float(self.worst_rel),
             "first_divergence": first.name if first else None,
             "first_divergence_pair": list(first.pair) if first else None,
             "tolerance": self.tolerance,
             "settings": self.settings,
             "notes": self.notes,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "peak_memory_mb": round(self.peak_memory_mb, 1) if self.peak_memory_mb else None,
             "taps": [r.to_json() for r in self.taps],
             "isolated": self.isolated,
         }
+        if timings:
+            out["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
+            out["peak_memory_mb"] = round(self.peak_memory_mb, 1) if self.peak_memory_mb else None
+        return out

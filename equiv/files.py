@@ -10,11 +10,13 @@ Formats (read and written unless said):
     keras-archive   Keras 3 `.keras` (read only): its weights are read; its config, which could
                     name code to run, is never deserialised
     keras2-h5       legacy Keras 2 `.h5`, a whole model or weights (read only), by layer name
-    torch           a PyTorch state_dict (`.pt`, `.pth`), read with weights_only=True only
+    torch           a PyTorch state_dict (`.pt`, `.pth`), read with weights_only=True; a file that
+                    needs real unpickling (a whole pickled nn.Module) only with allow_pickle=True
     safetensors     canonical names and layout, no framework needed
 
-Each read touches only the framework that owns the format; safetensors touches none. Every
-write goes to a temporary file in the target folder and is renamed into place when complete.
+Each read touches only the framework that owns the format; safetensors touches none. Files
+come from strangers: a read gives strictly checked, finite float32 arrays or an EquivError that
+names the file. Every write is atomic (equiv.atomic): staged beside the target, fsynced, renamed.
 """
 
 from __future__ import annotations
@@ -28,23 +30,20 @@ from typing import Mapping
 
 import numpy as np
 
+from equiv import atomic
 from equiv import canonical as C
-from equiv.errors import EquivError
+from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant
 
 FORMATS = ("tf-checkpoint", "keras-weights", "keras-archive", "keras2-h5", "torch", "safetensors")
 WRITABLE = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
 _SUFFIXES = {
     ".safetensors": "safetensors",
-    ".pt": "torch", ".pth": "torch",
+    ".pt": "torch", ".pth": "torch", ".pkl": "torch",
     ".weights.h5": "keras-weights",
     ".keras": "keras-archive",
     ".ckpt": "tf-checkpoint", ".index": "tf-checkpoint",
 }
-
-
-class NonFiniteError(EquivError):
-    """A parameter holds NaN or Inf: never written."""
 
 
 def _by_name(path: Path) -> str | None:
@@ -74,6 +73,8 @@ def _by_content(path: Path) -> str | None:
             return "torch"
     if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
         return "safetensors"
+    if head.startswith(b"\x80"):  # a bare pickle: torch.save's legacy format
+        return "torch"
     return None
 
 
@@ -85,8 +86,8 @@ def _hdf5_kind(path: Path) -> str:
         with h5py.File(path, "r") as f:
             root = f["model_weights"] if "model_weights" in f else f
             return "keras2-h5" if "layer_names" in root.attrs else "keras-weights"
-    except (OSError, KeyError):
-        return "keras-weights"  # unreadable: the reader says why
+    except Exception:  # noqa: BLE001 - unreadable: the name decides, the reader says why
+        return "keras-weights" if path.name.lower().endswith(".weights.h5") else "keras2-h5"
 
 
 def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = True) -> str:
@@ -109,23 +110,51 @@ def _tf_prefix(path: Path) -> Path:
     return path.with_suffix("") if path.suffix == ".index" else path
 
 
-def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None) -> dict[str, np.ndarray]:
-    """Canonical parameters of `variant` from a weight file (strictly checked).
+def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, allow_pickle: bool = False,
+         classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+    """Canonical parameters of `variant` from a weight file (strictly checked, finite).
 
     Files come from strangers: whatever a framework's reader raises on a damaged file becomes
-    an EquivError that names the file, the format and the reader's own first line."""
+    an EquivError that names the file, the format and the reader's own first line.
+    `allow_pickle` and `classes` concern torch files only (see frameworks.torch.load_state)."""
     path = Path(path)
     fmt = detect(path, fmt)
     try:
-        return _read(path, variant, fmt)
-    except EquivError:
+        params = _read(path, variant, fmt, allow_pickle, classes)
+    except EquivError as e:
+        if str(_tf_prefix(path) if fmt == "tf-checkpoint" else path) not in str(e):  # name the file
+            if isinstance(e, ParamMismatchError):
+                e.relabel(source=str(path))
+            else:
+                e.args = (f"{path}: {e}",)
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise EquivError(f"{path}: cannot be read as {fmt} ({type(e).__name__}: {first})") from None
+    check_finite(params, str(path))
+    return params
 
 
-def _read(path: Path, variant: Variant, fmt: str) -> dict[str, np.ndarray]:
+def nonfinite(a: np.ndarray) -> str | None:
+    """None when `a` is all finite, else how many NaN and Inf it holds and where the first is."""
+    finite = np.isfinite(a)
+    if finite.all():
+        return None
+    n_nan = int(np.isnan(a).sum())
+    where = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), np.shape(a)))
+    return f"{n_nan} NaN, {a.size - int(finite.sum()) - n_nan} Inf of {a.size} values; first at {where}"
+
+
+def check_finite(params: Mapping[str, np.ndarray], source: str) -> None:
+    """NonFiniteError naming the first parameter that holds NaN or Inf, with the counts."""
+    for name, a in params.items():
+        found = nonfinite(np.asarray(a))
+        if found:
+            raise NonFiniteError(f"{source}: parameter {name} holds NaN or Inf ({found})")
+
+
+def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
+          classes: Mapping[str, type] | None) -> dict[str, np.ndarray]:
     if fmt == "tf-checkpoint":
         prefix = _tf_prefix(path)
         if not Path(str(prefix) + ".index").exists():
@@ -147,7 +176,7 @@ def _read(path: Path, variant: Variant, fmt: str) -> dict[str, np.ndarray]:
         return _read_keras_archive(path, variant)
     if fmt == "keras2-h5":
         return _read_keras2_h5(path, variant)
-    return adapter("torch").read_state_dict(variant, path)
+    return adapter("torch").read_state_dict(variant, path, allow_pickle=allow_pickle, classes=classes)
 
 
 _OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
@@ -201,9 +230,49 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
             target = Path(tmp) / "model.weights.h5"
             with z.open("model.weights.h5") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            return adapter("keras").read_weights_file(variant, target)
+            try:
+                return adapter("keras").read_weights_file(variant, target)
+            except ParamMismatchError as e:
+                raise e.relabel(source=str(path)) from None
+            except EquivError as e:
+                raise EquivError(f"{path}: {str(e).replace(str(target), 'its model.weights.h5')}") from None
     except (zipfile.BadZipFile, KeyError, OSError) as e:
         raise EquivError(f"{path}: not a readable .keras archive ({e})") from None
+
+
+def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]] | None:
+    """The shapes of the arrays in a file of a Keras model, sorted; None for other files.
+
+    Keras keeps kernels HWIO and dense kernels (in, out), as the canonical form does, so a file
+    whose sorted shapes equal a variant's sorted canonical shapes holds that variant's weights
+    (equiv.porting.looks_like), whatever its layer names or order. Reads shapes only: with h5py
+    (.weights.h5, .keras, Keras 2 .h5), or a TF2 object checkpoint's index."""
+    import zipfile
+
+    if fmt == "tf-checkpoint":
+        prefix = str(_tf_prefix(Path(path)))
+        if not _is_object_checkpoint(prefix):
+            return None
+        import tensorflow as tf
+
+        shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+        return sorted(tuple(s) for k, s in shapes.items() if _OBJECT_KEY.fullmatch(k))
+    if fmt not in ("keras-weights", "keras-archive", "keras2-h5"):
+        return None
+    import h5py
+
+    def shapes(f) -> list[tuple[int, ...]]:
+        root = f["model_weights"] if fmt == "keras2-h5" and "model_weights" in f else f
+        root = root["layers"] if fmt != "keras2-h5" and "layers" in root else root
+        found: list[tuple[int, ...]] = []
+        root.visititems(lambda _, obj: found.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
+        return sorted(found)
+
+    if fmt == "keras-archive":
+        with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+            return shapes(f)
+    with h5py.File(path, "r") as f:
+        return shapes(f)
 
 
 def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
@@ -245,34 +314,31 @@ def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
     return {k: np.asarray(params[k], np.float32) for k in C.param_shapes(variant)}
 
 
-def _refuse_existing(targets: list[Path], force: bool) -> None:
-    existing = [t for t in targets if t.exists()]
-    if existing and not force:
-        raise EquivError(f"{existing[0]} exists; pass --force to replace it")
+def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
+    """EquivError if `path` (a TF checkpoint: its index) exists and `force` is not given."""
+    path = Path(path)
+    atomic.refuse_existing([Path(str(_tf_prefix(path)) + ".index") if fmt == "tf-checkpoint" else path], force)
 
 
 def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant,
           fmt: str | None = None, *, force: bool = False) -> list[Path]:
-    """Write canonical `params` of `variant` in `fmt`; returns the files written."""
+    """Write canonical `params` of `variant` in `fmt`, atomically; returns the files written."""
     path = Path(path)
     fmt = detect(path, fmt, reading=False)
     if fmt not in WRITABLE:
         raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(WRITABLE)}")
-    first_target = Path(str(_tf_prefix(path)) + ".index") if fmt == "tf-checkpoint" else path
-    _refuse_existing([first_target], force)  # before any work; checked again before the rename
+    check_target(path, fmt, force)  # before any work; checked again when publishing
     C.check_params(variant, params)
-    bad = [k for k, a in params.items() if not np.isfinite(a).all()]
-    if bad:
-        raise NonFiniteError(f"parameter {bad[0]} holds NaN or Inf; nothing written")
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:
-        staged = Path(tmp) / path.name
+    check_finite(params, f"{path} not written")
+    with atomic.staging(path) as tmp:
+        staged = tmp / path.name
         if fmt == "safetensors":
             from safetensors.numpy import save_file
 
+            # One metadata key: safetensors writes them in hash order, which changes from process to
+            # process, so two keys would give the same port different bytes each run.
             save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
-                      str(staged), metadata={"equiv_variant": variant.name, "layout": "equiv-canonical"})
+                      str(staged), metadata={"equiv_variant": variant.name})
         else:
             from equiv.frameworks import adapter
 
@@ -290,15 +356,8 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
             finally:
                 if callable(getattr(model, "close", None)):
                     model.close()
-        # Everything is complete on disk; now move it into place, a TF checkpoint's index last
-        # (a reader opens the index first, so it never sees a half-written pair).
-        produced = sorted((p for p in Path(tmp).iterdir() if p.name != "checkpoint"),
+        # A TF checkpoint's index goes last: a reader opens it first, so it never sees a half-moved pair.
+        produced = sorted((p for p in tmp.iterdir() if p.name != "checkpoint"),
                           key=lambda p: p.name.endswith(".index"))
-        targets = [folder / p.name for p in produced]
-        _refuse_existing(targets, force)
-        for p, t in zip(produced, targets):
-            with open(p, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(p, t)
-    return targets
-
+        folder = path.parent if str(path.parent) else Path(".")
+        return atomic.publish([(p, folder / p.name) for p in produced], force)

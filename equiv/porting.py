@@ -9,16 +9,17 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from equiv import canonical as C
 from equiv import compare, files, weights
 from equiv.compare import Report
-from equiv.errors import EquivError, ParamMismatchError
+from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant, get
 
 # The framework that owns each file format; safetensors belongs to none and is verified in
@@ -41,44 +42,95 @@ def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
     return None
 
 
-# Formats cheap enough to re-read against every registered variant to say which one a
-# mismatched file looks like (a Keras file would need a model built per candidate).
-_SNIFFABLE = ("safetensors", "torch", "tf-checkpoint")
+def _head_of(e: ParamMismatchError) -> int | None:
+    """The class count of a file whose head alone does not fit (both logits parameters, nothing else)."""
+    if e.missing or e.unexpected or sorted(n for n, _, _ in e.mismatched) != ["logits/bias", "logits/kernel"]:
+        return None
+    return next(found[-1] for name, _, found in e.mismatched if name == "logits/bias")
 
 
-def looks_like(path, fmt: str, exclude: Variant) -> str | None:
-    """The registered variant whose parameters a file fits, with its own head size, if any."""
-    from equiv.variants import all_variants
+def _fits(read, cand: Variant) -> str | None:
+    """`cand`'s name if `read(cand)` fits it, with the flag for another head; else None."""
+    try:
+        read(cand)
+        return cand.name
+    except ParamMismatchError as e:
+        head = _head_of(e)
+        return f"{cand.name} with --num-classes {head}" if head else None
+    except EquivError:
+        return None
 
-    for cand in all_variants():
-        if cand.name == exclude.name:
-            continue
-        try:
-            files.read(path, cand, fmt)
-            return cand.name
-        except ParamMismatchError as e:
-            head = [found[-1] for name, _, found in e.mismatched if name == "logits/bias"]
-            if head and len(e.mismatched) == 2 and not e.missing and not e.unexpected:
-                return f"{cand.name} with --num-classes {head[0]}"
-        except EquivError:
-            continue
+
+def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
+    """`cand`'s name if a file's sorted array shapes are its canonical shapes, with its own head."""
+    theirs = sorted(C.param_shapes(cand).values())
+    if shapes == theirs:
+        return cand.name
+    extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)
+    features, n = C.features(cand), cand.num_classes
+    heads = [s[0] for s in extra if len(s) == 1]
+    if (len(heads) == 1 and lacking == Counter({(features, n): 1, (n,): 1})
+            and extra == Counter({(features, heads[0]): 1, (heads[0],): 1})):
+        return f"{cand.name} with --num-classes {heads[0]}"
     return None
 
 
-def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_classes: int | None = None) -> dict:
-    """Canonical parameters of `variant` from a weight file in any supported format."""
+def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
+               classes: Mapping[str, type] | None = None) -> str | None:
+    """The registered variant whose parameters a file fits, with its own head size, if any.
+
+    Files with names (safetensors, torch, slim checkpoints) are matched by name and shape;
+    files of a Keras model, whose names depend on how it was built, by their sorted shapes,
+    which Keras keeps in the canonical layout (files.keras_shapes). Candidates native to the file's
+    framework come first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but
+    the head."""
+    from equiv.variants import all_variants
+
+    owner = OWNER.get(fmt)
+    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != owner)
+    try:
+        shapes = files.keras_shapes(path, fmt)
+    except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
+        return None
+    if shapes is not None:
+        match = lambda cand: _by_shapes(shapes, cand)
+    elif fmt == "torch":
+        from equiv.frameworks import adapter
+
+        torch_ad = adapter("torch")
+        try:  # read once, matched against every candidate
+            state = torch_ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
+        except EquivError:
+            return None
+        match = lambda cand: _fits(lambda c: torch_ad.state_to_canonical(c, state, str(path)), cand)
+    else:
+        match = lambda cand: _fits(lambda c: files.read(path, c, fmt), cand)
+    exact = None
+    for cand in candidates:
+        found = match(cand)
+        if found == cand.name:
+            return found
+        exact = exact or found
+    return exact
+
+
+def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_classes: int | None = None,
+                 allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict:
+    """Canonical parameters of `variant` from a weight file in any supported format.
+
+    A file that does not fit names the variant expected, the first parameter with its shape
+    expected and found, and the registered variant the file looks like (or the flag for its head).
+    `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
     v = get(variant, num_classes)
     fmt = files.detect(path, fmt)
     try:
-        return files.read(path, v, fmt)
+        return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
     except ParamMismatchError as e:
         hint = _head_hint(e, v)
-        if hint is None and fmt in _SNIFFABLE:
-            other = looks_like(path, fmt, v)
+        if hint is None:
+            other = looks_like(path, fmt, v, allow_pickle=allow_pickle, classes=classes)
             hint = f"the file looks like {other}" if other else None
-        if hint:
-            raise EquivError(f"{e}; {hint}") from None
-        raise
+        raise e.relabel(hint=hint) if hint else e
 
 
 def drop_background(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,7 +149,11 @@ def build(variant: str | Variant, framework: str, weights=None, *, num_classes: 
     ad = adapter(framework)
     model = ad.build(v)
     if weights is not None:
-        params = weights if isinstance(weights, Mapping) else load_weights(weights, v)
+        if isinstance(weights, Mapping):
+            files.check_finite(weights, "weights")
+            params = weights
+        else:
+            params = load_weights(weights, v)
         ad.load_params(v, model, params)
     return model
 
@@ -113,20 +169,26 @@ class PortResult:
     timings: dict = field(default_factory=dict)
     report: Report | None = None
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, *, timings: bool = False) -> dict:
+        """Byte-identical for the same command; times (and the verify's peak memory) only with `timings`."""
+        out = {
             "variant": self.variant, "source": self.source, "source_format": self.source_format,
             "target": self.target, "target_format": self.target_format, "written": self.written,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "verify": self.report.to_json() if self.report else None,
+            "verify": self.report.to_json(timings=timings) if self.report else None,
         }
+        if timings:
+            out["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return out
 
 
 def port(variant: str | Variant, source, target, *, source_format: str | None = None,
          target_format: str | None = None, num_classes: int | None = None, drop_background_class: bool = False,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
-         progress=None) -> PortResult:
-    """Read `source`, write `target` (atomically; an existing one only with force)."""
+         allow_pickle: bool = False, classes: Mapping[str, type] | None = None, progress=None) -> PortResult:
+    """Read `source`, write `target` (atomically; an existing one only with force).
+
+    `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
+    equiv.frameworks.torch.load_state. Never by default."""
     say = progress or (lambda msg: None)
     v_src = get(variant, num_classes)
     if drop_background_class:
@@ -139,10 +201,15 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     dst_fmt = files.detect(target, target_format, reading=False)
     if Path(os.path.abspath(source)) == Path(os.path.abspath(target)):
         raise EquivError(f"{target}: the target is the source file")
+    files.check_target(target, dst_fmt, force)
+    if verify:  # refuse sizes that cannot run before any work
+        from equiv.checking import check_input
+
+        check_input(v_src, batch, *(input_size or v_src.input_size or (64, 64)), frameworks=[OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)])
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    params = load_weights(source, v_src, src_fmt)
+    source_params = params = load_weights(source, v_src, src_fmt, allow_pickle=allow_pickle, classes=classes)
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
@@ -150,36 +217,40 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     say(f"writing {target} ({dst_fmt})")
     try:
         written = files.write(params, target, v_dst, dst_fmt, force=force)
-    except files.NonFiniteError as e:
-        raise EquivError(f"{source}: {e}") from None
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{source}: {e}") from None
     t["write"] = time.perf_counter() - t0
     result = PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t)
     if verify:
         t0 = time.perf_counter()
         say("verifying: loading both files and comparing every tap")
-        result.report = verify_files(v_src, source, src_fmt, v_dst, target, dst_fmt,
-                                     seed=seed, input_size=input_size, batch=batch)
+        result.report = verify_files(v_src, source, src_fmt, v_dst, target, dst_fmt, seed=seed,
+                                     input_size=input_size, batch=batch, source_params=source_params)
         t["verify"] = time.perf_counter() - t0
     return result
 
 
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,
-                 seed: int = 0, input_size=None, batch: int = 2) -> Report:
-    """Load each file into its own framework, run one random input, compare every tap
-    (at `input_size`, by default the variant's only size or 64x64)."""
+                 seed: int = 0, input_size=None, batch: int = 2, source_params=None) -> Report:
+    """Load each file into its own framework, run one random input, compare every tap (at
+    `input_size`, by default the variant's only size or 64x64).
+
+    `source_params`: the source as already read (a pickle is then not unpickled twice)."""
     from equiv.checking import check_input, peak_memory_mb
     from equiv.frameworks import adapter
 
     h, w = input_size or v_src.input_size or (64, 64)
-    check_input(v_src, batch, h, w)
+    owners = [OWNER.get(fmt, v.native) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
+    check_input(v_src, batch, h, w, frameworks=owners)
     x = weights.random_input(v_src, batch, h, w, seed)
     outputs = {}
     labels = []
-    for v, path, fmt, role in ((v_src, source, src_fmt, "source"), (v_dst, target, dst_fmt, "target")):
-        fw = OWNER.get(fmt, v.native)
+    for v, path, fmt, role, fw in ((v_src, source, src_fmt, "source", owners[0]),
+                                   (v_dst, target, dst_fmt, "target", owners[1])):
         ad = adapter(fw)
         model = ad.build(v)
-        ad.load_params(v, model, files.read(path, v, fmt))
+        params = source_params if role == "source" and source_params is not None else files.read(path, v, fmt)
+        ad.load_params(v, model, params)
         label = f"{role}:{fw}"
         outputs[label] = ad.run(v, model, x)
         labels.append(label)
@@ -195,7 +266,8 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
 
 
 def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray, taps="logits", *,
-             fmt: str | None = None, num_classes: int | None = None) -> dict[str, np.ndarray]:
+             fmt: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
+             classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Run a weight file in one framework on NHWC float32 input `x`; the requested taps."""
     from equiv.checking import check_input
     from equiv.frameworks import adapter
@@ -206,13 +278,15 @@ def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray
         raise EquivError(f"input must be NHWC with {v.in_channels} channels, got shape {x.shape}")
     if x.dtype != np.float32:
         raise EquivError(f"input must be float32, got {x.dtype}")
-    if not np.isfinite(x).all():
-        raise EquivError("input holds NaN or Inf")
-    check_input(v, x.shape[0], x.shape[1], x.shape[2])
+    found = files.nonfinite(x)
+    if found:
+        raise NonFiniteError(f"the input holds NaN or Inf ({found})")
+    check_input(v, x.shape[0], x.shape[1], x.shape[2], frameworks=[framework])
     names = C.resolve_taps(v, taps)
+    params = load_weights(weights_path, v, fmt, allow_pickle=allow_pickle, classes=classes)
     ad = adapter(framework)
     model = ad.build(v)
-    ad.load_params(v, model, load_weights(weights_path, v, fmt))
+    ad.load_params(v, model, params)
     out = ad.run(v, model, x, names)
     if callable(getattr(model, "close", None)):
         model.close()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 
+from equiv import atomic
 from equiv.compare import Report, TapResult
 
 
@@ -39,8 +38,9 @@ def summary_lines(report: Report) -> list[str]:
     first = report.first
     if report.nonfinite:
         r = report.nonfinite[0]
-        lines.append(f"NOT EQUIVALENT: non-finite values (NaN or Inf) first at tap {r.name} "
-                     f"({r.pair[0]} vs {r.pair[1]}): the weights or the input hold NaN/Inf")
+        counts = f": {r.nonfinite[0]} and {r.nonfinite[1]} values" if r.nonfinite else ""
+        lines.append(f"NON-FINITE: NaN or Inf first at tap {r.name} ({r.pair[0]} vs {r.pair[1]}{counts}), "
+                     f"where no error can be measured: the weights, the input or an overflow")
     elif first is None:
         lines.append(f"EQUIVALENT: {len(report.taps)} tap comparisons, worst relative error "
                      f"{_fmt(report.worst_rel)} (tolerance {_fmt(report.tolerance)} x sqrt(depth))")
@@ -102,9 +102,9 @@ def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> s
                 row += [_fmt(c["made_rel"]), _fmt(c["total_rel"])] if c else ["", ""]
             iso.add_row(*row)
         console.print(iso)
+    verdict_style = "green" if report.equivalent else "bold red"
     for line in summary_lines(report):
-        console.print(line, style=("green" if report.equivalent else "bold red") if line.startswith(("EQ", "NOT")) else None,
-                      highlight=False)
+        console.print(line, style=verdict_style if line.startswith(("EQ", "NOT", "NON")) else None, highlight=False)
     return console.export_text(styles=bool(color))
 
 
@@ -124,24 +124,12 @@ def to_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json_text(report: Report) -> str:
-    return json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n"
+def to_json_text(report: Report, *, timings: bool = False) -> str:
+    """The JSON report: byte-identical for the same command and seed (no times unless `timings`)."""
+    return json.dumps(report.to_json(timings=timings), indent=2, sort_keys=False) + "\n"
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, *, force: bool = True) -> None:
-    """Write to a temporary file in the target folder, flush, fsync, then rename into place."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, force: bool = False) -> None:
+    """Write to a temporary file in the target folder, flush, fsync, then rename into place;
+    an existing file only with `force` (equiv.atomic)."""
+    atomic.write_bytes(path, data, force=force)

@@ -63,8 +63,9 @@ def test_diff_of_a_variant_with_itself_is_equivalent():
 
 def test_json_report_has_the_documented_fields(tmp_path):
     report = check("torchvision/resnet18", ("torch", "keras"), input_size=(32, 32), batch=1, isolated=True)
-    data = json.loads(json.dumps(report.to_json()))
-    assert data["equivalent"] is True and data["first_divergence"] is None
+    data = json.loads(json.dumps(report.to_json(timings=True)))
+    assert "timings_s" not in report.to_json() and "peak_memory_mb" not in report.to_json()  # only when asked
+    assert data["equivalent"] is True and data["first_divergence"] is None and data["status"] == "equivalent"
     assert isinstance(data["worst_rel"], float)
     tap = data["taps"][0]
     assert {"name", "pair", "max_abs", "rel", "cosine"} <= set(tap)

@@ -113,6 +113,9 @@ def test_reads_a_tf2_object_checkpoint_of_a_keras_model(tmp_path):
     assert all(np.array_equal(got[k], want[k]) for k in want)
     with pytest.raises(ParamMismatchError, match="ckpt"):
         files.read(prefix, V.get("keras/ResNet101"))
+    from equiv.porting import looks_like  # by its sorted shapes: a Keras model's, in the canonical layout
+
+    assert looks_like(prefix, "tf-checkpoint", V.get("keras/ResNet101")) == "keras/ResNet50"
 
 
 def test_keras_weights_of_another_variant_name_the_canonical_parameter(tmp_path):

@@ -15,14 +15,17 @@ zero-padded max-pool pad explicitly, in the layer that needs it.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+import re
+import sys
+import warnings
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 
 import numpy as np
 
 from equiv import canonical as C
 from equiv import variants
-from equiv.errors import EquivError, FrameworkError
+from equiv.errors import EquivError, FrameworkError, UnsafeFileError
 from equiv.variants import Variant
 
 try:  # absolute import: the real torch, not this module
@@ -311,9 +314,9 @@ def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
     names = C.resolve_taps(variant, taps)
     wanted, got = set(names), {}
 
-    def record(name, t):
+    def record(name, t):  # copied out at once, so all taps never sit twice in memory
         if name in wanted:
-            got[name] = t
+            got[name] = C.nchw_to_nhwc(t.float().cpu().numpy())
 
     t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32)))
     t = t.to(next(model.parameters()).device)
@@ -328,7 +331,7 @@ def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
             from equiv.seed import torch_resnet_v2
 
             torch_resnet_v2.record_taps(model, t, record)
-    return {n: C.nchw_to_nhwc(got[n].float().cpu().numpy()) for n in names}
+    return {n: got[n] for n in names}
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,29 +342,122 @@ def save_state_dict(variant: Variant, model: ResNet, path) -> None:
     torch.save(model.state_dict(), path)
 
 
-def read_state_dict(variant: Variant, path) -> dict[str, np.ndarray]:
+def read_state_dict(variant: Variant, path, *, allow_pickle: bool = False,
+                    classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Canonical parameters from a state_dict file, checked strictly against `variant`.
 
-    Loaded with weights_only=True only: a file that needs arbitrary unpickling is refused."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as exc:
-        raise EquivError(f"{path}: not a state_dict that loads with weights_only=True ({exc})") from None
-    if not isinstance(state, dict):
-        raise EquivError(f"{path}: holds a {type(state).__name__}, not a state_dict")
-    return state_dict_params(variant, state, source=str(path))
+    Loaded with weights_only=True; a file that needs real unpickling only with allow_pickle
+    (see load_state). The seed's pickle names its classes in `__main__`: for
+    seed/torch_resnet_v2 they are supplied (equiv.seed.torch_resnet_v2) unless `classes` says."""
+    state = load_state(path, allow_pickle=allow_pickle, classes=classes or _seed_classes(variant))
+    return state_to_canonical(variant, state, str(path))
+
+
+def _seed_classes(v: Variant) -> dict[str, type] | None:
+    """The seed's script pickles its whole model from `__main__`; an opted-in load of that
+    file finds the classes in equiv.seed.torch_resnet_v2."""
+    if not _is_seed(v):
+        return None
+    from equiv.seed import torch_resnet_v2
+
+    return {"__main__.ResNet_v2": torch_resnet_v2.ResNet_v2, "__main__.Bottleneck": torch_resnet_v2.Bottleneck}
 
 
 def state_dict_params(variant: Variant, state, source: str | None = None) -> dict[str, np.ndarray]:
-    """Canonical parameters from a state_dict in this adapter's (torchvision's) names, checked
-    strictly against `variant`: any module with these names, not only equiv's own."""
-    state = {k: torch.as_tensor(t).detach().cpu().float().numpy()
-             for k, t in state.items() if not k.endswith(".num_batches_tracked")}
+    """Canonical parameters from a state_dict of tensors in this adapter's (torchvision's)
+    names, checked strictly against `variant`: any module with these names, not only equiv's."""
+    arrays = {k: torch.as_tensor(t).detach().cpu().float().numpy() for k, t in state.items()}
+    return state_to_canonical(variant, arrays, source or "state_dict")
+
+
+def state_to_canonical(variant: Variant, state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """A state_dict (key -> array, as load_state gives it) in canonical names and layout, checked."""
+    state = {k: a for k, a in state.items() if not k.endswith(".num_batches_tracked")}
     params = {name: _to_canonical(name, state.pop(key))
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=source)
     return params
+
+
+_PICKLE_ADVICE = (
+    "unpickling runs whatever code the file names, so equiv refuses it. In an environment you trust, "
+    "convert it once to a plain state_dict: "
+    "torch.save(torch.load(f, weights_only=False).state_dict(), 'weights.pt'); "
+    "or pass --allow-pickle (allow_pickle=True) if you trust whoever made this file")
+
+
+def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+    """The state_dict of a torch file as float32 numpy arrays, by its own keys.
+
+    First with weights_only=True, which builds nothing but tensors and plain containers. A file
+    that needs more (a whole pickled nn.Module, any class by name) is refused with the way out,
+    unless `allow_pickle`: then it is unpickled for real, after a warning (and a line on stderr)
+    that names the file, and `classes` ("module.Name" -> class) supplies classes the pickle names
+    but this process cannot import (a model pickled by a script run as __main__)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "Unsupported class" not in str(exc):
+            raise EquivError(f"{path}: not a readable torch file ({_first_line(exc)})") from None
+        if not allow_pickle:
+            needs = re.search(r"GLOBAL (\S+)", str(exc))
+            raise UnsafeFileError(f"{path}: loads only by unpickling{f' {needs.group(1)}' if needs else ''}; "
+                                  + _PICKLE_ADVICE) from None
+        obj = _trusted_load(path, classes)
+    except RuntimeError as exc:
+        raise EquivError(f"{path}: not a readable torch file ({_first_line(exc)})") from None
+    return _state_arrays(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The reader's own first line; for weights_only failures, what the unpickler said."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "Weights only load failed" not in line]
+    return (lines or [type(exc).__name__])[0][:300]
+
+
+def _trusted_load(path, classes: Mapping[str, type] | None):
+    """torch.load(weights_only=False), trusted by the user's explicit opt-in; `classes` first."""
+    message = f"{path}: unpickled with --allow-pickle: this file is trusted to run code in this process"
+    warnings.warn(message, UserWarning, stacklevel=3)
+    print(f"equiv: warning: {message}", file=sys.stderr, flush=True)
+    mapping = dict(classes or {})
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            found = mapping.get(f"{module}.{name}")
+            return found if found is not None else super().find_class(module, name)
+
+    pickle_module = SimpleNamespace(__name__="equiv_trusted_pickle", Unpickler=Unpickler,
+                                    load=lambda f, **kw: Unpickler(f, **kw).load())
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    except Exception as exc:  # noqa: BLE001 - whatever the trusted unpickling raised is about this file
+        raise EquivError(f"{path}: cannot be unpickled ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _state_arrays(obj, path) -> dict[str, np.ndarray]:
+    """A state_dict from what a torch file held: the dict itself, a module's state_dict, or the
+    `state_dict` / `model` entry of a training checkpoint."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    elif isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if isinstance(inner, dict) and inner and all(torch.is_tensor(t) for t in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, dict):
+        raise EquivError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+    bad = [k for k, t in obj.items() if not torch.is_tensor(t)]
+    if bad:
+        raise EquivError(f"{path}: entry {bad[0]!r} is a {type(obj[bad[0]]).__name__}, not a tensor: not a state_dict")
+    return {str(k): t.detach().float().numpy() for k, t in obj.items()}
 
 
 # ---------------------------------------------------------------------------------------

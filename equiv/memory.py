@@ -1,0 +1,115 @@
+"""Memory: what a job will need, from the description alone, and what the machine has.
+
+A check that cannot fit should be refused in a second with the number, not found out minutes
+later by the kernel's OOM killer. The estimate follows what `equiv.checking.check` holds at its
+peak, measured on resnet152 at 224x224 (benchmarks/check_peak_memory.py): the frameworks' own
+code; the weights (the seeded set, the model it is loaded into, the native export, the
+framework's own copy on the way in) while the first framework runs, two sets after; every
+framework's taps kept for the comparison; and the framework at work holding about one more
+set of activations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from equiv import canonical as C
+from equiv.variants import Variant
+
+MB = 1024 * 1024
+# Resident size of each framework's code and runtime once imported (TensorFlow serves both
+# slim and Keras), measured on Linux x86-64 with tensorflow-cpu 2.21 and torch 2.13 CPU.
+IMPORT_BYTES = {"tf": 600 * MB, "torch": 200 * MB}
+_RUNTIME = {"slim": "tf", "keras": "tf", "torch": "torch"}
+
+
+def tap_elements(v: Variant, height: int, width: int) -> dict[str, int]:
+    """Elements of every tap of one image, from the plan (no framework)."""
+    out: dict[str, int] = {}
+    stem = C.stem(v)
+    h = C.output_size(stem.padding, height, stem.kernel, stem.stride)
+    w = C.output_size(stem.padding, width, stem.kernel, stem.stride)
+    out["stem/conv"] = h * w * v.stem_width
+    h = C.output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
+    w = C.output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
+    out["stem/pool"] = h * w * v.stem_width
+    for unit in C.units(v):
+        if v.preact:
+            out[f"{unit.name}/preact"] = h * w * unit.cin
+        for c in unit.convs:
+            h = C.output_size(c.padding, h, c.kernel, c.stride)
+            w = C.output_size(c.padding, w, c.kernel, c.stride)
+            out[c.name] = h * w * c.cout
+        out[f"{unit.name}/shortcut"] = out[unit.name] = h * w * unit.cout
+    if v.preact:
+        out["post"] = h * w * C.features(v)
+    out["pool"] = C.features(v)
+    out["logits"] = v.num_classes
+    return out
+
+
+def estimate(v: Variant, batch: int, height: int, width: int, frameworks: Sequence[str]) -> dict[str, int]:
+    """Bytes a job needs at its peak, by part: `frameworks` run one after the other (a name
+    may repeat), each keeping every tap of the batch in float32."""
+    weights = 4 * C.param_count(v)
+    taps = 4 * batch * sum(tap_elements(v, height, width).values())
+    n = len(frameworks)
+    parts = {
+        "frameworks": sum(IMPORT_BYTES[r] for r in {_RUNTIME.get(f, "tf") for f in frameworks}),
+        # the first framework's stage holds four sets of weights and two of taps; the last one's
+        # two sets of weights, the taps of every framework and its own working set
+        "weights and activations": max(4 * weights + 2 * taps, 2 * weights + (n + 1) * taps),
+        "input": 4 * batch * height * width * v.in_channels,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """Room left under this process's cgroup memory limit (v2, then v1), if it has one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 says so with a huge number)
+            return None
+        return max(int(limit) - usage, 0)
+    return None
+
+
+def available() -> int | None:
+    """Bytes this process can still use: the system's available memory, or less under a cgroup limit."""
+    known = [b for b in (_meminfo_available(), _cgroup_room()) if b is not None]
+    return min(known) if known else None
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def needs_text(parts: dict[str, int]) -> str:
+    detail = ", ".join(f"{k} {human(b)}" for k, b in parts.items() if k != "total" and b)
+    return f"about {human(parts['total'])} of memory ({detail})"
