@@ -299,21 +299,21 @@ def test_the_seed_keras2_h5_ports_and_computes_what_keras2_computed(tmp_path):
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()), err_msg=fw)
 
 
-SEED_TORCH_SCRIPT = """
-import runpy, sys
-import torch as t
-ns = runpy.run_path(sys.argv[1], run_name="__main__")  # the classes live in __main__, as in the seed
-model = ns["ResNet_v2"](ns["Bottleneck"], [3, 4, 6, 3])
+SEED_TORCH_SAVE = """
+model = ResNet_v2(Bottleneck, [3, 4, 6, 3])
 t.save(model, './resnet.pkl')
 t.save(model.state_dict(), './state.pt')  # for the test to compare with
 """
 
 
 def _seed_pickle(tmp_path: Path) -> Path:
+    """Run the seed's network as a script, as the seed does, so that its classes are pickled
+    from __main__, and save the whole model with `t.save(model, './resnet.pkl')`."""
     from equiv.seed import torch_resnet_v2
 
-    subprocess.run([sys.executable, "-c", SEED_TORCH_SCRIPT, torch_resnet_v2.__file__], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=300)
+    script = tmp_path / "seed_torch.py"
+    script.write_text(Path(torch_resnet_v2.__file__).read_text() + "\nimport torch as t\n" + SEED_TORCH_SAVE)
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, capture_output=True, timeout=300)
     return tmp_path / "resnet.pkl"
 
 
