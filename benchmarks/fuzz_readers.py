@@ -46,23 +46,25 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fuzz_readers.json").write_text(json.dumps(data, indent=2) + "\n")
-    lines = ["# Fuzzing the weight-file readers", "", f"`{command}` on {data['machine']}: {data['cases']} cases in "
-             f"{data['seconds']} s, {'all passed' if data['passed'] else 'FAILED'}", "",
-             "| format | cases | loaded a valid result | EquivError naming the file | other | damage (cases) "
-             "| distinct messages |", "|---|---:|---:|---:|---:|---|---:|"]
+    summary = (f"`{command}` on {data['machine']}: {data['cases']} cases in {data['seconds']} s, "
+               f"{'all passed' if data['passed'] else 'FAILED'}")
+    lines = ["# Fuzzing the weight-file readers", "", summary, "",
+             ("| format | cases | loaded a valid result | EquivError naming the file | other | damage (cases) "
+              "| distinct messages |"),
+             "|---|---:|---:|---:|---:|---|---:|"]
     for fmt, f in data["formats"].items():
         o = f["outcomes"]
         other = sum(n for k, n in o.items() if k not in ("loaded", "error"))
         damage = ", ".join(f"{k} {n}" for k, n in sorted(f["damage"].items()))
         lines.append(f"| {fmt} | {f['cases']} | {o.get('loaded', 0)} | {o.get('error', 0)} | {other} | {damage} "
                      f"| {f['distinct_messages']} |")
-    lines += ["", f"{data['distinct_messages']} distinct error messages over all formats (paths taken out), "
-              f"{data['distinct_message_kinds']} once numbers (offsets, sizes, checksums) are taken out too.",
-              "", "Damage: flip = up to 8 bytes overwritten anywhere; truncate = the file cut short; swap = two "
-              "tensors exchanged under their names (a valid file of the wrong shapes, or silently other values "
-              "where the shapes agree); inner = a .keras archive whose model.weights.h5 is damaged inside a sound "
-              "zip. Each case is read in a worker process (a crash or a hang would fail the case).",
-              "", "Most frequent messages:", ""]
+    distinct = (f"{data['distinct_messages']} distinct error messages over all formats (paths taken out), "
+                f"{data['distinct_message_kinds']} once numbers (offsets, sizes, checksums) are taken out too.")
+    damage_kinds = ("Damage: flip = up to 8 bytes overwritten anywhere; truncate = the file cut short; swap = two "
+                    "tensors exchanged under their names (a valid file of the wrong shapes, or silently other values "
+                    "where the shapes agree); inner = a .keras archive whose model.weights.h5 is damaged inside a "
+                    "sound zip. Each case is read in a worker process (a crash or a hang would fail the case).")
+    lines += ["", distinct, "", damage_kinds, "", "Most frequent messages:", ""]
     lines += [f"- {n} x `{m}`" for m, n in list(data["messages"].items())[:15]]
     (out / "fuzz_readers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:12 + len(data["formats"])]))

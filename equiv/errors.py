@@ -69,8 +69,9 @@ class ParamMismatchError(EquivError):
         if self.mismatched:
             n, exp, got = self.mismatched[0]
             transposed = sorted(exp) == sorted(got) and tuple(exp) != tuple(got)
+            why = ": the same axes in another order, a transposed kernel?" if transposed else ""
             parts.append(f"{len(self.mismatched)} of wrong shape (first: {n} expected {_shape(exp)}, found "
-                         f"{_shape(got)}{': the same axes in another order, a transposed kernel?' if transposed else ''})")
+                         f"{_shape(got)}{why})")
         if self.missing:
             n = self.missing[0]
             shape = f" {_shape(self.expected[n])}" if n in self.expected else ""

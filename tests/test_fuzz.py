@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from tests import fuzzing as F
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = int(os.environ.get("EQUIV_FUZZ_EXAMPLES", 0)) or 5 * settings().max_examples
+EXAMPLES = int(os.environ.get("EQUIV_FUZZ_EXAMPLES", "0")) or 5 * settings().max_examples
 
 
 class Tally:
