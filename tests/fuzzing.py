@@ -29,7 +29,7 @@ import numpy as np
 from equiv import canonical as C
 from equiv.variants import Variant
 
-# A network of 483 parameters with a bias, every BatchNorm field and a projection: files of a
+# A network of 803 parameters with conv biases, every BatchNorm field and a projection: files of a
 # few kilobytes, so thousands of damaged copies are cheap, and every reader is exercised.
 TINY = Variant(
     name="fuzz/tiny", native="torch", description="a tiny variant for fuzzing the file readers",

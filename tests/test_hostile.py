@@ -35,7 +35,7 @@ R18 = V.get("torchvision/resnet18")
 @pytest.fixture(autouse=True)
 def _restore_allocator_setting(monkeypatch):
     """`main` asks TensorFlow for the system allocator; keep that out of the rest of the session."""
-    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0"))
+    monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)  # restored (or removed) afterwards
 
 
 def cli(capsys, *args) -> tuple[int, str]:
@@ -460,14 +460,15 @@ def test_huge_batch_or_input_is_refused_up_front_with_the_memory_needed(size):
 
 
 @pytest.mark.slow
-def test_the_largest_check_stays_under_3_gb():
+def test_the_largest_check_stays_under_3_gb(tmp_path):
     """`equiv check` of the largest registered variant at the defaults (224x224, batch 2)."""
-    import resource
-
     largest = max(V.all_variants(), key=C.param_count)
-    r = subprocess.run([sys.executable, "-m", "equiv.cli", "check", largest.name, "-q"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr[-2000:]
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "equiv.cli", "check", largest.name, "-q"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak, from the kernel
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, (tmp_path / "err").read_text()[-2000:]
+    peak = usage.ru_maxrss * 1024
     assert peak < 3e9, f"{largest.name}: peak {peak / 1e9:.2f} GB"
-    assert memory.estimate(largest, 2, 224, 224, ["slim", "keras", "torch"])["total"] >= peak * 0.9
+    assert memory.estimate(largest, 2, 224, 224, ["slim", "keras", "torch"])["total"] >= peak
