@@ -46,7 +46,7 @@ def _emit(report, args) -> int:
     if getattr(args, "plot", None):
         from equiv.plot import write_plot
 
-        write_plot(report, args.plot)
+        write_plot(report, args.plot, force=args.force)
     return EXIT_OK if report.equivalent else EXIT_DIFFERENT
 
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also split each unit's error into what it made and what it inherited")
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
-    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
+    s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     s.set_defaults(func=cmd_check)
 
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, size=(64, 64))
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
-    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
+    s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
     s.set_defaults(func=cmd_diff)
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
@@ -262,7 +262,7 @@ def _refuse_existing_outputs(args) -> None:
     """Before any work: an output file that exists is replaced only with --force."""
     from equiv.atomic import refuse_existing
 
-    outputs = [getattr(args, name, None) for name in ("json", "markdown", "output")]
+    outputs = [getattr(args, name, None) for name in ("json", "markdown", "output", "plot")]
     refuse_existing([Path(p) for p in outputs if p], getattr(args, "force", False))
 
 

@@ -86,8 +86,9 @@ def render_png(report: Report, *, size: tuple[float, float] = (10.0, 4.5), dpi: 
     return buf.getvalue()
 
 
-def write_plot(report: Report, path: str | os.PathLike, **kwargs) -> None:
-    """Render, then write atomically (no partial PNG is ever left at `path`)."""
+def write_plot(report: Report, path: str | os.PathLike, *, force: bool = False, **kwargs) -> None:
+    """Render, then write atomically (no partial PNG is ever left at `path`; an existing file
+    only with `force`)."""
     from equiv.report import write_atomic
 
-    write_atomic(path, render_png(report, **kwargs))
+    write_atomic(path, render_png(report, **kwargs), force=force)

@@ -480,12 +480,12 @@ def write_reports(report: Report, folder: str | os.PathLike, stem: str) -> list[
     written = []
     for suffix, text in ((".txt", R.to_text(report, color=False)), (".md", R.to_markdown(report)),
                          (".json", R.to_json_text(report))):
-        R.write_atomic(folder / f"{stem}{suffix}", text)
+        R.write_atomic(folder / f"{stem}{suffix}", text, force=True)  # this run's report replaces the last
         written.append(folder / f"{stem}{suffix}")
     from equiv import plot
 
     if plot.available() is None:
-        plot.write_plot(report, folder / f"{stem}.png")
+        plot.write_plot(report, folder / f"{stem}.png", force=True)
         written.append(folder / f"{stem}.png")
     return written
 
