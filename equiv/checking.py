@@ -46,7 +46,8 @@ def check_input(v: Variant, batch: int, height: int, width: int) -> None:
         raise EquivError(f"--batch must be at least 1, got {batch}")
     smallest = C.min_input_size(v)
     if min(height, width) < smallest:
-        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: each side needs at least {smallest}")
+        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: "
+                         f"each side needs at least {smallest}")
     if max(height, width) > 4096:
         raise EquivError(f"--input-size {height} {width} is too large: at most 4096 per side")
 
@@ -117,7 +118,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     with t("compare"):
         results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v, dtype))
         iso = _isolated(v, params, x, outputs) if isolated else []
-    for fw, m in models.items():
+    for m in models.values():
         close = getattr(m, "close", None)
         if callable(close):
             close()

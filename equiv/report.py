@@ -103,8 +103,8 @@ def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> s
             iso.add_row(*row)
         console.print(iso)
     for line in summary_lines(report):
-        console.print(line, style=("green" if report.equivalent else "bold red") if line.startswith(("EQ", "NOT")) else None,
-                      highlight=False)
+        verdict = line.startswith(("EQ", "NOT"))
+        console.print(line, style=("green" if report.equivalent else "bold red") if verdict else None, highlight=False)
     return console.export_text(styles=bool(color))
 
 
