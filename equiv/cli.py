@@ -132,6 +132,36 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_golden_verify(args) -> int:
+    import json
+
+    from equiv import golden
+    from equiv import report as R
+
+    result = golden.verify(args.variants, args.frameworks, args.fixtures or golden.DEFAULT_DIR,
+                           progress=_progress(not args.quiet))
+    print(golden.to_text(result), end="")
+    if args.json:
+        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n")
+    problems = [v for v in result.verdicts if v.status in golden.PROBLEMS]
+    if problems:
+        print(f"equiv: error: {len(problems)} variant(s) without a usable golden file: "
+              + ", ".join(v.variant for v in problems), file=sys.stderr)
+    return result.exit_status
+
+
+def cmd_golden_update(args) -> int:
+    from equiv import golden
+
+    changes = golden.update(args.variants, args.fixtures or golden.DEFAULT_DIR, command=golden.command_line(),
+                            progress=_progress(not args.quiet))
+    for c in changes:
+        print(c.line())
+    counts = {s: sum(c.status == s for c in changes) for s in ("new", "changed", "unchanged")}
+    print("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -193,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=_size, help="classes of the head in the files (default: the variant's)")
     s.add_argument("--drop-background", action="store_true",
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
-    s.add_argument("--verify", action="store_true", help="load both files and compare every tap (exit 1 if not equivalent)")
+    s.add_argument("--verify", action="store_true",
+                   help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--force", action="store_true", help="replace --to if it exists")
     common(s, size=(64, 64))
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
@@ -210,6 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=_size)
     s.add_argument("--force", action="store_true", help="replace --output if it exists")
     s.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("golden", help="golden outputs in fixtures/: check today's frameworks against them, or rewrite")
+    gsub = g.add_subparsers(dest="golden_command", required=True, parser_class=_Parser)
+
+    def golden_common(s):
+        s.add_argument("variants", nargs="*", metavar="VARIANT", help="registered variants (default: all)")
+        s.add_argument("--fixtures", metavar="DIR", help="golden folder (default: fixtures/golden)")
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+    s = gsub.add_parser("verify", help="compare each framework's taps today with its own stored taps")
+    golden_common(s)
+    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default: all three)")
+    s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    s.set_defaults(func=cmd_golden_verify)
+
+    s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")
+    golden_common(s)
+    s.set_defaults(func=cmd_golden_update)
     return p
 
 
