@@ -258,3 +258,16 @@ def test_update_refuses_keras_on_another_backend(tmp_path):
 def test_every_stored_golden_file_verifies_today():
     report = golden.verify()
     assert report.exit_status == 0, golden.to_text(report)
+
+
+def test_the_torch214_constraints_are_the_main_pins_but_torch():
+    """constraints-torch214.txt (tox -e torch214) is a copy of constraints.txt that swaps torch only."""
+    root = golden.DEFAULT_DIR.parents[1]
+
+    def pins(name):
+        return [line for line in (root / name).read_text().splitlines() if line and not line.startswith("#")]
+
+    main, t214 = pins("constraints.txt"), pins("constraints-torch214.txt")
+    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1"} <= set(t214)
+    same = [p for p in t214 if not p.startswith(("torch==", "torchvision=="))]
+    assert same == [p for p in main if p != "torch==2.13.0"]
