@@ -75,13 +75,14 @@ def main() -> None:
             for mode in ("bare", "equiv"):
                 r = run(mode, ckpt, Path(tmp) / f"{mode}.safetensors")
                 rows.append(r)
-                print(f"round {i + 1}: {mode:5s} {r['seconds']:.2f}s, peak {r['peak_mb'] - r['base_mb']:.0f} MB above base",
-                      file=sys.stderr)
+                print(f"round {i + 1}: {mode:5s} {r['seconds']:.2f}s, "
+                      f"peak {r['peak_mb'] - r['base_mb']:.0f} MB above base", file=sys.stderr)
     med = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
     mem = {m: max(r["peak_mb"] - r["base_mb"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
     result = {
-        "command": "python benchmarks/port_slim_to_safetensors.py --rounds %d" % args.rounds,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "command": f"python benchmarks/port_slim_to_safetensors.py --rounds {args.rounds}",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
         "variant": v.name, "parameters": canonical.param_count(v), "weights_mb": round(weights_mb, 1),
         "median_seconds": med, "time_ratio": med["equiv"] / med["bare"],
         "peak_above_base_mb": mem, "memory_ratio_to_weights": mem["equiv"] / weights_mb,

@@ -228,7 +228,8 @@ def to_markdown(result: BenchResult, command: str = "") -> str:
               f"{', channels_last' if result.channels_last else ''}, "
               f"{result.flops_per_image / 1e9:.2f} GFLOP per image; versions: "
               + ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("repeats", "matmul_n")), "",
-              "| framework | path | batch | images/s | GFLOP/s | of own matmul | of machine ceiling | logits vs plain |",
+              "| framework | path | batch | images/s | GFLOP/s | of own matmul | of machine ceiling "
+              "| logits vs plain |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result.rows:
         lines.append(f"| {r.framework} | {r.path}{' **best**' if r.best else ''} | {r.batch} | {r.images_per_s:.1f} | "

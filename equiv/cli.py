@@ -162,6 +162,36 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_golden_verify(args) -> int:
+    import json
+
+    from equiv import golden
+    from equiv import report as R
+
+    result = golden.verify(args.variants, args.frameworks, args.fixtures or golden.DEFAULT_DIR,
+                           progress=_progress(not args.quiet))
+    print(golden.to_text(result), end="")
+    if args.json:
+        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n")
+    problems = [v for v in result.verdicts if v.status in golden.PROBLEMS]
+    if problems:
+        print(f"equiv: error: {len(problems)} variant(s) without a usable golden file: "
+              + ", ".join(v.variant for v in problems), file=sys.stderr)
+    return result.exit_status
+
+
+def cmd_golden_update(args) -> int:
+    from equiv import golden
+
+    changes = golden.update(args.variants, args.fixtures or golden.DEFAULT_DIR, command=golden.command_line(),
+                            progress=_progress(not args.quiet))
+    for c in changes:
+        print(c.line())
+    counts = {s: sum(c.status == s for c in changes) for s in ("new", "changed", "unchanged")}
+    print("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return EXIT_OK
+
+
 _PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tolerance (needs matplotlib)"
 
 
@@ -255,6 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace --output if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
     s.set_defaults(func=cmd_run)
+
+    g = sub.add_parser("golden", help="golden outputs in fixtures/: check today's frameworks against them, or rewrite")
+    gsub = g.add_subparsers(dest="golden_command", required=True, parser_class=_Parser)
+
+    def golden_common(s):
+        s.add_argument("variants", nargs="*", metavar="VARIANT", help="registered variants (default: all)")
+        s.add_argument("--fixtures", metavar="DIR", help="golden folder (default: fixtures/golden)")
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+    s = gsub.add_parser("verify", help="compare each framework's taps today with its own stored taps")
+    golden_common(s)
+    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default: all three)")
+    s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    s.set_defaults(func=cmd_golden_verify)
+
+    s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")
+    golden_common(s)
+    s.set_defaults(func=cmd_golden_update)
     return p
 
 

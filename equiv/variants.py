@@ -114,7 +114,7 @@ class Variant:
     def short_name(self) -> str:
         return self.name.split("/", 1)[-1]
 
-    def replace(self, **changes) -> "Variant":
+    def replace(self, **changes) -> Variant:
         return dataclasses.replace(self, **changes)
 
     def conventions(self) -> dict:

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from equiv import compare
 from equiv import canonical as C
+from equiv import compare
 from equiv import variants as V
 from equiv.errors import EquivError
 

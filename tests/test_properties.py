@@ -32,7 +32,8 @@ def test_random_variants_agree_everywhere(v, data, seed):
         if hasattr(m, "close"):
             m.close()
     results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v),
-                                   pairs=[("reference", fw) for fw in FRAMEWORKS] + [("slim", "keras"), ("slim", "torch"), ("keras", "torch")])
+                                   pairs=[("reference", fw) for fw in FRAMEWORKS]
+                                   + [("slim", "keras"), ("slim", "torch"), ("keras", "torch")])
     first = compare.first_divergence(results)
     assert first is None, first
     for fw, params_back in exported.items():

@@ -1,0 +1,580 @@
+"""Golden outputs: every framework's taps of one seeded network on one fixed input, kept in
+`fixtures/golden/`, so that an upgrade of TensorFlow, Keras or PyTorch shows, tap by tap, what
+it changed before it reaches users.
+
+One file per variant (`fixtures/golden/<variant name>.npz`, a zip of `.npy` members and a
+`meta.json`). Weights are not stored: they are regenerated from the seed, and a fingerprint of
+them is kept so that a change of the weight generator is told apart from a framework moving.
+The input is stored (it is small). Each framework's taps come from loading the seeded weights
+straight into that framework (no port through another), so a moved tap belongs to exactly one
+framework. The native framework's taps are stored as float32; the others, which differ from
+them by a few units in the last place, as the integer difference of their bit patterns
+(lossless, and it compresses about four times better than a second float32 copy).
+
+`verify` runs today's frameworks and compares each one with its own stored taps, with the
+float32 tolerance of each tap (`equiv.compare.tap_tolerances`); `update` rewrites the files,
+atomically, and says what changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import math
+import platform
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv import compare, weights
+from equiv.compare import TapResult
+from equiv.errors import EquivError
+from equiv.frameworks import FRAMEWORKS, adapter, parse_frameworks
+from equiv.variants import Variant, all_variants, get
+
+FORMAT = "equiv-golden/1"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
+SEED = 0
+BATCH = 1
+# Small, to keep fixtures/ compact, and odd by even, so TF SAME pads differently on each side.
+INPUT_SIZE = (15, 14)
+# Fingerprints of the weights agree within this (relative) when only the last bits of numpy's
+# float32 calibration moved; a changed weight generator moves them by far more.
+FINGERPRINT_RTOL = 1e-6
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same taps give the same bytes
+
+Progress = Callable[[str], None]
+PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not a framework, is at fault
+
+
+class GoldenFileError(EquivError):
+    """A golden file is missing, unreadable, or describes another network than the variant."""
+
+
+# ---------------------------------------------------------------------------------------
+# Producing taps
+
+
+def settings_for(v: Variant) -> dict:
+    """Seed, batch and input size of `v`'s golden run (the input at least the network's minimum)."""
+    smallest = C.min_input_size(v)
+    return {"seed": SEED, "batch": BATCH, "height": max(INPUT_SIZE[0], smallest),
+            "width": max(INPUT_SIZE[1], smallest)}
+
+
+def produce(v: Variant, frameworks: Sequence[str], x: np.ndarray, params: dict[str, np.ndarray],
+            progress: Progress | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Every tap of `v` in each framework, the seeded weights loaded straight into each."""
+    say = progress or (lambda msg: None)
+    out = {}
+    for fw in frameworks:
+        ad = adapter(fw)
+        say(f"{v.name}: running {fw}")
+        model = ad.build(v)
+        ad.load_params(v, model, params)
+        taps = ad.run(v, model, x)
+        if callable(getattr(model, "close", None)):
+            model.close()
+        out[fw] = {t: np.asarray(taps[t], np.float32) for t in C.tap_names(v)}
+    return out
+
+
+def fingerprint(v: Variant, params: dict[str, np.ndarray]) -> np.ndarray:
+    """(sum, sum of |w|) of every parameter in canonical order, float64: enough to tell whether
+    the weight generator changed, without storing the weights."""
+    return np.array([[np.sum(params[n], dtype=np.float64), np.sum(np.abs(params[n]), dtype=np.float64)]
+                     for n in C.param_shapes(v)])
+
+
+def versions(frameworks: Iterable[str]) -> dict[str, dict[str, str]]:
+    """What computes each framework's taps: its packages' versions (Keras: and its backend's)."""
+    out: dict[str, dict[str, str]] = {}
+    for fw in frameworks:
+        if fw == "slim":
+            import tensorflow as tf
+
+            out[fw] = {"tensorflow": tf.__version__, "tf-slim": _dist("tf-slim"), "tf-keras": _dist("tf-keras")}
+        elif fw == "keras":
+            import keras
+
+            backend = keras.backend.backend()
+            out[fw] = {"keras": keras.__version__, "backend": backend,
+                       backend: getattr(importlib.import_module(backend), "__version__", "?")}
+        elif fw == "torch":
+            import torch
+
+            out[fw] = {"torch": torch.__version__}
+    return out
+
+
+def _dist(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, str]:
+    return {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
+            "machine": platform.machine()}
+
+
+# ---------------------------------------------------------------------------------------
+# The file
+
+
+@dataclass
+class Golden:
+    """One golden file, decoded: its metadata and each framework's taps."""
+
+    path: Path
+    meta: dict
+    input: np.ndarray
+    fingerprint: np.ndarray
+    taps: dict[str, dict[str, np.ndarray]]  # framework -> tap -> array
+
+    @property
+    def tap_names(self) -> list[str]:
+        return [t for t, _ in self.meta["taps"]]
+
+
+def path_for(directory: str | Path, v: Variant) -> Path:
+    return Path(directory) / f"{v.name}.npz"
+
+
+def _delta(a: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """a's float32 bit patterns minus base's (mod 2**32), zigzagged so that small differences of
+    either sign are small unsigned numbers, as four byte planes: mostly zero bytes where the two
+    nearly agree, which compresses far better than the floats themselves."""
+    d = (a.view(np.uint32) - base.view(np.uint32)).view(np.int32)
+    zz = ((d << 1) ^ (d >> 31)).view(np.uint32)
+    return np.ascontiguousarray(zz.view(np.uint8).reshape(-1, 4).T)
+
+
+def _undelta(planes: np.ndarray, base: np.ndarray) -> np.ndarray:
+    zz = np.ascontiguousarray(planes.T).view(np.uint32).reshape(-1)
+    d = (zz >> 1) ^ (np.uint32(0) - (zz & np.uint32(1)))
+    return (base.view(np.uint32) + d).view(np.float32)
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode(meta: dict, x: np.ndarray, fp: np.ndarray, taps: dict[str, dict[str, np.ndarray]]) -> bytes:
+    """The file's bytes: deterministic (fixed timestamps, sorted metadata) so identical taps give
+    an identical file. Each framework's taps are concatenated in network order into one member
+    (`taps/<framework>.npy`): the first framework of `meta["frameworks"]` as float32, the others
+    as differences from it (`_delta`)."""
+    order = list(meta["frameworks"])
+    names = [t for t, _ in meta["taps"]]
+    flat = {fw: np.concatenate([np.asarray(taps[fw][t], np.float32).reshape(-1) for t in names]) for fw in order}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        def put(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data, compresslevel=9)
+
+        put("meta.json", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+        put("input.npy", _npy(x.astype(np.float32)))
+        put("weights_fingerprint.npy", _npy(fp))
+        for fw in order:
+            put(f"taps/{fw}.npy", _npy(flat[fw] if fw == order[0] else _delta(flat[fw], flat[order[0]])))
+    return buf.getvalue()
+
+
+def read(path: str | Path) -> Golden:
+    """Decode a golden file; any damage is a GoldenFileError naming the file and member."""
+    path = Path(path)
+    if not path.is_file():
+        raise GoldenFileError(f"no golden file {path}")
+    return decode(path.read_bytes(), path)
+
+
+def decode(data: bytes, path: Path) -> Golden:
+    """Decode a golden file's bytes (`path` names it in errors)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            meta = json.loads(zf.read("meta.json"))
+            if meta.get("format") != FORMAT:
+                raise GoldenFileError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+
+            def arr(name: str) -> np.ndarray:
+                with zf.open(name) as f:
+                    return np.lib.format.read_array(f, allow_pickle=False)
+
+            order = list(meta["frameworks"])
+            sizes = [math.prod(shape) for _, shape in meta["taps"]]
+            base = arr(f"taps/{order[0]}.npy")
+            taps = {}
+            for fw in order:
+                flat = base if fw == order[0] else _undelta(arr(f"taps/{fw}.npy"), base)
+                if flat.dtype != np.float32 or flat.shape != (sum(sizes),):
+                    raise GoldenFileError(f"{path}: taps/{fw}.npy holds {flat.dtype} {flat.shape}, "
+                                          f"the metadata's taps need float32 ({sum(sizes)},)")
+                parts = np.split(flat, np.cumsum(sizes)[:-1])
+                taps[fw] = {t: p.reshape(shape) for (t, shape), p in zip(meta["taps"], parts)}
+            return Golden(path, meta, arr("input.npy"), arr("weights_fingerprint.npy"), taps)
+    except GoldenFileError:
+        raise
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise GoldenFileError(f"{path}: not a readable golden file ({type(e).__name__}: {e})") from None
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(x) for x in value]
+    return value
+
+
+def identity(v: Variant) -> dict:
+    """What a golden file must agree with to describe `v`: its conventions and parameter shapes."""
+    return {"name": v.name, "native": v.native,
+            "conventions": {k: _jsonable(x) for k, x in v.conventions().items()},
+            "param_shapes": {n: list(s) for n, s in C.param_shapes(v).items()}}
+
+
+def describes_other(v: Variant, golden: Golden) -> str | None:
+    """Why `golden` is not a golden file of `v` (conventions, parameters, taps), or None."""
+    stored = golden.meta["variant"]
+    now = identity(v)
+    where = f"{golden.path} describes another network than {v.name}"
+    if stored["name"] != v.name:
+        return f"{golden.path} is the golden file of {stored['name']}, not {v.name}"
+    changed = [k for k in now["conventions"] if stored["conventions"].get(k) != now["conventions"][k]]
+    if changed:
+        k = changed[0]
+        return (f"{where}: {len(changed)} convention(s) differ (first: {k} stored "
+                f"{stored['conventions'].get(k)!r}, now {now['conventions'][k]!r})")
+    old, new = stored["param_shapes"], now["param_shapes"]
+    if old != new:
+        wrong = [n for n in new if n in old and old[n] != new[n]]
+        missing, extra = [n for n in new if n not in old], [n for n in old if n not in new]
+        if wrong:
+            return f"{where}: parameter {wrong[0]} was {tuple(old[wrong[0]])}, is now {tuple(new[wrong[0]])}"
+        name = (missing or extra)[0]
+        return f"{where}: parameter {name} is {'new' if missing else 'gone'} ({len(missing)} new, {len(extra)} gone)"
+    if golden.tap_names != C.tap_names(v):
+        return (f"{where}: its taps are not the variant's taps "
+                f"(stored {len(golden.meta['taps'])}, now {len(C.tap_names(v))})")
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Verify
+
+
+@dataclass
+class Verdict:
+    """One variant's golden check: `status` is unchanged, moved, or a problem with its file:
+    missing, unreadable, stale (it describes another network, or the seeded weights changed)."""
+
+    variant: str
+    status: str
+    path: str
+    message: str = ""
+    frameworks: list[str] = field(default_factory=list)
+    taps: list[TapResult] = field(default_factory=list)  # pair: ("<fw>@golden", fw)
+    version_changes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def worst(self, fw: str) -> TapResult | None:
+        mine = [r for r in self.taps if r.pair[1] == fw]
+        return max(mine, key=lambda r: math.inf if math.isnan(r.rel) else r.rel, default=None)
+
+    @property
+    def moved(self) -> list[TapResult]:
+        return [r for r in self.taps if not r.ok]
+
+    def to_json(self) -> dict:
+        worst = {fw: _tap_json(self.worst(fw)) for fw in self.frameworks if self.worst(fw) is not None}
+        return {"variant": self.variant, "status": self.status, "path": self.path, "message": self.message,
+                "frameworks": self.frameworks, "version_changes": self.version_changes,
+                "worst": worst, "moved": [_tap_json(r) for r in self.moved],
+                "seconds": round(self.seconds, 2), "taps": [r.to_json() | {"framework": r.pair[1]} for r in self.taps]}
+
+
+def _tap_json(r: TapResult) -> dict:
+    d = r.to_json()
+    return {"framework": r.pair[1], "tap": r.name, **{k: d[k] for k in ("rel", "tol", "max_abs", "status")}}
+
+
+@dataclass
+class VerifyReport:
+    directory: str
+    frameworks: list[str]
+    today: dict
+    verdicts: list[Verdict]
+
+    @property
+    def exit_status(self) -> int:
+        """0 every tap within tolerance, 1 some tap moved, 2 a golden file missing, unreadable or stale."""
+        if any(v.status in PROBLEMS for v in self.verdicts):
+            return 2
+        return 1 if any(v.status == "moved" for v in self.verdicts) else 0
+
+    def largest_drift(self) -> dict[str, tuple[float, str, str]]:
+        """Per framework: the largest relative error over all variants, its variant and tap."""
+        out: dict[str, tuple[float, str, str]] = {}
+        for v in self.verdicts:
+            for fw in v.frameworks:
+                r = v.worst(fw)
+                if r is not None and (fw not in out or not r.rel <= out[fw][0]):
+                    out[fw] = (r.rel, v.variant, r.name)
+        return out
+
+    def to_json(self) -> dict:
+        return {"kind": "golden-verify", "directory": self.directory, "frameworks": self.frameworks,
+                "today": self.today, "exit_status": self.exit_status,
+                "largest_drift": {fw: {"rel": rel if math.isfinite(rel) else str(rel), "variant": var, "tap": tap}
+                                  for fw, (rel, var, tap) in self.largest_drift().items()},
+                "variants": [v.to_json() for v in self.verdicts]}
+
+
+def _select(variants: Iterable[str | Variant] | None) -> list[Variant]:
+    return [get(v) for v in variants] if variants else all_variants()
+
+
+def _version_changes(stored: dict, today: dict, frameworks: Iterable[str]) -> list[str]:
+    changes = []
+    for fw in frameworks:
+        old, new = stored.get(fw, {}), today.get(fw, {})
+        for pkg in dict.fromkeys([*old, *new]):
+            if old.get(pkg) != new.get(pkg):
+                changes.append(f"{fw}: {pkg} {old.get(pkg, '(none)')} -> {new.get(pkg, '(none)')}")
+    return changes
+
+
+def _fingerprint_change(v: Variant, golden: Golden, fp: np.ndarray) -> str | None:
+    if golden.fingerprint.shape != fp.shape:
+        return "the weight fingerprint has another shape"
+    scale = np.maximum(np.abs(golden.fingerprint[:, 1]), 1e-30)[:, None]
+    off = np.abs(golden.fingerprint - fp) / scale
+    if off.max() <= FINGERPRINT_RTOL:
+        return None
+    name = list(C.param_shapes(v))[int(np.argmax(off.max(axis=1)))]
+    return (f"{golden.path}: the seeded weights are not the ones it was made with (first: {name}, "
+            f"relative change {off.max():.1e}); the weight generator or numpy changed "
+            f"(numpy then {golden.meta['environment']['numpy']}, now {np.__version__})")
+
+
+def verify_one(v: Variant, frameworks: Sequence[str], directory: str | Path = DEFAULT_DIR,
+               progress: Progress | None = None) -> Verdict:
+    """Today's taps of `v` in each framework against that framework's stored taps."""
+    t0 = time.perf_counter()
+    path = path_for(directory, v)
+    if not path.exists():
+        return Verdict(v.name, "missing", str(path), f"no golden file {path}; run `equiv golden update {v.name}`",
+                       frameworks=list(frameworks))
+    try:
+        golden = read(path)
+    except GoldenFileError as e:
+        return Verdict(v.name, "unreadable", str(path), f"{e}; regenerate with `equiv golden update {v.name}`",
+                       frameworks=list(frameworks))
+    why = describes_other(v, golden)
+    absent = [fw for fw in frameworks if fw not in golden.taps]
+    if why is None and absent:
+        why = f"{path} holds no taps of {', '.join(absent)}"
+    params = weights.random_params(v, golden.meta["settings"]["seed"]) if why is None else {}
+    if why is None:
+        why = _fingerprint_change(v, golden, fingerprint(v, params))
+    if why is not None:
+        return Verdict(v.name, "stale", str(path), f"{why}; regenerate with `equiv golden update {v.name}`",
+                       frameworks=list(frameworks))
+    today = produce(v, frameworks, golden.input, params, progress)
+    tols = compare.tap_tolerances(v, "float32")
+    results = [compare.compare_tap(t, golden.taps[fw][t], today[fw][t], (f"{fw}@golden", fw), tols[t])
+               for fw in frameworks for t in golden.tap_names]
+    verdict = Verdict(v.name, "unchanged", str(path), frameworks=list(frameworks), taps=results,
+                      version_changes=_version_changes(golden.meta["versions"], versions(frameworks), frameworks))
+    if verdict.moved:
+        verdict.status = "moved"
+        verdict.message = "; ".join(_moved_summary(verdict, fw) for fw in frameworks
+                                    if any(r.pair[1] == fw for r in verdict.moved))
+    verdict.seconds = time.perf_counter() - t0
+    return verdict
+
+
+def _moved_summary(verdict: Verdict, fw: str) -> str:
+    moved = [r for r in verdict.moved if r.pair[1] == fw]
+    first = moved[0]
+    return (f"{fw} moved at {len(moved)} of {len(verdict.taps) // len(verdict.frameworks)} taps, first {first.name} "
+            f"(relative error {first.rel:.1e} > tolerance {first.tol:.1e})")
+
+
+def verify(variants: Iterable[str | Variant] | None = None, frameworks: Sequence[str] | str | None = None,
+           directory: str | Path = DEFAULT_DIR, progress: Progress | None = None) -> VerifyReport:
+    """Check today's frameworks against the golden files of `variants` (default: every registered one)."""
+    fws = parse_frameworks(frameworks or FRAMEWORKS)
+    selected = _select(variants)
+    if not Path(directory).is_dir():
+        raise GoldenFileError(f"no golden folder {directory}")
+    verdicts = [verify_one(v, fws, directory, progress) for v in selected]
+    ran = any(v.taps for v in verdicts)  # else no framework was imported: do not import one for its version
+    return VerifyReport(str(directory), fws, {**environment(), **(versions(fws) if ran else {})}, verdicts)
+
+
+# ---------------------------------------------------------------------------------------
+# Update
+
+
+@dataclass
+class Change:
+    """What `update` did to one variant's file: new, changed or unchanged (taps bit for bit)."""
+
+    variant: str
+    status: str
+    path: str
+    changed_taps: int = 0
+    worst: tuple[str, str, float] | None = None  # framework, tap, relative change
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"{self.variant}: {self.status}"
+        if self.worst:
+            fw, tap, rel = self.worst
+            text += f", {self.changed_taps} tap(s) changed, worst {fw} {tap} relative change {rel:.1e}"
+        return text + "".join(f"; {n}" for n in self.notes)
+
+
+def make(v: Variant, progress: Progress | None = None, command: str | None = None) -> tuple[dict, bytes]:
+    """Run every framework on `v`'s golden input; the metadata and the file's bytes."""
+    import equiv
+
+    s = settings_for(v)
+    params = weights.random_params(v, s["seed"])
+    x = weights.random_input(v, s["batch"], s["height"], s["width"], s["seed"])
+    order = sorted(FRAMEWORKS, key=lambda f: f != v.native)
+    taps = produce(v, order, x, params, progress)
+    for fw, by_tap in taps.items():
+        bad = [t for t, a in by_tap.items() if not np.isfinite(a).all()]
+        if bad:
+            raise EquivError(f"{v.name}: {fw} gives NaN or Inf at tap {bad[0]}; no golden file written")
+    meta = {"format": FORMAT, "variant": identity(v), "settings": s, "frameworks": order,
+            "taps": [[t, list(taps[order[0]][t].shape)] for t in C.tap_names(v)],  # in network order
+            "versions": versions(order), "environment": environment(),
+            "equiv_version": equiv.__version__, "command": command or "equiv.golden.update",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return meta, encode(meta, x, fingerprint(v, params), taps)
+
+
+def _keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def update(variants: Iterable[str | Variant] | None = None, directory: str | Path = DEFAULT_DIR,
+           command: str | None = None, progress: Progress | None = None) -> list[Change]:
+    """Rewrite the golden files of `variants` (default: every registered one), each atomically;
+    a file whose taps are unchanged bit for bit is left as it is unless its versions changed."""
+    from equiv.report import write_atomic
+
+    backend = _keras_backend()
+    if backend != "tensorflow":
+        raise EquivError(f"golden files are made with Keras on the TensorFlow backend, and Keras runs on {backend} "
+                         "here (KERAS_BACKEND); `equiv golden verify --frameworks keras` compares it with them")
+    changes = []
+    for v in _select(variants):
+        path = path_for(directory, v)
+        meta, data = make(v, progress, command)
+        change = _what_changed(v, path, meta, data)
+        if change.status != "unchanged" or change.notes:
+            write_atomic(path, data)
+        changes.append(change)
+    return changes
+
+
+def _what_changed(v: Variant, path: Path, meta: dict, data: bytes) -> Change:
+    if not path.exists():
+        return Change(v.name, "new", str(path))
+    new = decode(data, path)
+    try:
+        old = read(path)
+    except GoldenFileError as e:
+        return Change(v.name, "changed", str(path), notes=[f"replaces an unreadable file ({e})"])
+    other = describes_other(v, old)
+    if other is not None:
+        return Change(v.name, "changed", str(path), notes=[f"replaces a file of another description: {other}"])
+    diffs = []
+    for fw in new.taps:
+        for t in new.taps[fw]:
+            a, b = old.taps.get(fw, {}).get(t), new.taps[fw][t]
+            if a is None or a.shape != b.shape:
+                diffs.append((fw, t, math.inf))
+            elif not np.array_equal(a.view(np.uint32), b.view(np.uint32)):
+                scale = float(np.abs(a).max()) or 1.0
+                diffs.append((fw, t, float(np.abs(a.astype(np.float64) - b).max()) / scale))
+    notes = _version_changes(old.meta["versions"], meta["versions"], meta["frameworks"])
+    if old.meta["settings"] != meta["settings"]:
+        notes.append(f"settings {old.meta['settings']} -> {meta['settings']}")
+    if not diffs:
+        return Change(v.name, "unchanged", str(path), notes=[f"versions recorded: {n}" for n in notes])
+    return Change(v.name, "changed", str(path), changed_taps=len(diffs), worst=max(diffs, key=lambda d: d[2]),
+                  notes=notes)
+
+
+# ---------------------------------------------------------------------------------------
+# Text
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else "inf" if math.isinf(x) else "0" if x == 0 else f"{x:.1e}"
+
+
+def _versions_line(today: dict) -> str:
+    parts = [f"python {today.get('python')}", f"numpy {today.get('numpy')}"]
+    for fw in FRAMEWORKS:
+        if fw in today:
+            parts.append(f"{fw}: " + " ".join(f"{k} {x}" for k, x in today[fw].items()))
+    return ", ".join(parts)
+
+
+def to_text(report: VerifyReport, max_moved: int = 8) -> str:
+    """One line per variant (status and the worst drift of each framework), then what moved."""
+    fws = report.frameworks
+    lines = [f"equiv golden verify: {len(report.verdicts)} variant(s) against {report.directory}",
+             f"today: {_versions_line(report.today)}",
+             "relative error of each framework today against its own stored taps (max|a-b| / max|a|):",
+             f"{'variant':<28}{'status':<11}" + "".join(f"{fw + ' worst':>14}" for fw in fws) + "  worst tap"]
+    for v in report.verdicts:
+        cells = []
+        for fw in fws:
+            r = v.worst(fw)
+            cells.append(f"{'' if r is None else _fmt(r.rel):>14}")
+        worst = max((v.worst(fw) for fw in fws if v.worst(fw) is not None), key=lambda r: r.rel / r.tol, default=None)
+        where = f"  {worst.pair[1]} {worst.name}" if worst is not None and worst.rel > 0 else ""
+        lines.append(f"{v.variant:<28}{v.status.upper() if v.status != 'unchanged' else v.status:<11}"
+                     + "".join(cells) + where)
+        if v.message:
+            lines.append(f"    {v.message}")
+        if v.version_changes:
+            lines.append("    versions since the golden file: " + "; ".join(v.version_changes))
+        for r in v.moved[:max_moved]:
+            lines.append(f"    moved: {v.variant} {r.pair[1]} {r.name}: relative error {_fmt(r.rel)} > tolerance "
+                         f"{_fmt(r.tol)} (max abs {_fmt(r.max_abs)}, cosine {r.cosine:.8f})")
+        if len(v.moved) > max_moved:
+            lines.append(f"    ... and {len(v.moved) - max_moved} more moved tap(s)")
+    counts = {s: sum(v.status == s for v in report.verdicts) for s in ("unchanged", "moved", *PROBLEMS)}
+    lines.append("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    drift = report.largest_drift()
+    if drift:
+        lines.append("largest drift: " + "; ".join(f"{fw} {_fmt(rel)}" + (f" ({var} {tap})" if rel != 0 else "")
+                                                     for fw, (rel, var, tap) in drift.items()))
+    return "\n".join(lines) + "\n"
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    return "equiv " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,273 @@
+"""Golden outputs: the stored taps verify today, a moved tap is named, update says what changed,
+and a missing, damaged or outdated golden file is a clear error, never a silent pass."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from equiv import canonical as C
+from equiv import compare, golden
+from equiv import variants as V
+from equiv.errors import UnknownVariantError
+
+SMALL = "torchvision/resnet18"
+
+
+def equiv(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def copy_golden(tmp_path, name=SMALL):
+    """A private copy of the stored golden file of `name`, in a golden folder under tmp_path."""
+    v = V.get(name)
+    dst = golden.path_for(tmp_path, v)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(golden.path_for(golden.DEFAULT_DIR, v), dst)
+    return dst
+
+
+def rewrite(path, change_taps=None, change_meta=None, fingerprint=None):
+    """Decode a golden file, change it, encode it back in place (through the library's own codec)."""
+    g = golden.read(path)
+    if change_taps:
+        change_taps(g.taps)
+    if change_meta:
+        change_meta(g.meta)
+    path.write_bytes(golden.encode(g.meta, g.input, g.fingerprint if fingerprint is None else fingerprint, g.taps))
+
+
+def plant(taps, fw, tap, rel):
+    """Move one element in the middle of a stored tap by `rel` times the tap's scale."""
+    a = taps[fw][tap].copy()
+    flat = a.reshape(-1)
+    flat[flat.size // 2] += np.float32(rel * np.abs(a).max())
+    taps[fw][tap] = a
+
+
+# ---------------------------------------------------------------------------------------
+# verify
+
+
+def test_stored_golden_files_verify_today():
+    report = golden.verify([SMALL, "slim/resnet_v2_50"])
+    assert report.exit_status == 0, golden.to_text(report)
+    for verdict in report.verdicts:
+        v = V.get(verdict.variant)
+        assert verdict.status == "unchanged" and verdict.frameworks == ["slim", "keras", "torch"]
+        assert len(verdict.taps) == 3 * len(C.tap_names(v))
+        tols = compare.tap_tolerances(v)
+        assert all(r.rel <= tols[r.name] for r in verdict.taps)
+        for fw in verdict.frameworks:  # the drift of each framework is reported even when it is within tolerance
+            assert verdict.worst(fw).rel <= verdict.worst(fw).tol
+    text = golden.to_text(report)
+    assert "largest drift: slim" in text and SMALL in text
+
+
+def test_every_registered_variant_has_a_golden_file_of_its_description():
+    """Cheap (no framework runs): a variant added or changed in the registry needs `equiv golden update`."""
+    for v in V.all_variants():
+        g = golden.read(golden.path_for(golden.DEFAULT_DIR, v))
+        assert golden.describes_other(v, g) is None, v.name
+        assert set(g.taps) == {"slim", "keras", "torch"} and g.meta["frameworks"][0] == v.native
+        assert g.meta["versions"]["keras"]["backend"] == "tensorflow"
+        assert {"python", "numpy", "platform"} <= set(g.meta["environment"]) and g.meta["command"]
+
+
+def test_fixtures_stay_under_20_mb():
+    root = golden.DEFAULT_DIR.parent
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 20e6
+
+
+def test_a_perturbed_stored_tap_is_named_by_variant_framework_and_tap(tmp_path):
+    path = copy_golden(tmp_path)
+    tol = compare.tap_tolerances(V.get(SMALL))
+    small = 0.3 * tol["stage2/unit2"]
+
+    def perturb(taps):
+        plant(taps, "keras", "stage3/unit1/conv2", 1e-3)  # far beyond tolerance
+        plant(taps, "torch", "stage2/unit2", small)  # within tolerance: reported as drift, not as a move
+
+    rewrite(path, perturb)
+    out = tmp_path / "report.json"
+    r = equiv("golden", "verify", SMALL, "--fixtures", str(tmp_path), "--json", str(out), "-q")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"moved: {SMALL} keras stage3/unit1/conv2: relative error" in r.stdout
+    assert "keras moved at 1 of 36 taps, first stage3/unit1/conv2" in r.stdout
+    data = json.loads(out.read_text())
+    (verdict,) = data["variants"]
+    assert verdict["variant"] == SMALL and verdict["status"] == "moved"
+    assert [(m["framework"], m["tap"]) for m in verdict["moved"]] == [("keras", "stage3/unit1/conv2")]
+    assert 9e-4 < verdict["moved"][0]["rel"] < 1.1e-3
+    assert verdict["worst"]["torch"]["tap"] == "stage2/unit2"
+    assert verdict["worst"]["torch"]["rel"] == pytest.approx(small, rel=0.1)
+    assert verdict["worst"]["slim"]["rel"] <= verdict["worst"]["slim"]["tol"]
+    assert data["largest_drift"]["keras"]["tap"] == "stage3/unit1/conv2" and data["exit_status"] == 1
+
+
+def test_a_missing_golden_file_is_a_clear_error(tmp_path):
+    report = golden.verify([SMALL], directory=tmp_path)
+    (verdict,) = report.verdicts
+    assert verdict.status == "missing" and report.exit_status == 2
+    assert str(golden.path_for(tmp_path, V.get(SMALL))) in verdict.message
+    assert f"equiv golden update {SMALL}" in verdict.message
+    r = equiv("golden", "verify", SMALL, "--fixtures", str(tmp_path), "-q")
+    assert r.returncode == 2 and f"without a usable golden file: {SMALL}" in r.stderr
+    assert "MISSING" in r.stdout
+    r = equiv("golden", "verify", "torchvision/resnet19", "--fixtures", str(tmp_path))
+    assert r.returncode == 2 and "unknown variant 'torchvision/resnet19'" in r.stderr
+    with pytest.raises(UnknownVariantError):
+        golden.verify(["resnet19"], directory=tmp_path)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda meta: meta["variant"]["conventions"].update(bn_epsilon=1e-3),
+     "1 convention(s) differ (first: bn_epsilon stored 0.001, now 1e-05)"),
+    (lambda meta: meta["variant"]["param_shapes"].update({"logits/bias": [999]}),
+     "parameter logits/bias was (999,), is now (1000,)"),
+    (lambda meta: meta["variant"].update(name="torchvision/resnet34"),
+     f"is the golden file of torchvision/resnet34, not {SMALL}"),
+], ids=["convention", "parameter shape", "name"])
+def test_a_golden_file_of_another_description_is_stale(tmp_path, change, expected):
+    path = copy_golden(tmp_path)
+    rewrite(path, change_meta=change)
+    report = golden.verify([SMALL], directory=tmp_path)
+    (verdict,) = report.verdicts
+    assert verdict.status == "stale" and report.exit_status == 2
+    assert expected in verdict.message and str(path) in verdict.message
+    assert not verdict.taps  # no framework was run against a file that describes another network
+
+
+def test_changed_weights_are_told_apart_from_a_moved_framework(tmp_path):
+    path = copy_golden(tmp_path)
+    fp = golden.read(path).fingerprint.copy()
+    fp[5] *= 1.01  # the sixth parameter in canonical order
+    rewrite(path, fingerprint=fp)
+    (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
+    assert verdict.status == "stale"
+    assert f"(first: {list(C.param_shapes(V.get(SMALL)))[5]}, relative change" in verdict.message
+    assert "the weight generator or numpy changed" in verdict.message
+
+
+def test_a_damaged_golden_file_is_unreadable_not_a_crash(tmp_path):
+    path = copy_golden(tmp_path)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
+    assert verdict.status == "unreadable" and str(path) in verdict.message
+
+
+def test_the_codec_is_lossless_and_deterministic():
+    path = golden.path_for(golden.DEFAULT_DIR, V.get(SMALL))
+    g = golden.read(path)
+    again = golden.encode(g.meta, g.input, g.fingerprint, g.taps)
+    assert again == path.read_bytes()
+    back = golden.decode(again, path)
+    for fw in g.taps:
+        for t, a in g.taps[fw].items():
+            assert np.array_equal(a.view(np.uint32), back.taps[fw][t].view(np.uint32))
+    # the difference coding survives sign changes, zeros, infinities and the extremes of float32
+    base = np.array([0.0, -0.0, 1.0, -1.0, 3.4e38, np.inf, 1e-45, 5.0], np.float32)
+    other = np.array([-0.0, 0.0, -1.0, 1.0, -np.inf, -3.4e38, -1e-45, np.nextafter(5.0, 6, dtype=np.float32)],
+                     np.float32)
+    assert np.array_equal(golden._undelta(golden._delta(other, base), base).view(np.uint32), other.view(np.uint32))
+
+
+# ---------------------------------------------------------------------------------------
+# update
+
+
+@pytest.fixture(scope="module")
+def made():
+    """The golden file of the small variant as update makes it today (all three frameworks, real)."""
+    return golden.make(V.get(SMALL), command="tests/test_golden.py")
+
+
+def test_made_today_matches_the_stored_file_within_tolerance(made):
+    meta, data = made
+    new = golden.decode(data, golden.path_for("today", V.get(SMALL)))
+    old = golden.read(golden.path_for(golden.DEFAULT_DIR, V.get(SMALL)))
+    tols = compare.tap_tolerances(V.get(SMALL))
+    for fw in old.taps:
+        for t in old.tap_names:
+            assert compare.compare_tap(t, old.taps[fw][t], new.taps[fw][t], (fw, fw), tols[t]).ok, (fw, t)
+    assert meta["command"] == "tests/test_golden.py" and meta["frameworks"] == ["torch", "slim", "keras"]
+
+
+@pytest.fixture
+def fake_make(monkeypatch, made):
+    """update() with today's real taps made once for the module (running them is not what is tested)."""
+    monkeypatch.setattr(golden, "make", lambda v, progress=None, command=None: made)
+    return made
+
+
+def test_update_reports_new_unchanged_and_changed(tmp_path, fake_make):
+    _, data = fake_make
+    path = golden.path_for(tmp_path, V.get(SMALL))
+    (c,) = golden.update([SMALL], tmp_path)
+    assert (c.status, c.path) == ("new", str(path)) and path.read_bytes() == data
+    before = path.stat().st_mtime_ns
+    (c,) = golden.update([SMALL], tmp_path)
+    assert c.status == "unchanged" and not c.notes and path.stat().st_mtime_ns == before  # not rewritten
+
+    rewrite(path, lambda taps: plant(taps, "slim", "stage4/unit1/conv1", 0.02))
+    (c,) = golden.update([SMALL], tmp_path)
+    assert c.status == "changed" and c.changed_taps == 1
+    fw, tap, rel = c.worst
+    assert (fw, tap) == ("slim", "stage4/unit1/conv1") and 0.015 < rel < 0.025
+    assert f"{SMALL}: changed, 1 tap(s) changed, worst slim stage4/unit1/conv1 relative change" in c.line()
+    assert path.read_bytes() == data
+
+    def older_torch(meta):
+        meta["versions"]["torch"]["torch"] = "2.12.0"
+
+    rewrite(path, change_meta=older_torch)
+    (c,) = golden.update([SMALL], tmp_path)
+    assert c.status == "unchanged" and c.notes == [f"versions recorded: torch: torch 2.12.0 -> "
+                                                   f"{fake_make[0]['versions']['torch']['torch']}"]
+    assert path.read_bytes() == data
+
+
+def test_update_is_atomic(tmp_path, fake_make, monkeypatch):
+    path = golden.path_for(tmp_path, V.get(SMALL))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"the old file")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("equiv.report.os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        golden.update([SMALL], tmp_path)
+    assert path.read_bytes() == b"the old file"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_update_refuses_keras_on_another_backend(tmp_path):
+    r = equiv("golden", "update", SMALL, "--fixtures", str(tmp_path), "-q", env={"KERAS_BACKEND": "torch"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "made with Keras on the TensorFlow backend, and Keras runs on torch here" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_every_stored_golden_file_verifies_today():
+    report = golden.verify()
+    assert report.exit_status == 0, golden.to_text(report)
+
+
+def test_the_torch214_constraints_are_the_main_pins_but_torch():
+    """constraints-torch214.txt (tox -e torch214) is a copy of constraints.txt that swaps torch only."""
+    root = golden.DEFAULT_DIR.parents[1]
+
+    def pins(name):
+        return [line for line in (root / name).read_text().splitlines() if line and not line.startswith("#")]
+
+    main, t214 = pins("constraints.txt"), pins("constraints-torch214.txt")
+    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1"} <= set(t214)
+    same = [p for p in t214 if not p.startswith(("torch==", "torchvision=="))]
+    assert same == [p for p in main if p != "torch==2.13.0"]
