@@ -276,7 +276,8 @@ def check_input_size(v: Variant, height: int, width: int) -> None:
                          f"got {height}x{width}: pass --input-size {h} {w}")
     smallest = min_input_size(v)
     if min(height, width) < smallest:
-        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: each side needs at least {smallest}")
+        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: "
+                         f"each side needs at least {smallest}")
 
 
 def min_input_size(v: Variant) -> int:

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=_size, help="classes of the head in the files (default: the variant's)")
     s.add_argument("--drop-background", action="store_true",
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
-    s.add_argument("--verify", action="store_true", help="load both files and compare every tap (exit 1 if not equivalent)")
+    s.add_argument("--verify", action="store_true",
+                   help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--force", action="store_true", help="replace --to (and --json) if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
     common(s, size=(64, 64))

@@ -93,7 +93,8 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
         return None
     if shapes is not None:
-        match = lambda cand: _by_shapes(shapes, cand)
+        def match(cand):
+            return _by_shapes(shapes, cand)
     elif fmt == "torch":
         from equiv.frameworks import adapter
 
@@ -102,9 +103,12 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
             state = torch_ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
         except EquivError:
             return None
-        match = lambda cand: _fits(lambda c: torch_ad.state_to_canonical(c, state, str(path)), cand)
+
+        def match(cand):
+            return _fits(lambda c: torch_ad.state_to_canonical(c, state, str(path)), cand)
     else:
-        match = lambda cand: _fits(lambda c: files.read(path, c, fmt), cand)
+        def match(cand):
+            return _fits(lambda c: files.read(path, c, fmt), cand)
     exact = None
     for cand in candidates:
         found = match(cand)
@@ -130,7 +134,7 @@ def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_cl
         if hint is None:
             other = looks_like(path, fmt, v, allow_pickle=allow_pickle, classes=classes)
             hint = f"the file looks like {other}" if other else None
-        raise e.relabel(hint=hint) if hint else e
+        raise (e.relabel(hint=hint) if hint else e) from None
 
 
 def drop_background(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -205,7 +209,8 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     if verify:  # refuse sizes that cannot run before any work
         from equiv.checking import check_input
 
-        check_input(v_src, batch, *(input_size or v_src.input_size or (64, 64)), frameworks=[OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)])
+        owners = [OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)]
+        check_input(v_src, batch, *(input_size or v_src.input_size or (64, 64)), frameworks=owners)
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")

@@ -35,7 +35,8 @@ def test_drifted(equiv_torch):
     model.layer2[0].bn2.eps = 1e-3
     assert_equivalent(model, TINY, variant=TINY, input_size=(16, 16), batch=1)
 """
-    failing_line = source.splitlines().index("    assert_equivalent(model, TINY, variant=TINY, input_size=(16, 16), batch=1)")
+    call = "    assert_equivalent(model, TINY, variant=TINY, input_size=(16, 16), batch=1)"
+    failing_line = source.splitlines().index(call)
     pytester.makepyfile(test_port=source)
     reports = pytester.path / "reports"
     result = pytester.runpytest(*PLUGIN, f"--equiv-reports={reports}")
