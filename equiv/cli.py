@@ -172,7 +172,7 @@ def cmd_golden_verify(args) -> int:
                            progress=_progress(not args.quiet))
     print(golden.to_text(result), end="")
     if args.json:
-        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n")
+        R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n", force=args.force)
     problems = [v for v in result.verdicts if v.status in golden.PROBLEMS]
     if problems:
         print(f"equiv: error: {len(problems)} variant(s) without a usable golden file: "
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     golden_common(s)
     s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default: all three)")
     s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    s.add_argument("--force", action="store_true", help="replace --json if it exists")
     s.set_defaults(func=cmd_golden_verify)
 
     s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")

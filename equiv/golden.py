@@ -504,7 +504,7 @@ def update(variants: Iterable[str | Variant] | None = None, directory: str | Pat
         meta, data = make(v, progress, command)
         change = _what_changed(v, path, meta, data)
         if change.status != "unchanged" or change.notes:
-            write_atomic(path, data)
+            write_atomic(path, data, force=True)  # rewriting is what update is for
         changes.append(change)
     return changes
 
