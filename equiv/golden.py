@@ -360,12 +360,14 @@ def _select(variants: Iterable[str | Variant] | None) -> list[Variant]:
 
 
 def _version_changes(stored: dict, today: dict, frameworks: Iterable[str]) -> list[str]:
+    """One line per framework whose versions changed: "keras: backend tensorflow -> torch, ..."."""
     changes = []
     for fw in frameworks:
         old, new = stored.get(fw, {}), today.get(fw, {})
-        for pkg in dict.fromkeys([*old, *new]):
-            if old.get(pkg) != new.get(pkg):
-                changes.append(f"{fw}: {pkg} {old.get(pkg, '(none)')} -> {new.get(pkg, '(none)')}")
+        moved = [f"{pkg} {old.get(pkg, '(none)')} -> {new.get(pkg, '(none)')}"
+                 for pkg in dict.fromkeys([*old, *new]) if old.get(pkg) != new.get(pkg)]
+        if moved:
+            changes.append(f"{fw}: " + ", ".join(moved))
     return changes
 
 
