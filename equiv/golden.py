@@ -54,6 +54,7 @@ TAP_SAMPLE = 1024
 # float32 calibration moved; a changed weight generator moves them by far more.
 FINGERPRINT_RTOL = 1e-6
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same taps give the same bytes
+_META_KEYS = ("variant", "settings", "frameworks", "taps", "versions", "environment", "command")
 
 Progress = Callable[[str], None]
 PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not a framework, is at fault
@@ -222,6 +223,9 @@ def decode(data: bytes, path: Path) -> Golden:
             meta = json.loads(zf.read("meta.json"))
             if meta.get("format") != FORMAT:
                 raise GoldenFileError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+            absent = [k for k in _META_KEYS if k not in meta]
+            if absent:
+                raise GoldenFileError(f"{path}: meta.json lacks {', '.join(absent)}")
 
             def arr(name: str) -> np.ndarray:
                 with zf.open(name) as f:
