@@ -19,7 +19,7 @@ from equiv import canonical as C
 from equiv import weights
 from equiv.compare import tap_tolerances
 from equiv.errors import EquivError, FrameworkError
-from equiv.frameworks import adapter, parse_frameworks
+from equiv.frameworks import FRAMEWORKS, adapter, loaded, parse_frameworks
 from equiv.variants import Variant, get
 
 MATMUL_N = 4096
@@ -81,7 +81,7 @@ class BenchResult:
         return d
 
 
-def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
+def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           batches: Sequence[int] = (16,), input_size: tuple[int, int] = (224, 224), device: str = "cpu",
           dtype: str = "float32", channels_last: bool = False, paths: Sequence[str] = (), best: bool = False,
           repeats: int = 5, progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -100,11 +100,11 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     flops = C.flops(v, h, w)
     skipped: dict[str, str] = {}
     ceilings: dict[str, float] = {}
-    engines: dict[str, float] = {}  # slim and Keras-on-TF share TensorFlow's product: measure once
-    for fw in ("slim", "keras", "torch"):
+    engines: dict[str, float] = {}  # backends on one library (slim, Keras on TF) share its product: measure once
+    for fw in FRAMEWORKS:
         try:
             ad = adapter(fw)
-            key = "tensorflow" if fw == "slim" or (fw == "keras" and _keras_on_tf()) else fw
+            key = ad.engine()
             if key not in engines:
                 say(f"measuring the {n_str()} matrix product in {fw}")
                 engines[key] = matmul_gflops(fw, device=device, dtype=dtype)
@@ -124,41 +124,38 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
             continue
         ad = adapter(fw)
         say(f"building {v.name} in {fw}")
-        model = ad.build(v)
-        ad.load_params(v, model, params)
-        tried = {"plain": {"channels_last": channels_last}}
-        for name, opts in ad.FAST_PATHS.items():
-            if best or name in paths:
-                tried[name] = opts
-        for b in batches:
-            x = weights.random_input(v, b, h, w)
-            plain = None
-            for name, opts in tried.items():
-                try:
-                    fn = ad.forward_fn(v, model, x, device=device, dtype=dtype, **opts)
-                    say(f"timing {fw} ({name}) at batch {b}")
-                    out = _numpy(fn())  # also the first warm-up (compilation)
-                except FrameworkError as e:
-                    skipped[fw if name == "plain" else f"{fw}:{name}"] = str(e)
-                    if name == "plain":
-                        break
-                    continue
-                except Exception as e:  # noqa: BLE001 - a fast path that fails is reported, not fatal
-                    skipped[f"{fw}:{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    continue
-                plain = out if plain is None else plain
-                rel = float(np.abs(out - plain).max() / max(np.abs(plain).max(), 1e-30))
-                sec = time_it(fn, repeats=repeats)
-                achieved = flops * b / sec / 1e9
-                rows.append(Row(v.name, fw, name, b, b / sec, sec, achieved, achieved / ceilings[fw],
-                                achieved / machine, rel, used=rel <= tol))
-            usable = [r for r in rows if r.framework == fw and r.batch == b and r.used]
-            if usable:
-                max(usable, key=lambda r: r.images_per_s).best = True
-        if callable(getattr(model, "close", None)):
-            model.close()
+        with loaded(fw, v, params) as model:
+            tried = {"plain": {"channels_last": channels_last}}
+            for name, opts in ad.FAST_PATHS.items():
+                if best or name in paths:
+                    tried[name] = opts
+            for b in batches:
+                x = weights.random_input(v, b, h, w)
+                plain = None
+                for name, opts in tried.items():
+                    try:
+                        fn = ad.forward_fn(v, model, x, device=device, dtype=dtype, **opts)
+                        say(f"timing {fw} ({name}) at batch {b}")
+                        out = _numpy(fn())  # also the first warm-up (compilation)
+                    except FrameworkError as e:
+                        skipped[fw if name == "plain" else f"{fw}:{name}"] = str(e)
+                        if name == "plain":
+                            break
+                        continue
+                    except Exception as e:  # noqa: BLE001 - a fast path that fails is reported, not fatal
+                        skipped[f"{fw}:{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        continue
+                    plain = out if plain is None else plain
+                    rel = float(np.abs(out - plain).max() / max(np.abs(plain).max(), 1e-30))
+                    sec = time_it(fn, repeats=repeats)
+                    achieved = flops * b / sec / 1e9
+                    rows.append(Row(v.name, fw, name, b, b / sec, sec, achieved, achieved / ceilings[fw],
+                                    achieved / machine, rel, used=rel <= tol))
+                usable = [r for r in rows if r.framework == fw and r.batch == b and r.used]
+                if usable:
+                    max(usable, key=lambda r: r.images_per_s).best = True
     return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
-                       settings={"repeats": repeats, "matmul_n": MATMUL_N, **_versions()})
+                       settings={"repeats": repeats, "matmul_n": MATMUL_N, **_versions(fws, device)})
 
 
 def _numpy(out) -> np.ndarray:
@@ -172,25 +169,15 @@ def n_str() -> str:
     return f"{MATMUL_N}x{MATMUL_N}"
 
 
-def _keras_on_tf() -> bool:
-    import keras
-
-    return keras.backend.backend() == "tensorflow"
-
-
-def _versions() -> dict:
-    """Framework versions and thread counts, for the record of a run."""
+def _versions(fws: Sequence[str], device: str) -> dict:
+    """Framework versions and the device each ran on, for the record of a run."""
     import sys
 
-    out = {"python": sys.version.split()[0], "cpu_count": os.cpu_count()}
-    for mod in ("tensorflow", "keras", "torch", "tf_slim", "numpy"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        out["torch_threads"] = torch.get_num_threads()
-        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    out = {"python": sys.version.split()[0], "numpy": np.__version__, "cpu_count": os.cpu_count()}
+    for fw in fws:
+        out.update(adapter(fw).versions())
+        if device != "cpu":
+            out[f"{fw}_device"] = adapter(fw).device_name(device)
     return out
 
 

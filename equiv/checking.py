@@ -6,10 +6,6 @@ two variants are the same function under one set of weights.
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import resource
-import sys
 import time
 from contextlib import contextmanager
 from typing import Callable, Sequence
@@ -17,19 +13,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from equiv import canonical as C
-from equiv import compare, memory, reference, weights
+from equiv import compare, reference, weights
 from equiv.compare import Report
-from equiv.errors import EquivError, ResourceError
-from equiv.frameworks import adapter, parse_frameworks
+from equiv.errors import EquivError
+from equiv.frameworks import FRAMEWORKS, adapter, loaded, parse_frameworks
+from equiv.memory import check_input, peak_memory_mb
 from equiv.variants import Variant, get
 
 Progress = Callable[[str], None]
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 class _Timer(dict):
@@ -40,26 +31,6 @@ class _Timer(dict):
             yield
         finally:
             self[phase] = self.get(phase, 0.0) + time.perf_counter() - t0
-
-
-def check_input(v: Variant, batch: int, height: int, width: int, *,
-                frameworks: Sequence[str] = ("slim", "keras", "torch")) -> None:
-    """Refuse, before any work, sizes the network cannot take or the machine cannot hold.
-
-    `frameworks`: those the job runs one after the other (see equiv.memory.estimate)."""
-    if batch < 1:
-        raise EquivError(f"--batch must be at least 1, got {batch}")
-    C.check_input_size(v, height, width)
-    need = memory.estimate(v, batch, height, width, frameworks)
-    if max(height, width) > 4096:
-        raise ResourceError(f"--input-size {height} {width} is too large: at most 4096 per side "
-                            f"(this one would need {memory.needs_text(need)})")
-    room = memory.available()
-    if room is not None and need["total"] > room:
-        raise ResourceError(
-            f"{v.name} at --batch {batch} --input-size {height} {width} in {', '.join(frameworks)} needs "
-            f"{memory.needs_text(need)}; this machine has {memory.human(room)} available: "
-            f"lower --batch or --input-size")
 
 
 def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) -> list[dict]:
@@ -87,24 +58,7 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
     return rows
 
 
-def _release(model) -> None:
-    """Close a model (a slim Session) and give its memory back: a check keeps only each
-    framework's taps, so at most one model is alive at a time (README: memory)."""
-    if callable(getattr(model, "close", None)):
-        model.close()
-    gc.collect()
-    _trim()
-
-
-def _trim() -> None:
-    """Hand freed heap pages back to the system (glibc keeps them otherwise)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "keras", "torch"), *,
+def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
           dtype: str = "float32", progress: Progress | None = None) -> Report:
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
@@ -130,23 +84,20 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = ("slim", "ke
     for fw in fws:
         ad = adapters[fw]
         say(f"building {v.name} in {fw}")
-        with t("build"):
-            model = ad.build(v)
-        with t("port"):
-            if source is None:
-                ad.load_params(v, model, params)
-                source = ad.export_params(v, model)  # what a port carries: the native export
-                if not isolated:
-                    del params
-            else:
-                ad.load_params(v, model, source)
-            if fw == fws[-1]:
-                del source  # every framework holds its copy now
-        say(f"running {fw}")
-        with t("forward"):
-            outputs[fw] = ad.run(v, model, x)
-        _release(model)
-        del model
+        with loaded(fw, v, phase=t) as model:  # released before the next framework builds
+            with t("port"):
+                if source is None:
+                    ad.load_params(v, model, params)
+                    source = ad.export_params(v, model)  # what a port carries: the native export
+                    if not isolated:
+                        del params
+                else:
+                    ad.load_params(v, model, source)
+                if fw == fws[-1]:
+                    del source  # every framework holds its copy now
+            say(f"running {fw}")
+            with t("forward"):
+                outputs[fw] = ad.run(v, model, x)
     say("comparing")
     with t("compare"):
         results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v, dtype))
@@ -187,14 +138,8 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     t = _Timer()
     outputs = {}
     for label, var in ((a.name, a), (b.name, b)):
-        with t("build"):
-            m = ad.build(var)
-        with t("port"):
-            ad.load_params(var, m, params)
-        with t("forward"):
+        with loaded(fw, var, params, phase=t) as m, t("forward"):
             outputs[label] = ad.run(var, m, x)
-        if callable(getattr(m, "close", None)):
-            m.close()
     common = [n for n in C.tap_names(a) if n in set(C.tap_names(b))]
     tol = compare.tolerance(dtype)
     with t("compare"):

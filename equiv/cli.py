@@ -7,7 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+from equiv.frameworks import FRAMEWORKS
+
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
+ALL = ",".join(FRAMEWORKS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +30,22 @@ def _size(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be positive: {n}")
     return n
+
+
+class _Version(argparse.Action):
+    """`equiv --version`: equiv's version, then each registered backend's versions or why it is unusable."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from equiv import __version__
+        from equiv.frameworks import module
+
+        lines = [f"equiv {__version__}"]
+        for name in FRAMEWORKS:
+            mod = module(name)
+            why = mod.available()
+            found = ", ".join(f"{k} {v}" for k, v in mod.versions().items()) if why is None else f"not usable: {why}"
+            lines.append(f"  {name}: {found}")
+        parser.exit(EXIT_OK, "\n".join(lines) + "\n")
 
 
 def _progress(enabled: bool):
@@ -197,6 +216,7 @@ _PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tole
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
+    p.add_argument("--version", action=_Version, nargs=0, help="print equiv's version and each backend's, then exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("variants", help="list the registered variants")
@@ -216,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
     s.add_argument("variant", help="a registered variant, e.g. slim/resnet_v2_50 (see `equiv variants`)")
-    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default slim,keras,torch)")
+    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default {ALL})")
     common(s)
     s.add_argument("--isolated", action="store_true",
                    help="also split each unit's error into what it made and what it inherited")
@@ -238,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
     s.add_argument("variant")
-    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default slim,keras,torch)")
+    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default {ALL})")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--batch", type=_size, nargs="+", default=[16], help="one or more batch sizes (default 16)")
     s.add_argument("--input-size", nargs=2, type=_size, default=[224, 224], metavar=("H", "W"))
@@ -278,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("variant")
     s.add_argument("--weights", required=True, metavar="FILE")
     s.add_argument("--format", help=f"format of --weights ({formats})")
-    s.add_argument("--framework", required=True, choices=["slim", "keras", "torch"])
+    s.add_argument("--framework", required=True, choices=FRAMEWORKS)
     s.add_argument("--input", required=True, metavar="IN.npy", help="NHWC float32 array")
     s.add_argument("--output", required=True, metavar="OUT.npz")
     s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
@@ -297,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = gsub.add_parser("verify", help="compare each framework's taps today with its own stored taps")
     golden_common(s)
-    s.add_argument("--frameworks", default="slim,keras,torch", help="comma-separated (default: all three)")
+    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default: all registered, {ALL})")
     s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     s.add_argument("--force", action="store_true", help="replace --json if it exists")
     s.set_defaults(func=cmd_golden_verify)

@@ -12,17 +12,17 @@ set of activations.
 from __future__ import annotations
 
 import os
+import resource
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from equiv import canonical as C
+from equiv.errors import EquivError, ResourceError
+from equiv.frameworks import FRAMEWORKS, REGISTRY
 from equiv.variants import Variant
 
 MB = 1024 * 1024
-# Resident size of each framework's code and runtime once imported (TensorFlow serves both
-# slim and Keras), measured on Linux x86-64 with tensorflow-cpu 2.21 and torch 2.13 CPU.
-IMPORT_BYTES = {"tf": 600 * MB, "torch": 200 * MB}
-_RUNTIME = {"slim": "tf", "keras": "tf", "torch": "torch"}
 
 
 def tap_elements(v: Variant, height: int, width: int) -> dict[str, int]:
@@ -57,7 +57,8 @@ def estimate(v: Variant, batch: int, height: int, width: int, frameworks: Sequen
     taps = 4 * batch * sum(tap_elements(v, height, width).values())
     n = len(frameworks)
     parts = {
-        "frameworks": sum(IMPORT_BYTES[r] for r in {_RUNTIME.get(f, "tf") for f in frameworks}),
+        # each runtime once: TensorFlow serves both slim and Keras (frameworks.REGISTRY)
+        "frameworks": sum(dict((REGISTRY[f].runtime, REGISTRY[f].runtime_bytes) for f in frameworks).values()),
         # the first framework's stage holds four sets of weights and two of taps; the last one's
         # two sets of weights, the taps of every framework and its own working set
         "weights and activations": max(4 * weights + 2 * taps, 2 * weights + (n + 1) * taps),
@@ -113,3 +114,29 @@ def human(n: float) -> str:
 def needs_text(parts: dict[str, int]) -> str:
     detail = ", ".join(f"{k} {human(b)}" for k, b in parts.items() if k != "total" and b)
     return f"about {human(parts['total'])} of memory ({detail})"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def check_input(v: Variant, batch: int, height: int, width: int, *,
+                frameworks: Sequence[str] = FRAMEWORKS) -> None:
+    """Refuse, before any work, sizes the network cannot take or the machine cannot hold.
+
+    `frameworks`: those the job runs one after the other (see `estimate`)."""
+    if batch < 1:
+        raise EquivError(f"--batch must be at least 1, got {batch}")
+    C.check_input_size(v, height, width)
+    need = estimate(v, batch, height, width, frameworks)
+    if max(height, width) > 4096:
+        raise ResourceError(f"--input-size {height} {width} is too large: at most 4096 per side "
+                            f"(this one would need {needs_text(need)})")
+    room = available()
+    if room is not None and need["total"] > room:
+        raise ResourceError(
+            f"{v.name} at --batch {batch} --input-size {height} {width} in {', '.join(frameworks)} needs "
+            f"{needs_text(need)}; this machine has {human(room)} available: "
+            f"lower --batch or --input-size")

@@ -207,7 +207,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
         raise EquivError(f"{target}: the target is the source file")
     files.check_target(target, dst_fmt, force)
     if verify:  # refuse sizes that cannot run before any work
-        from equiv.checking import check_input
+        from equiv.memory import check_input
 
         owners = [OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)]
         check_input(v_src, batch, *(input_size or v_src.input_size or (64, 64)), frameworks=owners)
@@ -241,8 +241,8 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     `input_size`, by default the variant's only size or 64x64).
 
     `source_params`: the source as already read (a pickle is then not unpickled twice)."""
-    from equiv.checking import check_input, peak_memory_mb
-    from equiv.frameworks import adapter
+    from equiv.frameworks import adapter, loaded
+    from equiv.memory import check_input, peak_memory_mb
 
     h, w = input_size or v_src.input_size or (64, 64)
     owners = [OWNER.get(fmt, v.native) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
@@ -252,15 +252,11 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     labels = []
     for v, path, fmt, role, fw in ((v_src, source, src_fmt, "source", owners[0]),
                                    (v_dst, target, dst_fmt, "target", owners[1])):
-        ad = adapter(fw)
-        model = ad.build(v)
         params = source_params if role == "source" and source_params is not None else files.read(path, v, fmt)
-        ad.load_params(v, model, params)
         label = f"{role}:{fw}"
-        outputs[label] = ad.run(v, model, x)
+        with loaded(fw, v, params) as model:
+            outputs[label] = adapter(fw).run(v, model, x)
         labels.append(label)
-        if callable(getattr(model, "close", None)):
-            model.close()
     if v_src.num_classes != v_dst.num_classes:  # dropped background: compare the classes kept
         outputs[labels[0]]["logits"] = outputs[labels[0]]["logits"][:, 1:]
     tol = compare.tolerance("float32")
@@ -274,8 +270,8 @@ def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray
              fmt: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
              classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Run a weight file in one framework on NHWC float32 input `x`; the requested taps."""
-    from equiv.checking import check_input
-    from equiv.frameworks import adapter
+    from equiv.frameworks import adapter, loaded
+    from equiv.memory import check_input
 
     v = get(variant, num_classes)
     x = np.asarray(x)
@@ -289,13 +285,8 @@ def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray
     check_input(v, x.shape[0], x.shape[1], x.shape[2], frameworks=[framework])
     names = C.resolve_taps(v, taps)
     params = load_weights(weights_path, v, fmt, allow_pickle=allow_pickle, classes=classes)
-    ad = adapter(framework)
-    model = ad.build(v)
-    ad.load_params(v, model, params)
-    out = ad.run(v, model, x, names)
-    if callable(getattr(model, "close", None)):
-        model.close()
-    return out
+    with loaded(framework, v, params) as model:
+        return adapter(framework).run(v, model, x, names)
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

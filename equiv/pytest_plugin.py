@@ -7,8 +7,9 @@ register it once, not twice.
 
 It gives:
 
-* fixtures `equiv_torch`, `equiv_keras`, `equiv_slim` (the framework's module: torch, keras,
-  tf_slim with equiv's fix for TF 2.21) and `equiv_framework` (each framework's name in turn),
+* fixtures `equiv_<backend>` for each registered backend (its library's module: `equiv_slim` gives
+  tf_slim with equiv's fix for TF 2.21, `equiv_keras` keras, `equiv_torch` torch) and `equiv_framework`
+  (each backend's name in turn),
   each skipping the test, with the reason, where the framework cannot be used;
 * markers `cuda` (skipped unless PyTorch sees a CUDA GPU) and `slow` (for ``-m "not slow"``);
 * ``--equiv-reports DIR``: the per-tap report (text, Markdown, JSON, PNG plot) of every test
@@ -31,7 +32,8 @@ import sys
 
 import pytest
 
-FRAMEWORKS = ("slim", "keras", "torch")
+from equiv.frameworks import FRAMEWORKS, REGISTRY, module
+
 PROFILE_ENV = "EQUIV_HYPOTHESIS_PROFILE"
 # name -> settings; "ci" is derandomised (the same cases every run) and small enough for CI.
 PROFILES = {
@@ -83,35 +85,31 @@ def _profiles(config) -> None:
 
 
 def _usable(framework: str):
-    why = importlib.import_module(f"equiv.frameworks.{framework}").available()
+    why = module(framework).available()
     if why:
         pytest.skip(f"{framework} is not usable here: {why}")
 
 
-@pytest.fixture(scope="session")
-def equiv_torch():
-    """The torch module; skips the test where PyTorch is not installed."""
-    _usable("torch")
-    return importlib.import_module("torch")
+def _library_fixture(name: str):
+    library = REGISTRY[name].library
+
+    @pytest.fixture(scope="session", name=f"equiv_{name}")
+    def fixture():
+        _usable(name)  # also puts equiv's fixes in place (tf_slim on TF 2.21) before the import
+        return importlib.import_module(library)
+
+    fixture.__doc__ = f"The {library} module; skips the test, with the reason, where {name} cannot be used."
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def equiv_keras():
-    """The keras module (Keras 3); skips the test where Keras does not import."""
-    _usable("keras")
-    return importlib.import_module("keras")
-
-
-@pytest.fixture(scope="session")
-def equiv_slim():
-    """The tf_slim module, with equiv's fix for TF 2.21 in place; skips where it cannot run."""
-    _usable("slim")
-    return importlib.import_module("tf_slim")
+# equiv_slim (tf_slim), equiv_keras, equiv_torch: one per registered backend
+for _name in FRAMEWORKS:
+    globals()[f"_equiv_{_name}"] = _library_fixture(_name)
 
 
 @pytest.fixture(params=FRAMEWORKS)
 def equiv_framework(request):
-    """Each framework's name in turn ("slim", "keras", "torch"), skipped where not usable."""
+    """Each registered framework's name in turn (`equiv.frameworks.FRAMEWORKS`), skipped where not usable."""
     _usable(request.param)
     return request.param
 

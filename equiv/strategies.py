@@ -21,11 +21,11 @@ from hypothesis.errors import InvalidArgument
 from equiv import canonical as C
 from equiv import weights as W
 from equiv.errors import EquivError
+from equiv.frameworks import FRAMEWORKS
 from equiv.variants import Variant, all_variants, get
 
 __all__ = ["input_shapes", "inputs", "registered_variants", "variants", "weights"]
 
-FRAMEWORKS = ("slim", "keras", "torch")
 DTYPES = ("float16", "float32", "float64")
 BATCHES = st.integers(1, 3)  # default batch sizes
 SEEDS = st.integers(0, 2**16)  # default seeds of values and weights
@@ -187,7 +187,7 @@ def _registered_variants(draw, native, max_units) -> Variant:
 def registered_variants(*, native=None, max_units=None) -> st.SearchStrategy[Variant]:
     """The registry's real references (`equiv variants`).
 
-    * native: only those native to this framework ("slim", "keras" or "torch"); any when None.
+    * native: only those native to this framework (a name of `equiv.frameworks.FRAMEWORKS`); any when None.
     * max_units: only those with at most this many residual units in all (resnet18 has 8,
       resnet50 16), to keep a test cheap; any when None.
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from equiv import canonical as C
 from equiv import compare
 from equiv.compare import Report, TapResult
 from equiv.errors import EquivError, ParamMismatchError
+from equiv.frameworks import FRAMEWORKS, adapter, backend_of, loaded
 from equiv.variants import Variant, all_variants, get
 
 __all__ = ["NotEquivalentError", "assert_equivalent"]
@@ -70,24 +70,10 @@ class _Side:
 # Recognising an operand
 
 
-def _framework_of(obj) -> str | None:
-    """'torch', 'keras' or 'slim' for a model object, else None; imports no framework."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(obj, torch.nn.Module):
-        return "torch"
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(obj, keras.Model):
-        return "keras"
-    slim = sys.modules.get("equiv.frameworks.slim")
-    if slim is not None and isinstance(obj, slim.SlimModel):
-        return "slim"
-    return None
-
-
 def _kind(obj) -> str:
     if isinstance(obj, Variant):
         return "variant"
-    if _framework_of(obj):
+    if backend_of(obj):
         return "model"
     if isinstance(obj, os.PathLike):
         return "file"
@@ -96,7 +82,7 @@ def _kind(obj) -> str:
             return "file"
         return "variant"
     raise EquivError(f"cannot compare a {type(obj).__name__}: pass a variant (name or Variant), a model "
-                     "(torch nn.Module, Keras model, equiv's slim model) or the path of a weight file")
+                     f"of a registered framework ({', '.join(FRAMEWORKS)}) or the path of a weight file")
 
 
 def _as_variant(obj) -> Variant:
@@ -106,54 +92,16 @@ def _as_variant(obj) -> Variant:
         raise EquivError(f"{obj!r} is neither an existing weight file nor a registered variant ({e})") from None
 
 
-# ---------------------------------------------------------------------------------------
-# Reading a model's parameters
-
-
-def _model_params(fw: str, v: Variant, model) -> dict[str, np.ndarray]:
-    """The model's weights in canonical form, read as variant `v`; ParamMismatchError names
-    what does not fit."""
-    if fw == "torch":
-        from equiv.frameworks import torch as ad
-
-        return ad.state_dict_params(v, model.state_dict(), source=f"torch module {type(model).__name__}")
-    if fw == "keras":
-        from equiv.frameworks import keras as ad
-
-        return ad.export_params(v, model)
-    from equiv.frameworks import slim as ad
-
-    names = ad.framework_names(v)
-    missing = [c for c, s in names.items() if s not in model.variables]
-    unexpected = sorted(set(model.variables) - set(names.values()))
-    if missing or unexpected:
-        raise ParamMismatchError(v.name, missing, unexpected, source="slim model")
-    params = ad.export_params(v, model)
-    C.check_params(v, params, source="slim model")
-    return params
-
-
-def _framework_keys(fw: str, model) -> set[str]:
-    """The model's parameter names in its framework's own naming."""
-    if fw == "torch":
-        return {k for k in model.state_dict() if not k.endswith(".num_batches_tracked")}
-    if fw == "keras":
-        return {w.path for w in model.weights}
-    return set(model.variables)
-
-
 def _infer_variant(fw: str, model) -> Variant:
     """The one registered variant whose parameters the model holds exactly, else EquivError."""
-    from equiv.frameworks import adapter
-
-    names = adapter(fw).framework_names
-    keys = _framework_keys(fw, model)
+    ad = adapter(fw)
+    keys = ad.model_names(model)
     fits = []
     for v in all_variants():
-        if set(names(v).values()) != keys:
+        if set(ad.framework_names(v).values()) != keys:
             continue
         try:
-            _model_params(fw, v, model)
+            ad.model_params(v, model)
         except ParamMismatchError:
             continue
         fits.append(v.name)
@@ -165,113 +113,15 @@ def _infer_variant(fw: str, model) -> Variant:
 
 
 # ---------------------------------------------------------------------------------------
-# Running each kind of operand
+# Running an operand
 
 
 def _native_runner(fw: str, v: Variant, params) -> Callable:
     """Build `v` in `fw` (its reference where `fw` is native to it), load `params`, run."""
-    from equiv.frameworks import adapter
-
-    ad = adapter(fw)
-
     def run(x, taps):
-        model = ad.build(v)
-        try:
-            ad.load_params(v, model, params)
-            return ad.run(v, model, x, taps)
-        finally:
-            if callable(getattr(model, "close", None)):
-                model.close()
+        with loaded(fw, v, params) as model:
+            return adapter(fw).run(v, model, x, taps)
     return run
-
-
-def _torch_mode_kept(model, fn):
-    """Run fn() with the module in eval mode, then give it back the mode it had."""
-    was_training = model.training
-    try:
-        return fn()
-    finally:
-        model.train(was_training)
-
-
-def _hooked_torch_runner(v: Variant, model) -> tuple[Callable, list[str]]:
-    """Run a torch module that is not equiv's through its own forward, recording the taps its
-    named modules give: each unit's output (module `layer{s}.{u-1}`) and the logits (`fc`), the
-    names of equiv's torch adapter (torchvision's layout)."""
-    import torch
-
-    from equiv.frameworks import torch as ad
-
-    names = ad.framework_names(v)
-    where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in C.units(v)}
-    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
-    modules = dict(model.named_modules())
-    lost = [m for m in where.values() if m not in modules]
-    if lost:
-        raise EquivError(f"torch module {type(model).__name__} has no submodule {lost[0]} (torchvision's layout "
-                         f"of {v.name}); its taps cannot be read")
-
-    def run(x, taps):
-        got = {}
-
-        def recorder(tap):
-            def hook(module, inputs, output):
-                if not isinstance(output, torch.Tensor):
-                    raise EquivError(f"submodule {where[tap]} of {type(model).__name__} returned a "
-                                     f"{type(output).__name__}, not a tensor")
-                got[tap] = output.detach().float().cpu().clone()
-            return hook
-
-        handles = [modules[where[t]].register_forward_hook(recorder(t)) for t in taps]
-        device = next(model.parameters()).device
-        t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32))).to(device)
-        try:
-            model.eval()
-            with torch.no_grad():
-                model(t)
-        finally:
-            for h in handles:
-                h.remove()
-        silent = [where[tap] for tap in taps if tap not in got]
-        if silent:
-            raise EquivError(f"{type(model).__name__}.forward never called its submodule {silent[0]}")
-        return {tap: C.nchw_to_nhwc(got[tap].numpy()) if got[tap].ndim == 4 else got[tap].numpy() for tap in taps}
-
-    return (lambda x, taps: _torch_mode_kept(model, lambda: run(x, taps))), list(where)
-
-
-def _model_runner(fw: str, v: Variant, model) -> tuple[Callable, list[str] | None, tuple[int, int] | None]:
-    """(run, taps it gives or None for all, static input size or None) of a model object."""
-    if fw == "torch":
-        from equiv.frameworks import torch as ad
-
-        if not isinstance(model, ad.ResNet):
-            return (*_hooked_torch_runner(v, model), None)
-        return (lambda x, taps: _torch_mode_kept(model, lambda: ad.run(v, model, x, taps))), None, None
-    if fw == "keras":
-        from equiv.frameworks import keras as ad
-
-        def run(x, taps):
-            try:
-                return ad.run(v, model, x, taps)
-            except ValueError as e:  # a layer named otherwise than keras.applications names it
-                raise EquivError(f"Keras model {model.name}: its taps cannot be read as {v.name}'s ({e})") from None
-
-        h, w = tuple(model.inputs[0].shape)[1:3]
-        return run, None, ((h, w) if h and w else None)
-    from equiv.frameworks import slim as ad
-
-    return (lambda x, taps: ad.run(v, model, x, taps)), None, None
-
-
-# What a model's parameters must be named for equiv to read them.
-_NAMING = {
-    "torch": "a torch module is read through its state_dict, in torchvision's names "
-             "(equiv.frameworks.torch.framework_names(variant) lists them)",
-    "keras": "a Keras model is read by layer name, as keras.applications names its layers "
-             "(equiv.frameworks.keras.framework_names(variant) lists them)",
-    "slim": "a slim model is read by variable name, as tf_slim.nets names them",
-}
 
 
 def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
@@ -280,13 +130,14 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
         v = _as_variant(obj)
         return _Side(f"{key}:{v.native}", f"{v.name} built in {v.native}", v, v.native, None)
     if kind == "model":
-        fw = _framework_of(obj)
+        fw = backend_of(obj)
+        ad = adapter(fw)
         v = variant or _infer_variant(fw, obj)
         try:
-            params = _model_params(fw, v, obj)
+            params = ad.model_params(v, obj)
         except ParamMismatchError as e:
-            raise EquivError(f"{e}; {_NAMING[fw]}") from None
-        run, taps, size = _model_runner(fw, v, obj)
+            raise EquivError(f"{e}; {ad.NAMING}") from None
+        run, taps, size = ad.model_runner(v, obj)
         return _Side(f"{key}:{fw}", f"{fw} model {type(obj).__name__} read as {v.name}", v, fw, params, run, taps,
                      size)
     from equiv import files
@@ -314,7 +165,7 @@ def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
     # own weights fit (a file is read as the model beside it is).
     named = [_as_variant(o) for o, k in zip(operands, kinds) if k == "variant"]
     base = get(variant) if variant is not None else named[0] if named else None
-    read_as = [base or (_infer_variant(_framework_of(o), o) if k == "model" else None)
+    read_as = [base or (_infer_variant(backend_of(o), o) if k == "model" else None)
                for o, k in zip(operands, kinds)]
     read_as = [v or next((r for r in read_as if r is not None), None) for v in read_as]
     sa, sb = (_side(o, k, key, v) for o, k, key, v in zip(operands, kinds, "ab", read_as))
@@ -433,7 +284,7 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
 
 def _assert_equivalent(a, b, variant, taps, rtol, atol, input_size, batch, seed, x, say) -> Report:
     from equiv import weights
-    from equiv.checking import check_input, peak_memory_mb
+    from equiv.memory import check_input, peak_memory_mb
 
     say("preparing both operands")
     sa, sb, notes = _sides(a, b, variant, seed)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from equiv.errors import EquivError, UnknownVariantError
 
-Framework = Literal["slim", "keras", "torch"]
+Framework = str  # a registered backend: a key of equiv.frameworks.REGISTRY
 
 # How a strided convolution or pool pads:
 #   "symmetric": (k-1)//2 before and the rest after, whatever the input size (slim's

@@ -8,10 +8,9 @@ from equiv import canonical as C
 from equiv import variants as V
 from equiv import weights as W
 from equiv.checking import check, diff
-from equiv.frameworks import adapter
+from equiv.frameworks import FRAMEWORKS, adapter
 from tests.contract import assert_exports_exactly
 
-FRAMEWORKS = ("slim", "keras", "torch")
 PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
 
 

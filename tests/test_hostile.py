@@ -22,9 +22,10 @@ from equiv import canonical as C
 from equiv import compare, files, memory
 from equiv import variants as V
 from equiv import weights as W
-from equiv.checking import check, check_input
+from equiv.checking import check
 from equiv.cli import main
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError, ResourceError, UnsafeFileError
+from equiv.memory import check_input
 from equiv.porting import load_weights, looks_like, run_file
 from tests.fuzzing import TINY, tiny_params, write_keras2_h5
 

@@ -18,10 +18,9 @@ import pytest
 from equiv import canonical as C
 from equiv import files, porting, reference, variants, weights
 from equiv.errors import EquivError
-from equiv.frameworks import adapter
+from equiv.frameworks import FRAMEWORKS, adapter
 
 SEEDS = [v for v in variants.all_variants() if v.framework == "seed"]
-FRAMEWORKS = ("slim", "keras", "torch")
 ROOT = Path(__file__).resolve().parents[1]
 
 

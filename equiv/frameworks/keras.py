@@ -11,6 +11,7 @@ TensorFlow, PyTorch and JAX).
 
 from __future__ import annotations
 
+import importlib
 import re
 import weakref
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from equiv import canonical as C
 from equiv import variants
-from equiv.errors import FrameworkError, ParamMismatchError
+from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.variants import Variant
 
 try:
@@ -338,6 +339,56 @@ def run(variant: Variant, model, x, taps=None) -> dict[str, np.ndarray]:
     names = C.resolve_taps(variant, taps)
     out = _tap_model(variant, model)(np.asarray(x, dtype=np.float32), training=False)
     return {t: np.asarray(keras.ops.convert_to_numpy(out[t]), dtype=np.float32) for t in names}
+
+
+def release(model) -> None:
+    """Nothing to close: a Keras model is freed with its last reference (the tap model is weak-keyed)."""
+
+
+# ---------------------------------------------------------------------------------------
+# A user's Keras model, and the environment
+
+NAMING = ("a Keras model is read by layer name, as keras.applications names its layers "
+          "(equiv.frameworks.keras.framework_names(variant) lists them)")
+
+
+def owns(obj) -> bool:
+    return keras is not None and isinstance(obj, keras.Model)
+
+
+def model_names(model) -> set[str]:
+    return {w.path for w in model.weights}
+
+
+def model_params(variant: Variant, model) -> dict[str, np.ndarray]:
+    return export_params(variant, model)
+
+
+def model_runner(variant: Variant, model):
+    def run_it(x, taps):
+        try:
+            return run(variant, model, x, taps)
+        except ValueError as e:  # a layer named otherwise than keras.applications names it
+            raise EquivError(f"Keras model {model.name}: its taps cannot be read as {variant.name}'s ({e})") from None
+
+    h, w = tuple(model.inputs[0].shape)[1:3]
+    return run_it, None, ((h, w) if h and w else None)
+
+
+def versions() -> dict[str, str]:
+    backend = keras.backend.backend()
+    return {"keras": keras.__version__, "backend": backend,
+            backend: getattr(importlib.import_module(backend), "__version__", "?")}
+
+
+def engine() -> str:
+    """Keras multiplies matrices in its backend's library (TensorFlow's is slim's too)."""
+    return keras.backend.backend()
+
+
+def device_name(device: str) -> str | None:
+    """None: Keras names no accelerator through a backend-neutral API (bench records the device asked)."""
+    return None
 
 
 # ---------------------------------------------------------------------------------------

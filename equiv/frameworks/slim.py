@@ -30,7 +30,8 @@ import numpy as np
 
 from equiv import canonical as C
 from equiv import variants
-from equiv.errors import FrameworkError, UnknownVariantError
+from equiv.errors import FrameworkError, ParamMismatchError, UnknownVariantError
+from equiv.frameworks.base import dist_version
 from equiv.variants import Variant
 
 
@@ -323,6 +324,53 @@ def run(variant: Variant, model: SlimModel, x, taps=None) -> dict[str, np.ndarra
     names = C.resolve_taps(variant, taps)
     out = model.session.run({n: model.taps[n] for n in names}, {model.inputs: np.asarray(x, np.float32)})
     return {n: np.asarray(out[n], np.float32) for n in names}
+
+
+def release(model: SlimModel) -> None:
+    model.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A user's model (what equiv.build(..., "slim") returned), and the environment
+
+NAMING = "a slim model is read by variable name, as tf_slim.nets names them"
+
+
+def owns(obj) -> bool:
+    return isinstance(obj, SlimModel)
+
+
+def model_names(model: SlimModel) -> set[str]:
+    return set(model.variables)
+
+
+def model_params(variant: Variant, model: SlimModel) -> dict[str, np.ndarray]:
+    names = framework_names(variant)
+    missing = [c for c, s in names.items() if s not in model.variables]
+    unexpected = sorted(set(model.variables) - set(names.values()))
+    if missing or unexpected:
+        raise ParamMismatchError(variant.name, missing, unexpected, source="slim model")
+    params = export_params(variant, model)
+    C.check_params(variant, params, source="slim model")
+    return params
+
+
+def model_runner(variant: Variant, model: SlimModel):
+    return (lambda x, taps: run(variant, model, x, taps)), None, None
+
+
+def versions() -> dict[str, str]:
+    tf, _ = _libs()
+    return {"tensorflow": tf.__version__, "tf-slim": dist_version("tf-slim"), "tf-keras": dist_version("tf-keras")}
+
+
+def engine() -> str:
+    return "tensorflow"
+
+
+def device_name(device: str) -> str | None:
+    """The accelerator a device string means here: slim runs on the CPU only."""
+    return None
 
 
 # ---------------------------------------------------------------------------------------

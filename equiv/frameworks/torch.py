@@ -334,6 +334,96 @@ def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
     return {n: got[n] for n in names}
 
 
+def release(model) -> None:
+    """Nothing to close: a module is freed with its last reference."""
+
+
+# ---------------------------------------------------------------------------------------
+# A user's torch module, and the environment
+
+NAMING = ("a torch module is read through its state_dict, in torchvision's names "
+          "(equiv.frameworks.torch.framework_names(variant) lists them)")
+
+
+def owns(obj) -> bool:
+    return torch is not None and isinstance(obj, nn.Module)
+
+
+def model_names(model) -> set[str]:
+    return {k for k in model.state_dict() if not k.endswith(".num_batches_tracked")}
+
+
+def model_params(variant: Variant, model) -> dict[str, np.ndarray]:
+    return state_dict_params(variant, model.state_dict(), source=f"torch module {type(model).__name__}")
+
+
+def _mode_kept(model, fn):
+    """Run fn() with the module in eval mode, then give it back the mode it had."""
+    was_training = model.training
+    try:
+        return fn()
+    finally:
+        model.train(was_training)
+
+
+def model_runner(variant: Variant, model):
+    """equiv's own module runs with every tap; any other through its own forward, tapped by hooks
+    on its named modules: each unit's output (`layer{s}.{u-1}`) and the logits (`fc`)."""
+    if isinstance(model, ResNet):
+        return (lambda x, taps: _mode_kept(model, lambda: run(variant, model, x, taps))), None, None
+    names = framework_names(variant)
+    where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in C.units(variant)}
+    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    modules = dict(model.named_modules())
+    lost = [m for m in where.values() if m not in modules]
+    if lost:
+        raise EquivError(f"torch module {type(model).__name__} has no submodule {lost[0]} (torchvision's layout "
+                         f"of {variant.name}); its taps cannot be read")
+
+    def hooked(x, taps):
+        got = {}
+
+        def recorder(tap):
+            def hook(module, inputs, output):
+                if not isinstance(output, torch.Tensor):
+                    raise EquivError(f"submodule {where[tap]} of {type(model).__name__} returned a "
+                                     f"{type(output).__name__}, not a tensor")
+                got[tap] = output.detach().float().cpu().clone()
+            return hook
+
+        handles = [modules[where[t]].register_forward_hook(recorder(t)) for t in taps]
+        device = next(model.parameters()).device
+        t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32))).to(device)
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(t)
+        finally:
+            for h in handles:
+                h.remove()
+        silent = [where[tap] for tap in taps if tap not in got]
+        if silent:
+            raise EquivError(f"{type(model).__name__}.forward never called its submodule {silent[0]}")
+        return {tap: C.nchw_to_nhwc(got[tap].numpy()) if got[tap].ndim == 4 else got[tap].numpy() for tap in taps}
+
+    return (lambda x, taps: _mode_kept(model, lambda: hooked(x, taps))), list(where), None
+
+
+def versions() -> dict[str, str]:
+    return {"torch": torch.__version__}
+
+
+def engine() -> str:
+    return "torch"
+
+
+def device_name(device: str) -> str | None:
+    """The GPU that `device` ("cuda") means here, None on the CPU or without one."""
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # Files: a state_dict saved with torch.save
 
