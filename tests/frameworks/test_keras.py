@@ -16,7 +16,6 @@ from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import keras as K
-from tests.contract import assert_exports_exactly
 
 if K.available():
     pytest.skip(K.available(), allow_module_level=True)
@@ -178,31 +177,6 @@ def test_generic_builder_realises_any_description(v, size):
     got = K.run(v, model, weights.random_input(v, 2, size, size))
     first, _ = compared(v, got, expected(v, 2, size))
     assert first is None, describe(first)
-
-
-# ---------------------------------------------------------------------------------------
-# 2. Export after load is bit-exact, with canonical names, shapes and order
-
-
-def test_export_is_exact(case):
-    assert_exports_exactly(case.v, K.export_params(case.v, case.model), case.params)
-
-
-# ---------------------------------------------------------------------------------------
-# 3. Loading is strict
-
-
-def test_load_rejects_wrong_params(case):
-    v, params = case.v, case.params
-    some = "stage1/unit1/conv1/kernel"
-    missing = {k: a for k, a in params.items() if k != some}
-    unexpected = {**params, "stage1/unit1/conv9/kernel": params[some]}
-    reshaped = {**params, some: params[some][..., :-1]}
-    for bad, attr in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "mismatched")):
-        with pytest.raises(ParamMismatchError) as info:
-            K.load_params(v, case.model, bad)
-        assert getattr(info.value, attr), attr
-    assert np.array_equal(K.export_params(v, case.model)[some], params[some])  # untouched
 
 
 # ---------------------------------------------------------------------------------------

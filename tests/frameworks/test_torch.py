@@ -23,7 +23,6 @@ from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import torch as adapter
 from equiv.variants import Variant
-from tests.contract import assert_exports_exactly
 
 RTOL = 1e-5  # of the tap's scale, max|reference tap|
 
@@ -161,40 +160,6 @@ def test_run_selects_taps():
     assert picked["stem/pool"].shape[-1] == v.stem_width  # NHWC
     with pytest.raises(EquivError, match="unknown tap"):
         adapter.run(v, model, x, ["stage9/unit1"])
-
-
-# ---------------------------------------------------------------------------------------
-# 2. export is the exact inverse of load
-
-
-def test_export_is_bit_exact(case):
-    assert_exports_exactly(case.v, adapter.export_params(case.v, case.model), case.params)
-
-
-# ---------------------------------------------------------------------------------------
-# 3. strict loading
-
-
-def test_load_rejects_mismatched_params(case):
-    v, params = case.v, case.params
-    first = next(iter(params))
-
-    missing = dict(params)
-    del missing["logits/bias"]
-    with pytest.raises(ParamMismatchError) as e:
-        adapter.load_params(v, case.model, missing)
-    assert e.value.missing == ["logits/bias"]
-
-    with pytest.raises(ParamMismatchError) as e:
-        adapter.load_params(v, case.model, {**params, "stage1/unit1/conv9/kernel": params[first]})
-    assert e.value.unexpected == ["stage1/unit1/conv9/kernel"]
-
-    with pytest.raises(ParamMismatchError) as e:
-        adapter.load_params(v, case.model, {**params, first: params[first][..., :-1]})
-    assert [m[0] for m in e.value.mismatched] == [first]
-
-    # nothing was half-loaded
-    assert np.array_equal(case.model.fc.bias.detach().numpy(), params["logits/bias"])
 
 
 # ---------------------------------------------------------------------------------------
