@@ -293,27 +293,44 @@ def min_body_size(v: Variant) -> int:
     raise ValueError(f"{v.name}: no usable input size")
 
 
-def flops(v: Variant, height: int, width: int) -> int:
-    """Multiply-adds x 2 of one forward pass on one image, from the description."""
-    total = 0
-
-    def conv_flops(c: Conv, h: int, w: int) -> tuple[int, int, int]:
-        ho = output_size(c.padding, h, c.kernel, c.stride)
-        wo = output_size(c.padding, w, c.kernel, c.stride)
-        return 2 * ho * wo * c.kernel * c.kernel * c.cin * c.cout, ho, wo
-
-    f, h, w = conv_flops(stem(v), height, width)
-    total += f
+def tap_shapes(v: Variant, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """Every tap's shape for one image of height x width, in network order: (H, W, C), or (C,)
+    for the pooled features and the head. The one place tap shapes are derived (memory
+    estimates, FLOPs and tests ask here)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    c = stem(v)
+    h, w = output_size(c.padding, height, c.kernel, c.stride), output_size(c.padding, width, c.kernel, c.stride)
+    shapes["stem/conv"] = (h, w, v.stem_width)
     h = output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
     w = output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
+    shapes["stem/pool"] = (h, w, v.stem_width)
+    for unit in units(v):
+        if v.preact:
+            shapes[f"{unit.name}/preact"] = (h, w, unit.cin)
+        for c in unit.convs:
+            h, w = output_size(c.padding, h, c.kernel, c.stride), output_size(c.padding, w, c.kernel, c.stride)
+            shapes[c.name] = (h, w, c.cout)
+        shapes[f"{unit.name}/shortcut"] = shapes[unit.name] = (h, w, unit.cout)
+    if v.preact:
+        shapes["post"] = (h, w, channels(v))
+    shapes["pool"] = (features(v),)
+    shapes[output_tap(v)] = (v.num_classes,)
+    return {t: shapes[t] for t in tap_names(v)}
+
+
+def flops(v: Variant, height: int, width: int) -> int:
+    """Multiply-adds x 2 of one forward pass on one image, from the description: each conv's
+    output size (its tap's shape; a projection's is its unit's) times its kernel volume."""
+    shapes = tap_shapes(v, height, width)
+
+    def conv_flops(c: Conv, out: tuple[int, ...]) -> int:
+        return 2 * out[0] * out[1] * c.kernel * c.kernel * c.cin * c.cout
+
+    total = conv_flops(stem(v), shapes["stem/conv"])
     for unit in units(v):
         if unit.shortcut:
-            total += conv_flops(unit.shortcut, h, w)[0]
-        hh, ww = h, w
-        for c in unit.convs:
-            f, hh, ww = conv_flops(c, hh, ww)
-            total += f
-        h, w = hh, ww
+            total += conv_flops(unit.shortcut, shapes[unit.name])
+        total += sum(conv_flops(c, shapes[c.name]) for c in unit.convs)
     return total + 2 * features(v) * v.num_classes
 
 

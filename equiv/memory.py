@@ -11,6 +11,7 @@ set of activations.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import sys
@@ -27,27 +28,7 @@ MB = 1024 * 1024
 
 def tap_elements(v: Variant, height: int, width: int) -> dict[str, int]:
     """Elements of every tap of one image, from the plan (no framework)."""
-    out: dict[str, int] = {}
-    stem = C.stem(v)
-    h = C.output_size(stem.padding, height, stem.kernel, stem.stride)
-    w = C.output_size(stem.padding, width, stem.kernel, stem.stride)
-    out["stem/conv"] = h * w * v.stem_width
-    h = C.output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
-    w = C.output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
-    out["stem/pool"] = h * w * v.stem_width
-    for unit in C.units(v):
-        if v.preact:
-            out[f"{unit.name}/preact"] = h * w * unit.cin
-        for c in unit.convs:
-            h = C.output_size(c.padding, h, c.kernel, c.stride)
-            w = C.output_size(c.padding, w, c.kernel, c.stride)
-            out[c.name] = h * w * c.cout
-        out[f"{unit.name}/shortcut"] = out[unit.name] = h * w * unit.cout
-    if v.preact:
-        out["post"] = h * w * C.features(v)
-    out["pool"] = C.features(v)
-    out["logits"] = v.num_classes
-    return out
+    return {t: math.prod(shape) for t, shape in C.tap_shapes(v, height, width).items()}
 
 
 def estimate(v: Variant, batch: int, height: int, width: int, frameworks: Sequence[str]) -> dict[str, int]:

@@ -80,3 +80,16 @@ def test_check_params_reports_each_problem():
 def test_flops_of_resnet50_match_the_literature():
     # torchvision reports 4.09 GMACs for resnet50 at 224x224.
     assert abs(C.flops(V.get("torchvision/resnet50"), 224, 224) / 2e9 - 4.09) < 0.01
+
+
+# depth repeats the same rules: the 101/152-layer variants add weight-making time, not cases
+@pytest.mark.parametrize("v", [v for v in V.all_variants() if not v.input_size and sum(v.depths) <= 16],
+                         ids=lambda v: v.name)
+def test_tap_shapes_are_what_the_reference_computes(v):
+    """The plan's shapes (used for memory and FLOPs) against the numpy reference's actual taps,
+    at an odd by even size where every padding rule shows."""
+    from equiv import reference, weights
+
+    h, w = C.min_input_size(v) + 1, C.min_input_size(v) + 4
+    taps = reference.forward(v, weights.random_params(v, 0), weights.random_input(v, 1, h, w))
+    assert {t: a.shape[1:] for t, a in taps.items()} == C.tap_shapes(v, h, w)
