@@ -79,6 +79,10 @@ class Variant:
     head_activation: Literal["none", "softmax"] = "none"
     input_size: tuple[int, int] | None = None  # the only input size a flatten head admits
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # The library code this description is a transcription of (tf_slim.nets.resnet_v1.resnet_v1_50,
+    # keras.applications.ResNet50, torchvision.models.resnet18, equiv.seed.*), built natively where
+    # its library imports; "" for a description no library ships. It changes no number.
+    reference: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.depths)
@@ -118,9 +122,23 @@ class Variant:
         return dataclasses.replace(self, **changes)
 
     def conventions(self) -> dict:
-        """Every field that changes a number (everything but the name, native and prose)."""
-        skip = {"name", "native", "description", "notes"}
+        """Every field that changes a number (everything but the name, native, reference and prose)."""
+        skip = {"name", "native", "description", "notes", "reference"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+    def reference_differences(self) -> list[str]:
+        """The conventions in which this description differs from the registered one of its name
+        (the head size aside): where it names a reference, that library code no longer computes
+        what it says unless this is empty."""
+        registered = _REGISTRY.get(self.name)
+        if registered is None or registered.reference != self.reference:
+            return ["reference"]
+        mine, theirs = self.conventions(), registered.conventions()
+        return sorted(k for k in mine if k != "num_classes" and mine[k] != theirs[k])
+
+    def built_by(self) -> str:
+        """The library code that computes this description (any head size), or "" if none does."""
+        return self.reference if self.reference and not self.reference_differences() else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,7 +204,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=False,
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
-        pool_padding="tf_same", num_classes=1001,
+        pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}",
     ))
     register(Variant(
         name=f"slim/resnet_v2_{_d}", native="slim",
@@ -194,7 +212,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
-        pool_padding="tf_same", num_classes=1001,
+        pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}",
     ))
 
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
@@ -204,7 +222,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
         stride_unit="first", stride_conv=1, projection="first_unit", shortcut_norm=True,
         conv_bias="all", conv_padding="symmetric", bn_epsilon=1.001e-5,
-        pool_padding="symmetric", pool_pad_value="zero",
+        pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}",
     ))
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
     register(Variant(
@@ -213,7 +231,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
         stride_unit="last", stride_conv=2, projection="first_unit", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1.001e-5,
-        pool_padding="symmetric", pool_pad_value="zero",
+        pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}V2",
     ))
 
 for _d, _block, _depths in [
@@ -227,7 +245,7 @@ for _d, _block, _depths in [
         block=_block, depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
         stride_unit="first", stride_conv=2 if _block == "bottleneck" else 1,
         projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
-        conv_padding="symmetric", bn_epsilon=1e-5,
+        conv_padding="symmetric", bn_epsilon=1e-5, reference=f"torchvision.models.resnet{_d}",
     ))
 
 # ---------------------------------------------------------------------------------------
@@ -245,11 +263,12 @@ _SEED_SLIM_NOTE = ("the seed's tf.contrib.slim network on tf_slim: biased convs 
                    "ReLU on the stem, VALID max-pool, ReLU on a 3x3 conv only when strided")
 register(Variant(
     name="seed/slim_resnet_v2_demo", description=f"{_SEED_SLIM_NOTE}; the one unit (64, 64, 2) it runs",
-    depths=(1,), widths=(64,), strides=(2,), bottleneck_expansion=1, **_SEED_SLIM,
+    depths=(1,), widths=(64,), strides=(2,), bottleneck_expansion=1, reference="equiv.seed.slim_resnet_v2",
+    **_SEED_SLIM,
 ))
 register(Variant(
     name="seed/slim_resnet_v2_50", description=f"{_SEED_SLIM_NOTE}; the 50-layer list it comments out",
-    depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), **_SEED_SLIM,
+    depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), reference="equiv.seed.slim_resnet_v2", **_SEED_SLIM,
 ))
 register(Variant(
     name="seed/keras_resnet_v2_50", native="keras",
@@ -261,6 +280,7 @@ register(Variant(
     conv_padding="tf_same", bn_epsilon=1e-3, inner_norm=False, branch_relu="every", preact_relu=False,
     identity_from="preact", stem_norm=False, stem_relu=False, pool_padding="valid",
     head_pool=2, head_pool_stride=2, head_activation="softmax", input_size=(224, 224), num_classes=10,
+    reference="equiv.seed.keras_resnet_v2",
 ))
 register(Variant(
     name="seed/torch_resnet_v2", native="torch",
@@ -272,6 +292,7 @@ register(Variant(
     stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
     conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5,
     head_pool=7, head_pool_stride=1, input_size=(224, 224), num_classes=10,
+    reference="equiv.seed.torch_resnet_v2",
 ))
 
 DEFAULT_VARIANT = "slim/resnet_v2_50"

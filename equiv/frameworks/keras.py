@@ -18,7 +18,6 @@ import weakref
 import numpy as np
 
 from equiv import canonical as C
-from equiv import variants
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.variants import Variant
 
@@ -28,8 +27,6 @@ except Exception as error:  # not installed, or its backend fails to import: ava
     keras = None
     _IMPORT_ERROR = f"keras does not import: {type(error).__name__}: {error}"
 
-# keras.applications builders that are references, by variant short name (keras/<name>).
-_REFERENCES = ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2")
 
 
 def available() -> str | None:
@@ -140,21 +137,19 @@ def _tap_layers(v: Variant) -> dict[str, tuple[str, ...]]:
 
 
 def _is_seed(v: Variant) -> bool:
-    """The seed's own Keras network describes `v` (any head size)."""
-    return v.name == "seed/keras_resnet_v2_50" and v == variants.get(v.name, num_classes=v.num_classes)
+    """The seed's own Keras network computes `v` (any head size)."""
+    return v.built_by() == "equiv.seed.keras_resnet_v2"
 
 
 def _reference_builder(v: Variant):
-    """The keras.applications function for `v`, or FrameworkError."""
-    if v.framework != "keras" or v.short_name not in _REFERENCES:
+    """The keras.applications function that computes `v`, or FrameworkError saying why none does."""
+    if v.native != "keras" or not v.reference.startswith("keras.applications."):
         raise FrameworkError(f"{v.name} has no keras.applications reference")
-    registered = variants.get(v.name, num_classes=v.num_classes)
-    if registered.conventions() != v.conventions():
-        changed = sorted(k for k, x in v.conventions().items() if registered.conventions()[k] != x)
-        raise FrameworkError(
-            f"{v.name} differs from keras.applications.{v.short_name} in {', '.join(changed)}; "
-            "build it with reference=False")
-    return getattr(keras.applications, v.short_name)
+    changed = v.reference_differences()
+    if changed:
+        raise FrameworkError(f"{v.name} differs from {v.reference} in {', '.join(changed)}; "
+                             "build it with reference=False")
+    return getattr(keras.applications, v.reference.rsplit(".", 1)[1])
 
 
 def build(variant: Variant, *, reference: bool | None = None):
@@ -167,7 +162,9 @@ def build(variant: Variant, *, reference: bool | None = None):
     if keras is None:
         raise FrameworkError(_IMPORT_ERROR)
     if reference is None:
-        reference = (variant.framework == "keras" and variant.short_name in _REFERENCES) or _is_seed(variant)
+        # a changed keras.applications description is refused below, by name; a changed seed one is generic
+        reference = variant.native == "keras" and bool(variant.built_by()
+                                                        or variant.reference.startswith("keras.applications."))
     if reference and _is_seed(variant):
         from equiv.seed import keras_resnet_v2
 

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from equiv import canonical as C
-from equiv import variants
-from equiv.errors import FrameworkError, ParamMismatchError, UnknownVariantError
+from equiv.errors import FrameworkError, ParamMismatchError
 from equiv.frameworks.base import dist_version
 from equiv.variants import Variant
 
@@ -61,8 +60,8 @@ def available() -> str | None:
 
 
 def _is_seed(v: Variant) -> bool:
-    """The seed's slim network describes `v` (any head size)."""
-    return v.name.startswith("seed/slim_") and _registered(v)
+    """The seed's slim network computes `v` (any head size): its scopes are the seed's."""
+    return v.built_by() == "equiv.seed.slim_resnet_v2"
 
 
 def _scope(v: Variant) -> str:
@@ -147,19 +146,10 @@ class SlimModel:
         self.session.close()
 
 
-def _registered(v: Variant) -> bool:
-    """`v` is a registered variant, or one with only another head size."""
-    try:
-        registered = variants.get(v.name)
-    except UnknownVariantError:
-        return False
-    return v.replace(num_classes=registered.num_classes) == registered
-
-
 def _has_reference(v: Variant) -> bool:
-    """True when `v` is a registered slim-native variant (any head size): only then does a
-    tf_slim.nets function (or the seed's network, equiv.seed) compute what it says."""
-    return v.native == "slim" and _registered(v)
+    """True when library code native to slim computes `v` (any head size): a tf_slim.nets
+    function, or the seed's network (equiv.seed)."""
+    return v.native == "slim" and bool(v.built_by())
 
 
 def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
@@ -197,9 +187,10 @@ def _build_reference(v: Variant, x) -> dict[str, Any]:
     tf, slim = _libs()
     from tf_slim.nets import resnet_v1, resnet_v2
 
-    nets = resnet_v2 if v.preact else resnet_v1
+    module, function = v.reference.rsplit(".", 1)  # tf_slim.nets.resnet_v2.resnet_v2_50
+    nets = {"tf_slim.nets.resnet_v1": resnet_v1, "tf_slim.nets.resnet_v2": resnet_v2}[module]
     with slim.arg_scope(nets.resnet_arg_scope()):
-        _, end_points = getattr(nets, v.short_name)(x, num_classes=v.num_classes, is_training=False)
+        _, end_points = getattr(nets, function)(x, num_classes=v.num_classes, is_training=False)
     g = tf.compat.v1.get_default_graph()
     scope = _scope(v)
     taps = {"stem/conv": end_points[f"{scope}/conv1"],

@@ -24,7 +24,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from equiv import canonical as C
-from equiv import variants
 from equiv.errors import EquivError, FrameworkError, UnsafeFileError
 from equiv.variants import Variant
 
@@ -224,8 +223,8 @@ def head_features(h, kernel: int = 0, stride: int = 0):
 
 
 def _is_seed(v: Variant) -> bool:
-    """The seed's own network describes `v` (any head size)."""
-    return v.name == "seed/torch_resnet_v2" and v == variants.get(v.name, num_classes=v.num_classes)
+    """The seed's own network computes `v` (any head size)."""
+    return v.built_by() == "equiv.seed.torch_resnet_v2"
 
 
 def build(variant: Variant, *, reference: bool | None = None):
