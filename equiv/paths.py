@@ -1,7 +1,7 @@
 """Path policy: every path equiv reads or writes is what it should be, checked before any work.
 
-- An input is a regular file (a TF checkpoint: its `.index` and every `.data-*` file). A FIFO,
-  a device, a socket or a folder is refused by what it is, from `os.stat` alone: nothing is
+- An input is a readable regular file (a TF checkpoint: its `.index` and every `.data-*` file).
+  A FIFO, a device, a socket or a folder is refused by what it is, from `os.stat`, before it is
   opened, so a FIFO cannot hang the reader.
 - An output replaces only a regular file (a symbolic link is refused rather than replaced by
   a file, which would leave what it points to as it was), in a folder equiv can write: tried
@@ -83,6 +83,10 @@ def check_input(path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
             raise EquivError(f"{p}: {e.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise EquivError(f"{p}: is {kind(st.st_mode)}, not a regular file")
+        try:  # readable, said plainly (some readers report EACCES as "no such file"); never blocks
+            os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError as e:
+            raise EquivError(f"{p}: {e.strerror}") from None
     return found
 
 

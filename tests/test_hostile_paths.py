@@ -248,6 +248,16 @@ def test_a_read_only_folder_is_refused_before_anything_is_written(where, shared_
                       parts=[f"equiv: error: {named}: cannot be written in ", "Permission denied"])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops to nobody, which needs root")
+@pytest.mark.parametrize("name", ["in.safetensors", "in.pt"])
+def test_an_unreadable_input_is_one_line_naming_it(name, shared_folder):
+    os.rename(shared_folder / "in.safetensors", shared_folder / name)
+    (shared_folder / name).chmod(0o000)
+    refused_untouched(shared_folder, "port", R18.name, "--from", name, "--from-format", "safetensors",
+                      "--to", "open/o.pt", "-q", wrapper=_AS_NOBODY,
+                      parts=[f"equiv: error: {name}: Permission denied"])
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])
 def test_a_write_that_fails_on_the_disk_is_one_line_and_leaves_nothing(fmt, folder):
     refused_untouched(folder, "port", R18.name, "--from", "in.safetensors", "--to", f"o.{fmt}", "-q",
