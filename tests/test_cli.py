@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: a real process, real exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,10 @@ import pytest
 
 
 def equiv(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True, timeout=timeout)
+    # as a user runs it: a TF_CPP_MIN_LOG_LEVEL of the test session's own would be honoured as theirs
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def test_variants_lists_the_registry():
