@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from equiv.errors import EquivError
+from equiv.paths import refuse_existing
 
 STAGING = ".equiv-tmp-"
 
@@ -35,12 +36,6 @@ def _host() -> str:
 
 def _prefix(target: Path) -> str:
     return f".{target.name}{STAGING}{_host()}-"
-
-
-def refuse_existing(targets: Sequence[Path], force: bool) -> None:
-    existing = [t for t in targets if os.path.lexists(t)]
-    if existing and not force:
-        raise EquivError(f"{existing[0]} exists; pass --force to replace it")
 
 
 def _alive(pid: int) -> bool:
@@ -70,14 +65,22 @@ def clean_stale(target: Path) -> list[Path]:
 
 @contextmanager
 def staging(target: str | os.PathLike) -> Iterator[Path]:
-    """A fresh folder beside `target` to write into; removed with whatever is left in it."""
+    """A fresh folder beside `target` to write into; removed with whatever is left in it.
+
+    An OS error while writing (a full disk, a file too large, no permission) is an EquivError
+    that names `target`, not the staged file: the user never asked for that one."""
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_prefix(target)}{os.getpid()}-", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        clean_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_prefix(target)}{os.getpid()}-", dir=folder))
+    except OSError as e:
+        raise EquivError(f"{target}: cannot be written in {folder}: {e.strerror or e}") from None
     try:
         yield tmp
+    except OSError as e:
+        raise EquivError(f"{target}: cannot be written: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

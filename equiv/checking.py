@@ -64,6 +64,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
     run one input through all, and compare every tap of every pair."""
     v = get(variant)
+    weights.check_seed(seed)
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:
         raise EquivError("a check needs at least two frameworks")
@@ -120,6 +121,7 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     fit, ParamMismatchError names them.
     """
     a, b = get(variant_a), get(variant_b)
+    weights.check_seed(seed)
     notes = []
     if a.num_classes != b.num_classes:
         notes.append(f"class counts differ ({a.num_classes} vs {b.num_classes}): {b.name} compared with "

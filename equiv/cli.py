@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from equiv.frameworks import FRAMEWORKS
 
@@ -38,14 +37,28 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from equiv import __version__
         from equiv.frameworks import module
+        from equiv.quiet import quiet
 
         lines = [f"equiv {__version__}"]
-        for name in FRAMEWORKS:
-            mod = module(name)
-            why = mod.available()
-            found = ", ".join(f"{k} {v}" for k, v in mod.versions().items()) if why is None else f"not usable: {why}"
-            lines.append(f"  {name}: {found}")
-        parser.exit(EXIT_OK, "\n".join(lines) + "\n")
+        with quiet():  # importing each framework to ask its version logs nothing
+            for name in FRAMEWORKS:
+                mod = module(name)
+                why = mod.available()
+                found = (", ".join(f"{k} {v}" for k, v in mod.versions().items()) if why is None
+                         else f"not usable: {why}")
+                lines.append(f"  {name}: {found}")
+        print("\n".join(lines))
+        parser.exit(EXIT_OK)
+
+
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer: {n}")
+    return n
 
 
 def _progress(enabled: bool):
@@ -143,16 +156,12 @@ def cmd_port(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import numpy as np
-
     from equiv import report as R
-    from equiv.errors import EquivError
+    from equiv.inputs import read_npy
     from equiv.porting import npz_bytes, run_file
+    from equiv.variants import get
 
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise EquivError(f"{args.input}: not a readable .npy array ({e})") from None
+    x = read_npy(args.input, get(args.variant, args.num_classes), args.framework)
     taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
     taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, fmt=args.format,
                     num_classes=args.num_classes, allow_pickle=args.allow_pickle)
@@ -211,6 +220,11 @@ def cmd_golden_update(args) -> int:
     return EXIT_OK
 
 
+def _verbose(s) -> None:
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the frameworks' own log lines and warnings on stderr (hidden by default)")
+
+
 _PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tolerance (needs matplotlib)"
 
 
@@ -228,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"else {size[0]} {size[1]})")
         s.set_defaults(default_size=size)
         s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
-        s.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
+        s.add_argument("--seed", type=_seed, default=0, help="seed of the weights and the input (default 0)")
         s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
         s.add_argument("--timings", action="store_true",
                        help="also put the time of each phase and the peak memory in the JSON (they vary from run to "
@@ -244,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
     s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    _verbose(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("diff", help="do two variants compute the same function with one set of weights?")
@@ -254,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
     s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
+    _verbose(s)
     s.set_defaults(func=cmd_diff)
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
@@ -273,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", metavar="FILE")
     s.add_argument("--markdown", metavar="FILE")
     s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    _verbose(s)
     s.set_defaults(func=cmd_bench)
 
     formats = "tf-checkpoint, keras-weights, torch, safetensors"
@@ -292,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
     common(s, size=(64, 64))
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    _verbose(s)
     s.set_defaults(func=cmd_port)
 
     s = sub.add_parser("run", help="run a weight file in one framework on an input, write its taps")
@@ -305,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=_size)
     s.add_argument("--force", action="store_true", help="replace --output if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
+    _verbose(s)
     s.set_defaults(func=cmd_run)
 
     g = sub.add_parser("golden", help="golden outputs in fixtures/: check today's frameworks against them, or rewrite")
@@ -314,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("variants", nargs="*", metavar="VARIANT", help="registered variants (default: all)")
         s.add_argument("--fixtures", metavar="DIR", help="golden folder (default: fixtures/golden)")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+        _verbose(s)
 
     s = gsub.add_parser("verify", help="compare each framework's taps today with its own stored taps")
     golden_common(s)
@@ -328,27 +348,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _refuse_existing_outputs(args) -> None:
-    """Before any work: an output file that exists is replaced only with --force."""
-    from equiv.atomic import refuse_existing
+def _check_paths(args) -> None:
+    """Before any work (equiv.paths): inputs are regular files; outputs replace only regular files
+    that exist with --force, in folders equiv can write; no output is an input or another output."""
+    from equiv import files, paths
 
-    outputs = [getattr(args, name, None) for name in ("json", "markdown", "output", "plot")]
-    refuse_existing([Path(p) for p in outputs if p], getattr(args, "force", False))
+    inputs, outputs = [], []
+    if args.command == "port":
+        inputs.append(("--from", args.source, args.from_format))
+        outputs.append(("--to", args.target, files.detect(args.target, args.to_format, reading=False)))
+    elif args.command == "run":
+        inputs += [("--weights", args.weights, args.format), ("--input", args.input, None)]
+    for name in ("output", "json", "markdown", "plot"):
+        if getattr(args, name, None):
+            outputs.append((f"--{name}", getattr(args, name), None))
+    paths.check_job(inputs, outputs, force=getattr(args, "force", False))
+
+
+def _os_error(e: OSError) -> str:
+    """`path: reason`, as every other error names its file."""
+    where = f"{e.filename}: " if e.filename is not None else ""
+    return f"{where}{e.strerror or e}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     from equiv.errors import EquivError
+    from equiv.quiet import quiet
 
     args = build_parser().parse_args(argv)
     if args.command != "bench":  # each framework's memory goes back to the system after its run (README)
         os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
-    try:
-        _refuse_existing_outputs(args)
-        return args.func(args)
-    except (EquivError, FileExistsError) as e:
-        print(f"equiv: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    with quiet(getattr(args, "verbose", False)):
+        try:
+            _check_paths(args)
+            return args.func(args)
+        except EquivError as e:
+            message = str(e)
+        except OSError as e:  # a full disk, a permission, a folder where a file was expected
+            message = _os_error(e)
+    print("equiv: error: " + " ".join(message.split("\n")), file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from equiv import atomic
+from equiv import atomic, paths
 from equiv import canonical as C
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant
@@ -118,6 +118,7 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, a
     an EquivError that names the file, the format and the reader's own first line.
     `allow_pickle` and `classes` concern torch files only (see frameworks.torch.load_state)."""
     path = Path(path)
+    paths.check_input(path, fmt)  # a regular file (never a FIFO that would hang the reader), before detect opens it
     fmt = detect(path, fmt)
     try:
         params = _read(path, variant, fmt, allow_pickle, classes)
@@ -315,9 +316,8 @@ def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
 
 
 def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
-    """EquivError if `path` (a TF checkpoint: its index) exists and `force` is not given."""
-    path = Path(path)
-    atomic.refuse_existing([Path(str(_tf_prefix(path)) + ".index") if fmt == "tf-checkpoint" else path], force)
+    """EquivError unless `path` (a TF checkpoint: its index and data) can be written: see equiv.paths."""
+    paths.check_job(outputs=[("target", path, fmt)], force=force)
 
 
 def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant,
@@ -332,32 +332,43 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     check_finite(params, f"{path} not written")
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
-        if fmt == "safetensors":
-            from safetensors.numpy import save_file
-
-            # One metadata key: safetensors writes them in hash order, which changes from process to
-            # process, so two keys would give the same port different bytes each run.
-            save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
-                      str(staged), metadata={"equiv_variant": variant.name})
-        else:
-            from equiv.frameworks import adapter
-
-            name = {"tf-checkpoint": "slim", "keras-weights": "keras", "torch": "torch"}[fmt]
-            ad = adapter(name)
-            model = ad.build(variant)
-            try:
-                ad.load_params(variant, model, params)
-                if fmt == "tf-checkpoint":
-                    ad.save_checkpoint(variant, model, str(_tf_prefix(staged)))
-                elif fmt == "keras-weights":
-                    ad.save_weights_file(variant, model, staged)
-                else:
-                    ad.save_state_dict(variant, model, staged)
-            finally:
-                if callable(getattr(model, "close", None)):
-                    model.close()
+        try:
+            _write_staged(params, staged, variant, fmt)
+        except (EquivError, OSError):
+            raise  # atomic.staging names the target of an OSError
+        except Exception as e:  # noqa: BLE001 - a framework's writer says a full disk its own way
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise EquivError(f"{path}: cannot be written ({type(e).__name__}: {first})") from None
         # A TF checkpoint's index goes last: a reader opens it first, so it never sees a half-moved pair.
         produced = sorted((p for p in tmp.iterdir() if p.name != "checkpoint"),
                           key=lambda p: p.name.endswith(".index"))
         folder = path.parent if str(path.parent) else Path(".")
         return atomic.publish([(p, folder / p.name) for p in produced], force)
+
+
+def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: str) -> None:
+    """`params` written to `staged` by the format's own writer."""
+    if fmt == "safetensors":
+        from safetensors.numpy import save_file
+
+        # One metadata key: safetensors writes them in hash order, which changes from process to
+        # process, so two keys would give the same port different bytes each run.
+        save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
+                  str(staged), metadata={"equiv_variant": variant.name})
+    else:
+        from equiv.frameworks import adapter
+
+        name = {"tf-checkpoint": "slim", "keras-weights": "keras", "torch": "torch"}[fmt]
+        ad = adapter(name)
+        model = ad.build(variant)
+        try:
+            ad.load_params(variant, model, params)
+            if fmt == "tf-checkpoint":
+                ad.save_checkpoint(variant, model, str(_tf_prefix(staged)))
+            elif fmt == "keras-weights":
+                ad.save_weights_file(variant, model, staged)
+            else:
+                ad.save_state_dict(variant, model, staged)
+        finally:
+            if callable(getattr(model, "close", None)):
+                model.close()

@@ -7,17 +7,15 @@ files into their frameworks and checks them layer by layer on identical random i
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from equiv import canonical as C
-from equiv import compare, files, weights
+from equiv import compare, files, paths, weights
 from equiv.compare import Report
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant, get
@@ -126,6 +124,7 @@ def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_cl
     expected and found, and the registered variant the file looks like (or the flag for its head).
     `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
     v = get(variant, num_classes)
+    paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
     try:
         return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
@@ -195,17 +194,17 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     equiv.frameworks.torch.load_state. Never by default."""
     say = progress or (lambda msg: None)
     v_src = get(variant, num_classes)
+    weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
         if v_src.num_classes < 2:
             raise EquivError("--drop-background needs a head of at least 2 classes")
         v_dst = v_src.replace(num_classes=v_src.num_classes - 1)
     else:
         v_dst = v_src
-    src_fmt = files.detect(source, source_format)
     dst_fmt = files.detect(target, target_format, reading=False)
-    if Path(os.path.abspath(source)) == Path(os.path.abspath(target)):
-        raise EquivError(f"{target}: the target is the source file")
-    files.check_target(target, dst_fmt, force)
+    # the source's files are regular (read without opening a FIFO), the target is none of them
+    paths.check_job([("--from", source, source_format)], [("--to", target, dst_fmt)], force=force)
+    src_fmt = files.detect(source, source_format)
     if verify:  # refuse sizes that cannot run before any work
         from equiv.memory import check_input
 

@@ -12,11 +12,13 @@ residual stream grows slowly with depth.
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 
 from equiv import canonical as C
 from equiv import reference
+from equiv.errors import EquivError
 from equiv.variants import Variant
 
 CALIBRATION_BATCH = 4
@@ -91,6 +93,18 @@ def _cached(v: Variant, seed: int) -> tuple[tuple[str, np.ndarray], ...]:
     for a in params.values():
         a.setflags(write=False)
     return tuple(params.items())
+
+
+def check_seed(seed) -> int:
+    """A seed is a non-negative integer (numpy's generators refuse others, and too late: after a
+    port has written its file)."""
+    try:
+        n = operator.index(seed)
+    except TypeError:
+        raise EquivError(f"--seed must be an integer, got {seed!r}") from None
+    if n < 0:
+        raise EquivError(f"--seed must be a non-negative integer, got {n}")
+    return n
 
 
 def random_params(v: Variant, seed: int = 0, *, cache: bool = True) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: a real process, real exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,10 @@ import pytest
 
 
 def equiv(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True, timeout=timeout)
+    # as a user runs it: a TF_CPP_MIN_LOG_LEVEL of the test session's own would be honoured as theirs
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "equiv.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def test_variants_lists_the_registry():
@@ -48,10 +52,19 @@ def test_diff_exits_1_and_names_the_stem_pool(tmp_path):
     (["check", "torchvision/resnet18", "--input-size", "a", "1"], "not an integer"),
     (["check", "torchvision/resnet18", "--frameworks", "torch"], "at least two frameworks"),
     (["diff", "slim/resnet_v2_50", "torchvision/resnet18"], "do not fit"),
+    (["check", "torchvision/resnet18", "--seed", "-1"], "argument --seed: must be a non-negative integer: -1"),
+    (["port", "torchvision/resnet18", "--from", "/nonexistent.pt", "--to", "o.pt", "-v"],
+     "/nonexistent.pt: no such file"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message):
     r = equiv(*args)
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
-    assert len([line for line in r.stderr.splitlines() if line.startswith("equiv")]) == 1
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("equiv"), r.stderr  # nothing else on stderr
+
+
+@pytest.mark.parametrize("command", ["check", "diff", "port", "run", "bench"])
+def test_every_command_that_runs_a_framework_takes_verbose(command):
+    r = equiv(command, "--help")
+    assert r.returncode == 0 and "-v, --verbose" in r.stdout and "frameworks' own log lines" in r.stdout

@@ -476,6 +476,21 @@ _PICKLE_ADVICE = (
     "or pass --allow-pickle (allow_pickle=True) if you trust whoever made this file")
 
 
+# What a pickle may not call even with --allow-pickle: functions that act on the system rather
+# than build a model. The first four are the modules torch's weights_only loader blocks outright.
+REFUSED_GLOBALS = ("os.", "posix.", "nt.", "sys.", "subprocess.", "shutil.", "socket.", "builtins.eval",
+                   "builtins.exec", "builtins.compile", "builtins.__import__", "builtins.open")
+
+
+def _refused(name: str) -> bool:
+    return name.startswith(tuple(g for g in REFUSED_GLOBALS if g.endswith("."))) or name in REFUSED_GLOBALS
+
+
+def _refuse_call(path, name: str) -> UnsafeFileError:
+    return UnsafeFileError(f"{path}: a pickle calling {name}, a function equiv refuses even with --allow-pickle "
+                           f"(it acts on the system, it does not build a model)")
+
+
 def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """The state_dict of a torch file as float32 numpy arrays, by its own keys.
 
@@ -487,6 +502,9 @@ def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        blocked = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", str(exc))
+        if blocked:
+            raise _refuse_call(path, blocked.group(1)) from None
         if "Unsupported global" not in str(exc) and "Unsupported class" not in str(exc):
             raise EquivError(f"{path}: not a readable torch file ({_first_line(exc)})") from None
         if not allow_pickle:
@@ -517,13 +535,23 @@ def _trusted_load(path, classes: Mapping[str, type] | None):
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module, name):
+            if _refused(f"{module}.{name}"):
+                raise _refuse_call(path, f"{module}.{name}")
             found = mapping.get(f"{module}.{name}")
-            return found if found is not None else super().find_class(module, name)
+            if found is None:
+                found = super().find_class(module, name)
+                # by what it is, not what the pickle calls it (protocol 2 names subprocess `commands`)
+                real = f"{getattr(found, '__module__', '')}.{getattr(found, '__qualname__', '')}"
+                if _refused(real):
+                    raise _refuse_call(path, real)
+            return found
 
     pickle_module = SimpleNamespace(__name__="equiv_trusted_pickle", Unpickler=Unpickler,
                                     load=lambda f, **kw: Unpickler(f, **kw).load())
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    except EquivError:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the trusted unpickling raised is about this file
         raise EquivError(f"{path}: cannot be unpickled ({type(exc).__name__}: {_first_line(exc)})") from None
 
