@@ -21,6 +21,9 @@ from equiv.memory import check_input, peak_memory_mb
 from equiv.variants import Variant, get
 
 Progress = Callable[[str], None]
+# Default input sizes (the API's and the command line's): a check at ImageNet's size, a diff small.
+CHECK_SIZE = (224, 224)
+DIFF_SIZE = (64, 64)
 
 
 class _Timer(dict):
@@ -68,7 +71,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:
         raise EquivError("a check needs at least two frameworks")
-    h, w = input_size or v.input_size or (64, 64)
+    h, w = input_size or v.input_size or CHECK_SIZE
     check_input(v, batch, h, w, frameworks=fws)
     tol = compare.tolerance(dtype)
     say = progress or (lambda msg: None)
@@ -112,7 +115,7 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
 
 
 def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | None = None, *,
-         input_size: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0,
+         input_size: tuple[int, int] = DIFF_SIZE, batch: int = 2, seed: int = 0,
          dtype: str = "float32") -> Report:
     """Do two variants compute the same function under one set of weights?
 

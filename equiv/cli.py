@@ -229,6 +229,9 @@ _PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tole
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from equiv.checking import CHECK_SIZE, DIFF_SIZE
+    from equiv.porting import VERIFY_SIZE
+
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
     p.add_argument("--version", action=_Version, nargs=0, help="print equiv's version and each backend's, then exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -236,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("variants", help="list the registered variants")
     s.set_defaults(func=cmd_variants)
 
-    def common(s, size=(224, 224)):
+    def common(s, size):
         s.add_argument("--input-size", nargs=2, type=_size, default=None, metavar=("H", "W"),
                        help=f"input height and width (default: the variant's only size if it has one, "
                             f"else {size[0]} {size[1]})")
@@ -251,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
     s.add_argument("variant", help="a registered variant, e.g. slim/resnet_v2_50 (see `equiv variants`)")
     s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default {ALL})")
-    common(s)
+    common(s, size=CHECK_SIZE)
     s.add_argument("--isolated", action="store_true",
                    help="also split each unit's error into what it made and what it inherited")
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
@@ -265,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("variant_a")
     s.add_argument("variant_b")
     s.add_argument("--framework", help="framework to run both in (default: variant_a's native one)")
-    common(s, size=(64, 64))
+    common(s, size=DIFF_SIZE)
     s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
     s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
@@ -307,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--force", action="store_true", help="replace --to (and --json) if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
-    common(s, size=(64, 64))
+    common(s, size=VERIFY_SIZE)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     _verbose(s)
     s.set_defaults(func=cmd_port)

@@ -22,6 +22,7 @@ from equiv.variants import Variant, get
 
 # The framework that owns each file format; safetensors belongs to none and is verified in
 # the variant's native framework.
+VERIFY_SIZE = (64, 64)  # the default input of `port --verify` (API and command line)
 OWNER = {"tf-checkpoint": "slim", "keras-weights": "keras", "keras-archive": "keras", "keras2-h5": "keras",
          "torch": "torch"}
 
@@ -209,7 +210,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
         from equiv.memory import check_input
 
         owners = [OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)]
-        check_input(v_src, batch, *(input_size or v_src.input_size or (64, 64)), frameworks=owners)
+        check_input(v_src, batch, *(input_size or v_src.input_size or VERIFY_SIZE), frameworks=owners)
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
@@ -243,7 +244,7 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input, peak_memory_mb
 
-    h, w = input_size or v_src.input_size or (64, 64)
+    h, w = input_size or v_src.input_size or VERIFY_SIZE
     owners = [OWNER.get(fmt, v.native) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
     check_input(v_src, batch, h, w, frameworks=owners)
     x = weights.random_input(v_src, batch, h, w, seed)

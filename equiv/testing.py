@@ -239,7 +239,7 @@ def _message(report: Report, first: TapResult, sa: _Side, sb: _Side, outputs, at
             (f"  worst element: index {tuple(first.worst_index)} of shape {tuple(first.shape)} (NHWC): "
              f"{a} = {va:.7g}, {b} = {vb:.7g}, |difference| = {_fmt(first.max_abs)}"),
             f"  error: {_fmt(first.rel)} = max|{a} - {b}| / max|{a}| (max|{a}| = {_fmt(first.scale)})",
-            f"  allowed: {_fmt(first.tol)}" + (f" (rtol plus atol {_fmt(atol)} / max|{a}|)" if atol else ""),
+            f"  allowed: {_fmt(first.tol)}" + (f" (scale_rtol plus atol {_fmt(atol)} / max|{a}|)" if atol else ""),
         ]
     failing = [r for r in report.taps if not r.ok]
     lines.append(f"  {len(failing)} of {len(report.taps)} taps diverge; worst relative error {_fmt(report.worst_rel)}")
@@ -250,7 +250,7 @@ def _message(report: Report, first: TapResult, sa: _Side, sb: _Side, outputs, at
 
 
 def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
-                      taps: str | Sequence[str] | None = "all", rtol: float | None = None,
+                      taps: str | Sequence[str] | None = "all", scale_rtol: float | None = None,
                       atol: float | None = None, input_size: tuple[int, int] | None = None, batch: int = 2,
                       seed: int = 0, x: np.ndarray | None = None,
                       progress: Callable[[str], None] | None = None) -> Report:
@@ -263,9 +263,10 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
       (a weight file is read as the model beside it).
       A head of another size: ``equiv.get(name, num_classes=N)``.
     * taps: "all" (every tap both give), "logits", or a list of tap names.
-    * rtol: the relative error allowed at every tap (max|a-b| / max|a|, `a` the reference).
+    * scale_rtol: the error allowed at every tap as a fraction of the tap's scale:
+      max|a-b| / max|a|, `a` the reference (not torch's element-wise rtol).
       Default: float32's tolerance grown with the tap's depth (`equiv.compare.tap_tolerances`).
-    * atol: an absolute error allowed on top: a tap passes when max|a-b| <= atol + rtol * max|a|.
+    * atol: an absolute error allowed on top: a tap passes when max|a-b| <= atol + scale_rtol * max|a|.
     * input_size, batch, seed: the seeded NHWC input (default 64x64, or a Keras model's fixed size);
       seed also seeds the weights when neither operand carries any.
     * x: an explicit NHWC float32 input instead (from `equiv.strategies.inputs`, say).
@@ -276,13 +277,14 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
     """
     __tracebackhide__ = True
     try:
-        return _assert_equivalent(a, b, variant, taps, _check_tolerance("rtol", rtol), _check_tolerance("atol", atol),
-                                  input_size, batch, seed, x, progress or (lambda msg: None))
+        return _assert_equivalent(a, b, variant, taps, _check_tolerance("scale_rtol", scale_rtol),
+                                  _check_tolerance("atol", atol), input_size, batch, seed, x,
+                                  progress or (lambda msg: None))
     except (EquivError, NotEquivalentError) as e:
         raise e.with_traceback(None) from None  # the user's line, not equiv's insides
 
 
-def _assert_equivalent(a, b, variant, taps, rtol, atol, input_size, batch, seed, x, say) -> Report:
+def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch, seed, x, say) -> Report:
     from equiv import weights
     from equiv.memory import check_input, peak_memory_mb
 
@@ -306,16 +308,16 @@ def _assert_equivalent(a, b, variant, taps, rtol, atol, input_size, batch, seed,
         say(f"running {side.what}")
         outputs[side.label] = side.run(x, names)
     base = compare.tap_tolerances(sa.variant)
-    tols = {t: rtol if rtol is not None else base[t] for t in names}
+    tols = {t: scale_rtol if scale_rtol is not None else base[t] for t in names}
     results = [_with_atol(r, atol or 0.0) for r in compare.compare_taps(outputs, names, tols)]
     if sa.taps is not None or sb.taps is not None:
         notes.append(f"a model outside equiv gives only some taps; compared: {len(names)}")
     report = Report(kind="assert", variant=sa.variant.name if sa.variant == sb.variant else
                     f"{sa.variant.name} vs {sb.variant.name}", frameworks=[sa.label, sb.label],
-                    settings={"input_shape": list(x.shape), "seed": seed, "rtol": rtol, "atol": atol or 0.0,
+                    settings={"input_shape": list(x.shape), "seed": seed, "scale_rtol": scale_rtol, "atol": atol or 0.0,
                               "a": sa.what, "b": sb.what},
-                    tolerance=rtol if rtol is not None else compare.tolerance("float32"), taps=results, notes=notes,
-                    peak_memory_mb=peak_memory_mb())
+                    tolerance=scale_rtol if scale_rtol is not None else compare.tolerance("float32"), taps=results,
+                    notes=notes, peak_memory_mb=peak_memory_mb())
     first = report.first
     if first is not None:
         raise NotEquivalentError(_message(report, first, sa, sb, outputs, atol or 0.0), report)

@@ -67,20 +67,20 @@ def test_a_planted_fault_names_its_tap_and_worst_element(params):
     assert "stage2/unit1/conv2" in message.split("\n\n", 1)[1]  # the per-tap table follows
 
 
-def test_rtol_and_atol_move_the_line(params):
+def test_scale_rtol_and_atol_move_the_line(params):
     model = _model(params)
     model.layer2[0].bn2.eps = 1e-3
     check = {"variant": TINY, "input_size": SIZE, "batch": 1}
     with pytest.raises(NotEquivalentError) as info:
         assert_equivalent(model, TINY, **check)
     worst = info.value.report.worst_rel
-    assert assert_equivalent(model, TINY, rtol=2 * worst, **check).equivalent
+    assert assert_equivalent(model, TINY, scale_rtol=2 * worst, **check).equivalent
     with pytest.raises(NotEquivalentError):
-        assert_equivalent(model, TINY, rtol=worst / 2, **check)
+        assert_equivalent(model, TINY, scale_rtol=worst / 2, **check)
     largest = max(r.max_abs for r in info.value.report.taps)
-    assert assert_equivalent(model, TINY, rtol=0, atol=2 * largest, **check).equivalent
+    assert assert_equivalent(model, TINY, scale_rtol=0, atol=2 * largest, **check).equivalent
     with pytest.raises(NotEquivalentError):
-        assert_equivalent(model, TINY, rtol=0, atol=largest / 2, **check)
+        assert_equivalent(model, TINY, scale_rtol=0, atol=largest / 2, **check)
 
 
 def test_shapes_that_differ_are_named(params):
@@ -144,8 +144,8 @@ def test_weight_files_and_an_inferred_variant(tmp_path):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(EquivError, match="rtol=-1"):
-        assert_equivalent(V.name, V.name, rtol=-1)
+    with pytest.raises(EquivError, match="scale_rtol=-1"):
+        assert_equivalent(V.name, V.name, scale_rtol=-1)
     with pytest.raises(EquivError, match="cannot compare a int"):
         assert_equivalent(42, V.name)
     with pytest.raises(EquivError, match="neither an existing weight file nor a registered variant.*did you mean"):
