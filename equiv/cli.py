@@ -196,11 +196,21 @@ def cmd_golden_verify(args) -> int:
     from equiv import golden
     from equiv import report as R
 
+    _plot_usable(args)
     result = golden.verify(args.variants, args.frameworks, args.fixtures or golden.DEFAULT_DIR,
                            progress=_progress(not args.quiet))
     print(golden.to_text(result), end="")
     if args.json:
         R.write_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n", force=args.force)
+    if args.plot:
+        chosen = golden.plot_report(result)
+        if chosen is None:
+            print(f"equiv: no plot written to {args.plot}: no variant could be compared", file=sys.stderr)
+        else:
+            from equiv.plot import write_plot
+
+            write_plot(chosen, args.plot, force=args.force)
+            print(f"plot: {args.plot} ({chosen.variant}, the largest drift against its tolerance)")
     problems = [v for v in result.verdicts if v.status in golden.PROBLEMS]
     if problems:
         print(f"equiv: error: {len(problems)} variant(s) without a usable golden file: "
@@ -342,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     golden_common(s)
     s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default: all registered, {ALL})")
     s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    s.add_argument("--force", action="store_true", help="replace --json if it exists")
+    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP + ", of the variant whose drift is largest against "
+                   "its tolerance")
+    s.add_argument("--force", action="store_true", help="replace --json or --plot if it exists")
     s.set_defaults(func=cmd_golden_verify)
 
     s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")

@@ -2,14 +2,12 @@
 `fixtures/golden/`, so that an upgrade of TensorFlow, Keras or PyTorch shows, tap by tap, what
 it changed before it reaches users.
 
-One file per variant (`fixtures/golden/<variant name>.npz`, a zip of `.npy` members and a
-`meta.json`). Weights are not stored: they are regenerated from the seed, and a fingerprint of
-them is kept so that a change of the weight generator is told apart from a framework moving.
-The input is stored (it is small). Each framework's taps come from loading the seeded weights
-straight into that framework (no port through another), so a moved tap belongs to exactly one
-framework. The native framework's taps are stored as float32; the others, which differ from
-them by a few units in the last place, as the integer difference of their bit patterns
-(lossless, and it compresses about four times better than a second float32 copy).
+One file per variant (`fixtures/golden/<variant name>.npz`; its format: `equiv.golden_file`).
+Weights are not stored: they are regenerated from the seed, the same bits on any machine
+(`equiv.weights`), and their SHA-256 and generator name are kept so that changed weights are
+told apart from a framework moving. The input is stored (it is small). Each framework's taps
+come from loading the seeded weights straight into that framework (no port through another), so
+a moved tap belongs to exactly one framework.
 
 `verify` runs today's frameworks and compares each one with its own stored taps, with the
 float32 tolerance of each tap (`equiv.compare.tap_tolerances`); `update` rewrites the files,
@@ -19,13 +17,11 @@ atomically, and says what changed.
 from __future__ import annotations
 
 import importlib
-import io
-import json
 import math
+import os
 import platform
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -38,9 +34,9 @@ from equiv import compare, weights
 from equiv.compare import TapResult
 from equiv.errors import EquivError
 from equiv.frameworks import FRAMEWORKS, adapter, parse_frameworks
+from equiv.golden_file import FORMAT, Golden, GoldenFileError, decode, encode, path_for, read
 from equiv.variants import Variant, all_variants, get
 
-FORMAT = "equiv-golden/1"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 SEED = 0
 BATCH = 1
@@ -50,18 +46,9 @@ INPUT_SIZE = (15, 14)
 # evenly spaced elements of each tap, so that fixtures/ stays small; the same elements are
 # taken from today's taps when verifying.
 TAP_SAMPLE = 1024
-# Fingerprints of the weights agree within this (relative) when only the last bits of numpy's
-# float32 calibration moved; a changed weight generator moves them by far more.
-FINGERPRINT_RTOL = 1e-6
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same taps give the same bytes
-_META_KEYS = ("variant", "settings", "frameworks", "taps", "versions", "environment", "command")
 
 Progress = Callable[[str], None]
 PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not a framework, is at fault
-
-
-class GoldenFileError(EquivError):
-    """A golden file is missing, unreadable, or describes another network than the variant."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,118 +122,51 @@ def _dist(name: str) -> str:
         return "not installed"
 
 
-def environment() -> dict[str, str]:
+def environment() -> dict:
+    """Where the taps were computed: versions, and the machine (CPU model, the CPUs this process
+    may use, every thread pool loaded: BLAS library, its kernel for this CPU, its threads)."""
     return {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "cpu": _cpu_model(), "cpus": _cpus(),
+            "threads": _threads()}
 
 
-# ---------------------------------------------------------------------------------------
-# The file
+def _cpus() -> int | None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-@dataclass
-class Golden:
-    """One golden file, decoded: its metadata and each framework's taps."""
-
-    path: Path
-    meta: dict
-    input: np.ndarray
-    fingerprint: np.ndarray
-    taps: dict[str, dict[str, np.ndarray]]  # framework -> tap -> array
-
-    @property
-    def tap_names(self) -> list[str]:
-        return [t for t, _ in self.meta["taps"]]
-
-
-def path_for(directory: str | Path, v: Variant) -> Path:
-    return Path(directory) / f"{v.name}.npz"
-
-
-def _delta(a: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """a's float32 bit patterns minus base's (mod 2**32), zigzagged so that small differences of
-    either sign are small unsigned numbers, as four byte planes: mostly zero bytes where the two
-    nearly agree, which compresses far better than the floats themselves."""
-    d = (a.view(np.uint32) - base.view(np.uint32)).view(np.int32)
-    zz = ((d << 1) ^ (d >> 31)).view(np.uint32)
-    return np.ascontiguousarray(zz.view(np.uint8).reshape(-1, 4).T)
-
-
-def _undelta(planes: np.ndarray, base: np.ndarray) -> np.ndarray:
-    zz = np.ascontiguousarray(planes.T).view(np.uint32).reshape(-1)
-    d = (zz >> 1) ^ (np.uint32(0) - (zz & np.uint32(1)))
-    return (base.view(np.uint32) + d).view(np.float32)
-
-
-def _npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()
-
-
-def encode(meta: dict, x: np.ndarray, fp: np.ndarray, taps: dict[str, dict[str, np.ndarray]]) -> bytes:
-    """The file's bytes: deterministic (fixed timestamps, sorted metadata) so identical taps give
-    an identical file. Each framework's taps are concatenated in network order into one member
-    (`taps/<framework>.npy`): the first framework of `meta["frameworks"]` as float32, the others
-    as differences from it (`_delta`)."""
-    order = list(meta["frameworks"])
-    names = [t for t, _ in meta["taps"]]
-    flat = {fw: np.concatenate([np.asarray(taps[fw][t], np.float32).reshape(-1) for t in names]) for fw in order}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        def put(name: str, data: bytes) -> None:
-            info = zipfile.ZipInfo(name, date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data, compresslevel=9)
-
-        put("meta.json", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
-        put("input.npy", _npy(x.astype(np.float32)))
-        put("weights_fingerprint.npy", _npy(fp))
-        for fw in order:
-            put(f"taps/{fw}.npy", _npy(flat[fw] if fw == order[0] else _delta(flat[fw], flat[order[0]])))
-    return buf.getvalue()
-
-
-def read(path: str | Path) -> Golden:
-    """Decode a golden file; any damage is a GoldenFileError naming the file and member."""
-    path = Path(path)
-    if not path.is_file():
-        raise GoldenFileError(f"no golden file {path}")
-    return decode(path.read_bytes(), path)
-
-
-def decode(data: bytes, path: Path) -> Golden:
-    """Decode a golden file's bytes (`path` names it in errors)."""
+def _cpu_model() -> str:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            meta = json.loads(zf.read("meta.json"))
-            if meta.get("format") != FORMAT:
-                raise GoldenFileError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-            absent = [k for k in _META_KEYS if k not in meta]
-            if absent:
-                raise GoldenFileError(f"{path}: meta.json lacks {', '.join(absent)}")
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
-            def arr(name: str) -> np.ndarray:
-                with zf.open(name) as f:
-                    return np.lib.format.read_array(f, allow_pickle=False)
 
-            order = list(meta["frameworks"])
-            sizes = [math.prod(shape) for _, shape in meta["taps"]]
-            base = arr(f"taps/{order[0]}.npy")
-            taps = {}
-            for fw in order:
-                flat = base if fw == order[0] else _undelta(arr(f"taps/{fw}.npy"), base)
-                if flat.dtype != np.float32 or flat.shape != (sum(sizes),):
-                    raise GoldenFileError(f"{path}: taps/{fw}.npy holds {flat.dtype} {flat.shape}, "
-                                          f"the metadata's taps need float32 ({sum(sizes)},)")
-                parts = np.split(flat, np.cumsum(sizes)[:-1])
-                taps[fw] = {t: p.reshape(shape) for (t, shape), p in zip(meta["taps"], parts)}
-            return Golden(path, meta, arr("input.npy"), arr("weights_fingerprint.npy"), taps)
-    except GoldenFileError:
-        raise
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise GoldenFileError(f"{path}: not a readable golden file ({type(e).__name__}: {e})") from None
+def _threads() -> list[dict]:
+    """threadpoolctl's view of the loaded thread pools (BLAS, OpenMP), and each framework's own."""
+    from threadpoolctl import threadpool_info
+
+    pools = [{"library": Path(p.get("filepath", "?")).name, "api": p.get("internal_api", "?"),
+              "version": p.get("version") or "?", "kernel": p.get("architecture") or "-",
+              "threads": p.get("num_threads")} for p in threadpool_info()]
+    if "torch" in sys.modules:
+        pools.append({"library": "torch", "api": "intra-op", "version": sys.modules["torch"].__version__,
+                      "kernel": "-", "threads": sys.modules["torch"].get_num_threads()})
+    return sorted(pools, key=lambda p: (p["api"], p["library"]))
+
+
+def machine_line(env: dict) -> str:
+    """The CPU and the BLAS kernels of an `environment()`, on one line."""
+    blas = [f"{p['api']} {p['version']} {p['kernel']} {p['threads']} thread(s)" for p in env.get("threads", [])
+            if p["api"] in ("openblas", "mkl", "blis")]
+    rest = [f"{p['library']} {p['api']} {p['threads']}" for p in env.get("threads", [])
+            if p["api"] not in ("openblas", "mkl", "blis")]
+    return (f"{env.get('cpu', 'unknown CPU')}, {env.get('cpus', '?')} CPU(s); BLAS: " + ("; ".join(blas) or "none seen")
+            + (f"; other thread pools: {', '.join(rest)}" if rest else ""))
 
 
 def _jsonable(value):
@@ -305,6 +225,7 @@ class Verdict:
     taps: list[TapResult] = field(default_factory=list)  # pair: ("<fw>@golden", fw)
     version_changes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    made_on: dict = field(default_factory=dict)  # the stored file's environment (versions, machine)
 
     def worst(self, fw: str) -> TapResult | None:
         mine = [r for r in self.taps if r.pair[1] == fw]
@@ -318,13 +239,19 @@ class Verdict:
         worst = {fw: _tap_json(self.worst(fw)) for fw in self.frameworks if self.worst(fw) is not None}
         return {"variant": self.variant, "status": self.status, "path": self.path, "message": self.message,
                 "frameworks": self.frameworks, "version_changes": self.version_changes,
-                "worst": worst, "moved": [_tap_json(r) for r in self.moved],
+                "worst": worst, "moved": [_tap_json(r) for r in self.moved], "made_on": self.made_on,
                 "seconds": round(self.seconds, 2), "taps": [r.to_json() | {"framework": r.pair[1]} for r in self.taps]}
 
 
 def _tap_json(r: TapResult) -> dict:
     d = r.to_json()
-    return {"framework": r.pair[1], "tap": r.name, **{k: d[k] for k in ("rel", "tol", "max_abs", "status")}}
+    return {"framework": r.pair[1], "tap": r.name, **{k: d[k] for k in ("rel", "tol", "max_abs", "status")},
+            "of_tolerance": _of_tol(r)}
+
+
+def _of_tol(r: TapResult) -> float:
+    """The drift as a fraction of its tolerance (1: at the tolerance)."""
+    return r.rel / r.tol if r.tol > 0 else (0.0 if r.rel == 0 else math.inf)
 
 
 @dataclass
@@ -333,6 +260,7 @@ class VerifyReport:
     frameworks: list[str]
     today: dict
     verdicts: list[Verdict]
+    seconds: float = 0.0
 
     @property
     def exit_status(self) -> int:
@@ -351,10 +279,20 @@ class VerifyReport:
                     out[fw] = (r.rel, v.variant, r.name)
         return out
 
+    def version_changes(self) -> dict[str, list[str]]:
+        """Each version change since the golden files, with the variants whose file it concerns."""
+        out: dict[str, list[str]] = {}
+        for v in self.verdicts:
+            for change in v.version_changes:
+                out.setdefault(change, []).append(v.variant)
+        return out
+
     def to_json(self) -> dict:
         return {"kind": "golden-verify", "directory": self.directory, "frameworks": self.frameworks,
-                "today": self.today, "exit_status": self.exit_status,
-                "largest_drift": {fw: {"rel": rel if math.isfinite(rel) else str(rel), "variant": var, "tap": tap}
+                "today": self.today, "exit_status": self.exit_status, "seconds": round(self.seconds, 1),
+                "version_changes": self.version_changes(),
+                "largest_drift": {fw: {"rel": rel if math.isfinite(rel) else str(rel),
+                                       "variant": var if rel != 0 else None, "tap": tap if rel != 0 else None}
                                   for fw, (rel, var, tap) in self.largest_drift().items()},
                 "variants": [v.to_json() for v in self.verdicts]}
 
@@ -375,17 +313,59 @@ def _version_changes(stored: dict, today: dict, frameworks: Iterable[str]) -> li
     return changes
 
 
-def _fingerprint_change(v: Variant, golden: Golden, fp: np.ndarray) -> str | None:
-    if golden.fingerprint.shape != fp.shape:
-        return "the weight fingerprint has another shape"
-    scale = np.maximum(np.abs(golden.fingerprint[:, 1]), 1e-30)[:, None]
-    off = np.abs(golden.fingerprint - fp) / scale
-    if off.max() <= FINGERPRINT_RTOL:
+def _made_by(golden: Golden) -> str:
+    import equiv
+
+    return (f"made by equiv {golden.meta['equiv_version']} on {golden.meta.get('created', '?')}; "
+            f"this is equiv {equiv.__version__}")
+
+
+def _settings_change(v: Variant, golden: Golden) -> str | None:
+    old, new = golden.meta["settings"], settings_for(v)
+    moved = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    if not moved:
         return None
-    name = list(C.param_shapes(v))[int(np.argmax(off.max(axis=1)))]
-    return (f"{golden.path}: the seeded weights are not the ones it was made with (first: {name}, "
-            f"relative change {off.max():.1e}); the weight generator or numpy changed "
-            f"(numpy then {golden.meta['environment']['numpy']}, now {np.__version__})")
+    return f"{golden.path}: its input or sampling settings are not today's ({', '.join(moved)})"
+
+
+def _weights_change(v: Variant, golden: Golden, params: dict[str, np.ndarray]) -> tuple[str, bool] | None:
+    """Why the seeded weights are not the bits the file was made with, and whether that is a change
+    to commit (a new generator or numpy) rather than this machine computing other bits (a bug)."""
+    stored = golden.meta["weights"]
+    if stored["sha256"] == weights.digest(v, params):
+        return None
+    fp = fingerprint(v, params)
+    where = "the fingerprint agrees, the bits do not"
+    if golden.fingerprint.shape == fp.shape and not np.array_equal(golden.fingerprint, fp):
+        off = np.abs(golden.fingerprint - fp) / np.maximum(np.abs(golden.fingerprint[:, 1]), 1e-30)[:, None]
+        i = int(np.argmax(np.any(golden.fingerprint != fp, axis=1)))
+        where = f"first {list(C.param_shapes(v))[i]}, relative change {off[i].max():.1e}"
+    then_numpy = golden.meta["environment"].get("numpy", "?")
+    changes = []
+    if stored["generator"] != weights.GENERATOR:
+        changes.append(f"weight generator {stored['generator']} -> {weights.GENERATOR}")
+    if then_numpy != np.__version__:
+        changes.append(f"numpy {then_numpy} -> {np.__version__}")
+    if changes:
+        return f"{golden.path}: the seeded weights changed ({where}) with the {', '.join(changes)}", True
+    return (f"{golden.path}: the seeded weights differ from the ones it was made with ({where}), although the "
+            f"weight generator ({weights.GENERATOR}) and numpy ({np.__version__}) are the same: either the "
+            f"generator depends on the machine (made on {machine_line(golden.meta['environment'])}; here "
+            f"{machine_line(environment())}) or its code changed without a new equiv.weights.GENERATOR. That is a "
+            "bug of equiv's to report, not a change to commit: `equiv golden update` would hide it"), False
+
+
+def _stale(v: Variant, golden: Golden, frameworks: Sequence[str]) -> tuple[str, bool, dict | None]:
+    """(why the file cannot be compared, whether regenerating it is the fix, the seeded weights)."""
+    why = describes_other(v, golden) or _settings_change(v, golden)
+    absent = [fw for fw in frameworks if fw not in golden.taps]
+    if why is None and absent:
+        why = f"{golden.path} holds no taps of {', '.join(absent)}"
+    if why is not None:
+        return why, True, None
+    params = weights.random_params(v, golden.meta["settings"]["seed"])
+    change = _weights_change(v, golden, params)
+    return (*change, params) if change else ("", False, params)
 
 
 def verify_one(v: Variant, frameworks: Sequence[str], directory: str | Path = DEFAULT_DIR,
@@ -393,33 +373,30 @@ def verify_one(v: Variant, frameworks: Sequence[str], directory: str | Path = DE
     """Today's taps of `v` in each framework against that framework's stored taps."""
     t0 = time.perf_counter()
     path = path_for(directory, v)
+    fws = list(frameworks)
     if not path.exists():
         return Verdict(v.name, "missing", str(path), f"no golden file {path}; run `equiv golden update {v.name}`",
-                       frameworks=list(frameworks))
+                       frameworks=fws)
     try:
         golden = read(path)
     except GoldenFileError as e:
         return Verdict(v.name, "unreadable", str(path), f"{e}; regenerate with `equiv golden update {v.name}`",
-                       frameworks=list(frameworks))
-    why = describes_other(v, golden)
-    absent = [fw for fw in frameworks if fw not in golden.taps]
-    if why is None and absent:
-        why = f"{path} holds no taps of {', '.join(absent)}"
-    params = weights.random_params(v, golden.meta["settings"]["seed"]) if why is None else {}
-    if why is None:
-        why = _fingerprint_change(v, golden, fingerprint(v, params))
-    if why is not None:
-        return Verdict(v.name, "stale", str(path), f"{why}; regenerate with `equiv golden update {v.name}`",
-                       frameworks=list(frameworks))
-    today = produce(v, frameworks, golden.input, params, progress, golden.meta["settings"].get("sample"))
+                       frameworks=fws)
+    why, regenerate, params = _stale(v, golden, fws)
+    if why:
+        fix = f"; if that change is meant, regenerate with `equiv golden update {v.name}` and commit the file"
+        return Verdict(v.name, "stale", str(path), f"{why} ({_made_by(golden)})" + (fix if regenerate else ""),
+                       frameworks=fws, made_on=golden.meta["environment"])
+    today = produce(v, fws, golden.input, params, progress, golden.meta["settings"].get("sample"))
     tols = compare.tap_tolerances(v, "float32")
     results = [compare.compare_tap(t, golden.taps[fw][t], today[fw][t], (f"{fw}@golden", fw), tols[t])
-               for fw in frameworks for t in golden.tap_names]
-    verdict = Verdict(v.name, "unchanged", str(path), frameworks=list(frameworks), taps=results,
-                      version_changes=_version_changes(golden.meta["versions"], versions(frameworks), frameworks))
+               for fw in fws for t in golden.tap_names]
+    verdict = Verdict(v.name, "unchanged", str(path), frameworks=fws, taps=results,
+                      version_changes=_version_changes(golden.meta["versions"], versions(fws), fws),
+                      made_on=golden.meta["environment"])
     if verdict.moved:
         verdict.status = "moved"
-        verdict.message = "; ".join(_moved_summary(verdict, fw) for fw in frameworks
+        verdict.message = "; ".join(_moved_summary(verdict, fw) for fw in fws
                                     if any(r.pair[1] == fw for r in verdict.moved))
     verdict.seconds = time.perf_counter() - t0
     return verdict
@@ -439,9 +416,11 @@ def verify(variants: Iterable[str | Variant] | None = None, frameworks: Sequence
     selected = _select(variants)
     if not Path(directory).is_dir():
         raise GoldenFileError(f"no golden folder {directory}")
+    t0 = time.perf_counter()
     verdicts = [verify_one(v, fws, directory, progress) for v in selected]
     ran = any(v.taps for v in verdicts)  # else no framework was imported: do not import one for its version
-    return VerifyReport(str(directory), fws, {**environment(), **(versions(fws) if ran else {})}, verdicts)
+    return VerifyReport(str(directory), fws, {**environment(), **(versions(fws) if ran else {})}, verdicts,
+                        time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,6 +462,7 @@ def make(v: Variant, progress: Progress | None = None, command: str | None = Non
     meta = {"format": FORMAT, "variant": identity(v), "settings": s, "frameworks": order,
             "taps": [[t, list(taps[order[0]][t].shape)] for t in C.tap_names(v)],  # in network order
             "versions": versions(order), "environment": environment(),
+            "weights": {"generator": weights.GENERATOR, "sha256": weights.digest(v, params)},
             "equiv_version": equiv.__version__, "command": command or "equiv.golden.update",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return meta, encode(meta, x, fingerprint(v, params), taps)
@@ -500,6 +480,12 @@ def update(variants: Iterable[str | Variant] | None = None, directory: str | Pat
     a file whose taps are unchanged bit for bit is left as it is unless its versions changed."""
     from equiv.report import write_atomic
 
+    for fw in FRAMEWORKS:  # before any work: a golden file holds the taps of all three
+        try:
+            adapter(fw)
+        except EquivError as e:
+            raise EquivError(f"golden update needs all of {', '.join(FRAMEWORKS)} (each golden file holds the taps "
+                             f"of all three): {e}") from None
     backend = _keras_backend()
     if backend != "tensorflow":
         raise EquivError(f"golden files are made with Keras on the TensorFlow backend, and Keras runs on {backend} "
@@ -538,6 +524,9 @@ def _what_changed(v: Variant, path: Path, meta: dict, data: bytes) -> Change:
     notes = _version_changes(old.meta["versions"], meta["versions"], meta["frameworks"])
     if old.meta["settings"] != meta["settings"]:
         notes.append(f"settings {old.meta['settings']} -> {meta['settings']}")
+    if old.meta["weights"] != meta["weights"]:
+        notes.append(f"seeded weights changed (generator {old.meta['weights']['generator']} -> "
+                     f"{meta['weights']['generator']})")
     if not diffs:
         return Change(v.name, "unchanged", str(path), notes=[f"versions recorded: {n}" for n in notes])
     return Change(v.name, "changed", str(path), changed_taps=len(diffs), worst=max(diffs, key=lambda d: d[2]),
@@ -560,26 +549,48 @@ def _versions_line(today: dict) -> str:
     return ", ".join(parts)
 
 
+def _of_tol_text(r: TapResult) -> str:
+    frac = _of_tol(r)
+    return "0%" if frac == 0 else "<1%" if frac < 0.01 else f"{frac:.0%}" if math.isfinite(frac) else "inf"
+
+
+def _made_on_lines(report: VerifyReport) -> list[str]:
+    """Where the golden files were made, once: the machine line shared by most of them."""
+    made = [machine_line(v.made_on) for v in report.verdicts if v.made_on]
+    if not made:
+        return []
+    common = max(set(made), key=made.count)
+    others = len(made) - made.count(common)
+    elsewhere = f" ({others} file(s) on other machines, see --json)" if others else ""
+    return [f"golden files made on: {common}{elsewhere}"]
+
+
 def to_text(report: VerifyReport, max_moved: int = 8) -> str:
-    """One line per variant (status and the worst drift of each framework), then what moved."""
+    """The versions and machine once, one line per variant (each framework's largest drift, and
+    that drift as a fraction of its tap's tolerance), what moved, the largest drift, the time."""
     fws = report.frameworks
     lines = [f"equiv golden verify: {len(report.verdicts)} variant(s) against {report.directory}",
              f"today: {_versions_line(report.today)}",
-             "relative error of each framework today against its own stored taps (max|a-b| / max|a|):",
-             f"{'variant':<28}{'status':<11}" + "".join(f"{fw + ' worst':>14}" for fw in fws) + "  worst tap"]
+             f"machine: {machine_line(report.today)}", *_made_on_lines(report)]
+    changes = report.version_changes()
+    for change, names in changes.items():
+        which = "all" if len(names) == len(report.verdicts) else ", ".join(names)
+        lines.append(f"versions since the golden files: {change} ({which})")
+    lines += ["drift: relative error of each framework today against its own stored taps (max|a-b| / max|a|) "
+              "at its worst tap, and that as a fraction of the tap's tolerance",
+              f"{'variant':<28}{'status':<11}" + "".join(f"{fw + ' drift':>14}{'of tol':>7}" for fw in fws)
+              + "  worst tap (against tolerance)"]
     for v in report.verdicts:
         cells = []
         for fw in fws:
             r = v.worst(fw)
-            cells.append(f"{'' if r is None else _fmt(r.rel):>14}")
-        worst = max((v.worst(fw) for fw in fws if v.worst(fw) is not None), key=lambda r: r.rel / r.tol, default=None)
+            cells.append(f"{'' if r is None else _fmt(r.rel):>14}{'' if r is None else _of_tol_text(r):>7}")
+        worst = max((v.worst(fw) for fw in fws if v.worst(fw) is not None), key=_of_tol, default=None)
         where = f"  {worst.pair[1]} {worst.name}" if worst is not None and worst.rel > 0 else ""
         lines.append(f"{v.variant:<28}{v.status.upper() if v.status != 'unchanged' else v.status:<11}"
                      + "".join(cells) + where)
         if v.message:
             lines.append(f"    {v.message}")
-        if v.version_changes:
-            lines.append("    versions since the golden file: " + "; ".join(v.version_changes))
         for r in v.moved[:max_moved]:
             lines.append(f"    moved: {v.variant} {r.pair[1]} {r.name}: relative error {_fmt(r.rel)} > tolerance "
                          f"{_fmt(r.tol)} (max abs {_fmt(r.max_abs)}, cosine {r.cosine:.8f})")
@@ -588,10 +599,24 @@ def to_text(report: VerifyReport, max_moved: int = 8) -> str:
     counts = {s: sum(v.status == s for v in report.verdicts) for s in ("unchanged", "moved", *PROBLEMS)}
     lines.append("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     drift = report.largest_drift()
-    if drift:
+    if drift and all(rel == 0 for rel, _, _ in drift.values()):
+        lines.append("largest drift: 0 (every tap of every framework bit for bit as stored)")
+    elif drift:
         lines.append("largest drift: " + "; ".join(f"{fw} {_fmt(rel)}" + (f" ({var} {tap})" if rel != 0 else "")
                                                      for fw, (rel, var, tap) in drift.items()))
+    lines.append(f"time: {report.seconds:.0f} s for {len(report.verdicts)} variant(s)")
     return "\n".join(lines) + "\n"
+
+
+def plot_report(report: VerifyReport) -> compare.Report | None:
+    """The variant to plot (`--plot`): the one whose drift is largest against its tolerance, as a
+    check report of each framework today against its stored taps; None when nothing ran."""
+    ran = [v for v in report.verdicts if v.taps]
+    if not ran:
+        return None
+    v = max(ran, key=lambda v: max(_of_tol(r) for r in v.taps))
+    return compare.Report("golden verify", v.variant, v.frameworks, settings_for(get(v.variant)),
+                          compare.TOLERANCES["float32"], v.taps)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

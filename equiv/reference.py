@@ -80,8 +80,13 @@ def inference_bn(v: Variant, params: Mapping[str, np.ndarray]) -> BatchNorm:
 Segment = tuple[str, str | None, Callable[[np.ndarray], dict[str, np.ndarray]]]
 
 
+# A convolution: (input NHWC, kernel HWIO, stride, padding rule, bias or None) -> output.
+# The default is `conv2d`; calibration passes one that proves its sums exact.
+Conv2d = Callable[..., np.ndarray]
+
+
 def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | None = None,
-             dtype=np.float64) -> list[Segment]:
+             dtype=np.float64, convolve: Conv2d = conv2d) -> list[Segment]:
     """The network as a chain of segments: (output tap, input tap or None for the image, fn).
 
     `fn(input)` returns every tap the segment produces, its output tap last. Chaining them is
@@ -91,7 +96,7 @@ def segments(v: Variant, params: Mapping[str, np.ndarray], *, bn: BatchNorm | No
     bn = bn or inference_bn(v, p)  # p, not params: statistics in `dtype` too
 
     def conv(c: C.Conv, h: np.ndarray) -> np.ndarray:
-        h = conv2d(h, p[f"{c.name}/kernel"], c.stride, c.padding, p.get(f"{c.name}/bias"))
+        h = convolve(h, p[f"{c.name}/kernel"], c.stride, c.padding, p.get(f"{c.name}/bias"))
         if c.norm:
             h = bn(f"{c.name}/bn", h)
         return relu(h) if c.relu else h

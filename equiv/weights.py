@@ -12,6 +12,7 @@ residual stream grows slowly with depth.
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 
 import numpy as np
@@ -22,6 +23,10 @@ from equiv.errors import EquivError
 from equiv.variants import Variant
 
 CALIBRATION_BATCH = 4
+# Names the algorithm: bump it with any change that changes the weights of a (variant, seed), so
+# that a golden file made with another generator is told apart from a machine that computes
+# differently (which must never happen: see the exact calibration below).
+GENERATOR = "he-exact-calibration/2"
 
 
 def _branch_ends(v: Variant) -> set[str]:
@@ -58,32 +63,113 @@ def calibration_size(v: Variant) -> int:
     return max(C.min_body_size(v), 48)
 
 
-def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+# The calibration runs in float64 on dyadic grids, so that every sum in it is exact and the
+# statistics do not depend on the order in which a BLAS kernel, its threads or FMA add terms up
+# (which varies with the CPU): the weights are the same bits on any machine, by construction.
+#
+# Why the sums are exact: a conv input is rounded to a multiple of 2**-ACT_BITS with |x| <= ACT_MAX,
+# the calibration copy of a kernel to a multiple of 2**-KERNEL_BITS with |w| <= KERNEL_MAX. Every
+# product x*w is then an integer number of units u = 2**-(ACT_BITS + KERNEL_BITS), of at most
+# ACT_MAX * KERNEL_MAX / u = 2**(8+12) * 2**(1+19) = 2**40 units, and a conv adds at most
+# TERMS_MAX = 2**13 of them (the largest is 3*3*512 = 4608), so every partial sum, in whatever order
+# and grouping, is an integer of at most 2**53 units: exactly representable in float64, so each
+# addition (and each FMA) is exact. The BatchNorm statistics are sums of integers (int64, checked
+# against overflow) and one correctly rounded division each. Everything else is elementwise IEEE
+# arithmetic (+ - * / sqrt, max, rint: correctly rounded in every SIMD path), never a
+# transcendental function. `_units` raises, never rounds silently, when a value is out of bounds.
+# The measured maxima: |conv input| <= 34, |kernel| <= 0.8 over all registered variants (seed 0).
+ACT_BITS, ACT_MAX = 12, 2.0 ** 8
+KERNEL_BITS, KERNEL_MAX = 19, 2.0 ** 1
+TERMS_MAX = 2 ** 13
+EXACT = 2.0 ** 53
+assert TERMS_MAX * ACT_MAX * 2.0 ** ACT_BITS * KERNEL_MAX * 2.0 ** KERNEL_BITS <= EXACT
+
+
+class CalibrationRangeError(ArithmeticError):
+    """A value of the calibration is outside the bounds that make its sums exact."""
+
+
+def _units(a: np.ndarray, bits: int, limit: float, what: str) -> np.ndarray:
+    """`a` rounded to a multiple of 2**-bits, in those units (integers held in float64)."""
+    a = np.asarray(a, np.float64)
+    peak = float(np.abs(a).max(initial=0.0))
+    if not peak <= limit:  # NaN too
+        raise CalibrationRangeError(f"{what}: |value| {peak:.3g} exceeds the exact calibration's bound {limit:g}")
+    return np.rint(a * 2.0 ** bits)
+
+
+def exact_conv2d(x, kernel, stride, rule, bias=None, *, conv2d: reference.Conv2d = reference.conv2d):
+    """`conv2d` of `x` rounded onto the activation grid with an on-grid kernel: every sum exact.
+
+    `conv2d` computes the integer-valued float64 product sums (the reference's BLAS matrix product
+    by default; tests pass one that never calls a BLAS)."""
+    terms = int(np.prod(kernel.shape[:-1]))
+    if terms > TERMS_MAX:
+        raise CalibrationRangeError(f"a convolution of {terms} terms exceeds the exact calibration's {TERMS_MAX}")
+    xu = _units(x, ACT_BITS, ACT_MAX, "a convolution's input")
+    wu = np.asarray(kernel, np.float64) * 2.0 ** KERNEL_BITS
+    if not np.array_equal(wu, np.rint(wu)):  # pragma: no cover - _calibration_kernels made them so
+        raise CalibrationRangeError("a calibration kernel is not on its grid")
+    y = conv2d(xu, wu, stride, rule) * 2.0 ** -(ACT_BITS + KERNEL_BITS)  # exact: a power of two
+    return y + bias if bias is not None else y
+
+
+def _calibration_kernels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The parameters with each conv kernel rounded onto the kernel grid (float64); only the
+    calibration uses these, the weights keep their float32 kernels."""
+    out = dict(params)
+    for name, a in params.items():
+        if name.endswith("/kernel"):
+            out[name] = _units(a, KERNEL_BITS, KERNEL_MAX, name) * 2.0 ** -KERNEL_BITS
+    return out
+
+
+def exact_moments(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (last axis) mean and population variance of `h` rounded onto the activation
+    grid, each the correctly rounded value of the exact one (integer sums, one division)."""
+    hu = _units(h, ACT_BITS, ACT_MAX, "a BatchNorm's input").reshape(-1, h.shape[-1])
+    n = hu.shape[0]
+    if n * float(np.abs(hu).max(initial=0.0)) ** 2 >= 2.0 ** 63:  # pragma: no cover - far from it
+        raise CalibrationRangeError(f"BatchNorm statistics of {n} values would overflow int64")
+    q = hu.astype(np.int64)
+    s1, s2 = q.sum(axis=0).tolist(), (q * q).sum(axis=0).tolist()  # integer sums: any order is exact
+    unit = 2 ** ACT_BITS
+    # Python int / int is correctly rounded.
+    mean = [a / (n * unit) for a in s1]
+    var = [(n * b - a * a) / (n * n * unit * unit) for a, b in zip(s1, s2)]
+    return np.array(mean), np.array(var)
+
+
+def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generator,
+               conv2d: reference.Conv2d = reference.conv2d) -> None:
     size = calibration_size(v)
     x = rng.standard_normal((CALIBRATION_BATCH, size, size, v.in_channels)).astype(np.float32)
     base = reference.inference_bn(v, params)
 
     def measuring_bn(prefix: str, h: np.ndarray) -> np.ndarray:
-        mean = h.mean(axis=(0, 1, 2))
-        var = h.var(axis=(0, 1, 2))
-        # A little noise so that mean and variance are not exactly the batch's; rounded to
-        # float32 so the weights do not depend on the last bits of the BLAS used.
+        mean, var = exact_moments(h)
+        # A little noise so that mean and variance are not exactly the batch's.
         params[f"{prefix}/moving_mean"] = (mean + rng.normal(0, 0.05, mean.shape) * np.sqrt(var)).astype(np.float32)
         params[f"{prefix}/moving_variance"] = (var * rng.uniform(0.8, 1.25, var.shape) + 1e-3).astype(np.float32)
         return base(prefix, h)
 
+    def convolve(h, kernel, stride, rule, bias=None):
+        return exact_conv2d(h, kernel, stride, rule, bias, conv2d=conv2d)
+
     # Up to the head, which has no BatchNorm (and may take only one input size).
     taps = {}
-    for out, src, fn in reference.segments(v, params, bn=measuring_bn, dtype=np.float32):
+    for out, src, fn in reference.segments(v, _calibration_kernels(params), bn=measuring_bn,
+                                           dtype=np.float64, convolve=convolve):
         if out == "pool":
             break
         taps.update(fn(x if src is None else taps[src]))
 
 
-def _make(v: Variant, seed: int) -> dict[str, np.ndarray]:
+def _make(v: Variant, seed: int, conv2d: reference.Conv2d = reference.conv2d) -> dict[str, np.ndarray]:
+    """The parameters; `conv2d` computes the calibration's exact product sums (see exact_conv2d)."""
     rng = np.random.default_rng(seed)
     params = _uncalibrated(v, rng)
-    _calibrate(v, params, rng)
+    _calibrate(v, params, rng, conv2d)
     return params
 
 
@@ -115,6 +201,14 @@ def random_params(v: Variant, seed: int = 0, *, cache: bool = True) -> dict[str,
     if not cache:
         return _make(v, seed)
     return {k: a.copy() for k, a in _cached(v, seed)}
+
+
+def digest(v: Variant, params: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the parameters' float32 bytes in canonical order: equal iff the same bits."""
+    h = hashlib.sha256()
+    for name in C.param_shapes(v):
+        h.update(name.encode() + b"\0" + np.ascontiguousarray(params[name], np.float32).tobytes())
+    return h.hexdigest()
 
 
 def random_input(v: Variant, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from equiv import canonical as C
-from equiv import compare, golden
+from equiv import compare, golden, golden_file, weights
 from equiv import variants as V
 from equiv.errors import UnknownVariantError
 
@@ -66,7 +66,13 @@ def test_stored_golden_files_verify_today():
         for fw in verdict.frameworks:  # the drift of each framework is reported even when it is within tolerance
             assert verdict.worst(fw).rel <= verdict.worst(fw).tol
     text = golden.to_text(report)
-    assert "largest drift: slim" in text and SMALL in text
+    assert SMALL in text and text.count("today: python") == 1 and "\nmachine: " in text
+    assert "\ntime: " in text and "of tol" in text
+    drift = report.largest_drift()
+    if all(rel == 0 for rel, _, _ in drift.values()):  # the same machine kind: every tap bit for bit
+        assert "largest drift: 0 (every tap of every framework bit for bit as stored)" in text
+    else:
+        assert "largest drift: slim" in text
 
 
 def test_every_registered_variant_has_a_golden_file_of_its_description():
@@ -76,7 +82,9 @@ def test_every_registered_variant_has_a_golden_file_of_its_description():
         assert golden.describes_other(v, g) is None, v.name
         assert set(g.taps) == {"slim", "keras", "torch"} and g.meta["frameworks"][0] == v.native
         assert g.meta["versions"]["keras"]["backend"] == "tensorflow"
-        assert {"python", "numpy", "platform"} <= set(g.meta["environment"]) and g.meta["command"]
+        assert {"python", "numpy", "platform", "cpu", "cpus", "threads"} <= set(g.meta["environment"])
+        assert any(p["api"] == "openblas" and p["kernel"] and p["threads"] for p in g.meta["environment"]["threads"])
+        assert g.meta["command"] and g.meta["weights"]["generator"] == weights.GENERATOR
 
 
 def test_fixtures_stay_under_20_mb():
@@ -143,15 +151,92 @@ def test_a_golden_file_of_another_description_is_stale(tmp_path, change, expecte
     assert not verdict.taps  # no framework was run against a file that describes another network
 
 
-def test_changed_weights_are_told_apart_from_a_moved_framework(tmp_path):
+def test_weights_of_another_generator_are_stale_and_update_is_suggested(tmp_path):
     path = copy_golden(tmp_path)
     fp = golden.read(path).fingerprint.copy()
     fp[5] *= 1.01  # the sixth parameter in canonical order
-    rewrite(path, fingerprint=fp)
+
+    def older_generator(meta):
+        meta["weights"] = {"generator": "he-float32-calibration/1", "sha256": "0" * 64}
+
+    rewrite(path, change_meta=older_generator, fingerprint=fp)
+    (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
+    assert verdict.status == "stale" and not verdict.taps
+    # relative to the stored value: 0.01 / 1.01
+    assert f"(first {list(C.param_shapes(V.get(SMALL)))[5]}, relative change 9.9e-03)" in verdict.message
+    assert f"weight generator he-float32-calibration/1 -> {weights.GENERATOR}" in verdict.message
+    assert f"regenerate with `equiv golden update {SMALL}` and commit the file" in verdict.message
+
+
+def test_weights_that_differ_on_this_machine_are_a_bug_not_an_update(tmp_path):
+    """Same generator, same numpy, other bits: the machine leaked into the weights. Regenerating
+    would hide it, so update is not suggested."""
+    path = copy_golden(tmp_path)
+
+    def other_bits(meta):
+        meta["weights"]["sha256"] = "0" * 64
+        meta["environment"]["cpu"] = "AMD EPYC 9999"
+
+    rewrite(path, change_meta=other_bits)
     (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
     assert verdict.status == "stale"
-    assert f"(first: {list(C.param_shapes(V.get(SMALL)))[5]}, relative change" in verdict.message
-    assert "the weight generator or numpy changed" in verdict.message
+    assert "(the fingerprint agrees, the bits do not)" in verdict.message
+    assert f"the weight generator ({weights.GENERATOR}) and numpy ({np.__version__}) are the same" in verdict.message
+    assert "made on AMD EPYC 9999" in verdict.message and "bug of equiv's" in verdict.message
+    assert "regenerate with" not in verdict.message
+
+
+def test_other_settings_are_stale(tmp_path):
+    path = copy_golden(tmp_path)
+    rewrite(path, change_meta=lambda meta: meta["settings"].update(sample=512))
+    (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
+    assert verdict.status == "stale"
+    assert "input or sampling settings are not today's (sample 512 -> None)" in verdict.message
+    assert "made by equiv " in verdict.message and f"`equiv golden update {SMALL}`" in verdict.message
+
+
+def write_member(path, name, data):
+    """Replace one member of a golden file's zip with `data` (bytes), keeping the others."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+
+
+def meta_with(path, **changes):
+    meta = golden.read(path).meta
+    for key, value in changes.items():
+        meta[key] = value
+    return json.dumps(meta).encode()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda p: write_member(p, "meta.json", b"{not json"), "not a readable golden file (JSONDecodeError"),
+    (lambda p: write_member(p, "meta.json", b"[1, 2]"), "meta.json is not a JSON object"),
+    (lambda p: write_member(p, "meta.json", meta_with(p, taps="stem/conv")), "meta.json: taps is not a list"),
+    (lambda p: write_member(p, "meta.json", meta_with(p, settings={"seed": 0})), "meta.json: settings is not"),
+    (lambda p: write_member(p, "meta.json", meta_with(p, variant={"name": SMALL})), "meta.json: variant is not"),
+    (lambda p: write_member(p, "meta.json", meta_with(p, weights=None)), "meta.json: weights is not"),
+    (lambda p: write_member(p, "input.npy", golden_file._npy(np.zeros((1, 2, 2, 3), np.float32))),
+     "input.npy holds float32 (1, 2, 2, 3), the settings need"),
+    (lambda p: write_member(p, "weights_fingerprint.npy", golden_file._npy(np.zeros(3))),
+     "weights_fingerprint.npy holds float64 (3,)"),
+    (lambda p: write_member(p, "taps/keras.npy", b"\x93NUMPY garbage"), "not a readable golden file"),
+], ids=["not json", "not an object", "taps", "settings", "variant", "weights", "input", "fingerprint", "taps member"])
+def test_a_damaged_golden_file_is_one_line_exit_2(tmp_path, damage, expected):
+    path = copy_golden(tmp_path)
+    damage(path)
+    with pytest.raises(golden.GoldenFileError) as e:
+        golden.read(path)
+    assert expected in str(e.value) and str(path) in str(e.value)
+    r = equiv("golden", "verify", SMALL, "--fixtures", str(tmp_path), "-q")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and expected in r.stdout and "UNREADABLE" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == f"equiv: error: 1 variant(s) without a usable golden file: {SMALL}"
 
 
 def test_a_damaged_golden_file_is_unreadable_not_a_crash(tmp_path):
@@ -174,7 +259,8 @@ def test_the_codec_is_lossless_and_deterministic():
     base = np.array([0.0, -0.0, 1.0, -1.0, 3.4e38, np.inf, 1e-45, 5.0], np.float32)
     other = np.array([-0.0, 0.0, -1.0, 1.0, -np.inf, -3.4e38, -1e-45, np.nextafter(5.0, 6, dtype=np.float32)],
                      np.float32)
-    assert np.array_equal(golden._undelta(golden._delta(other, base), base).view(np.uint32), other.view(np.uint32))
+    back = golden_file._undelta(golden_file._delta(other, base), base)
+    assert np.array_equal(back.view(np.uint32), other.view(np.uint32))
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,6 +333,28 @@ def test_update_is_atomic(tmp_path, fake_make, monkeypatch):
         golden.update([SMALL], tmp_path)
     assert path.read_bytes() == b"the old file"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_update_without_keras_is_one_line_exit_2(tmp_path):
+    """Keras not installed (its import fails, as it does where it is absent): one line, nothing written."""
+    code = ("import sys; sys.modules['keras'] = None; from equiv.cli import main; "
+            f"sys.exit(main(['golden', 'update', '{SMALL}', '--fixtures', {str(tmp_path)!r}, '-q']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("equiv: error: golden update needs all of slim, keras, torch") and "'keras'" in last
+    assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
+
+
+def test_verify_plots_like_check(tmp_path):
+    path = copy_golden(tmp_path / "golden")
+    rewrite(path, lambda taps: plant(taps, "torch", "stage2/unit1/conv1", 1e-3))
+    png = tmp_path / "drift.png"
+    r = equiv("golden", "verify", SMALL, "--fixtures", str(tmp_path / "golden"), "--plot", str(png), "-q")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert png.read_bytes().startswith(b"\x89PNG") and f"plot: {png} ({SMALL}" in r.stdout
+    r = equiv("golden", "verify", SMALL, "--fixtures", str(tmp_path / "golden"), "--plot", str(png), "-q")
+    assert r.returncode == 2 and "exists" in r.stderr  # never replaced unasked, checked before any work
 
 
 def test_update_refuses_keras_on_another_backend(tmp_path):

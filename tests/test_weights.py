@@ -1,0 +1,97 @@
+"""The seeded weights are the same bits on any machine: their BatchNorm calibration adds only
+exact sums, so neither the BLAS kernel, nor its thread count, nor the BLAS itself can change them."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from equiv import reference as R
+from equiv import variants as V
+from equiv import weights as W
+
+DEEP = ["slim/resnet_v1_152", "keras/ResNet152V2", "torchvision/resnet152", "slim/resnet_v2_152", "keras/ResNet152"]
+
+
+def conv2d_without_blas(x, kernel, stride, rule, bias=None):
+    """The reference's convolution with its matrix product replaced by einsum's own loops
+    (`optimize=False` never hands a contraction to a BLAS)."""
+    k = kernel.shape[0]
+    w = R._windows(R._pad(x, rule, k, stride, 0.0), k, stride)  # (N, Ho, Wo, C, k, k)
+    y = np.einsum("nhwcij,ijco->nhwo", w, kernel, optimize=False)
+    return y + bias if bias is not None else y
+
+
+def make(v, threads=None, conv2d=R.conv2d):
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return W._make(v, 0, conv2d)
+
+
+def assert_same_bits(a, b):
+    assert list(a) == list(b)
+    differ = [k for k in a if not np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32))]
+    assert not differ, f"{len(differ)} parameter(s) differ, first {differ[0]}"
+
+
+def test_the_einsum_convolution_is_a_convolution():
+    """The independent path computes what the reference computes (a check of the check)."""
+    rng = np.random.default_rng(0)
+    x, k = rng.standard_normal((2, 9, 8, 5)), rng.standard_normal((3, 3, 5, 4))
+    for stride, rule in ((1, "tf_same"), (2, "tf_same"), (2, "symmetric"), (2, "valid")):
+        np.testing.assert_allclose(conv2d_without_blas(x, k, stride, rule), R.conv2d(x, k, stride, rule),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", DEEP[:2] + [pytest.param(n, marks=pytest.mark.slow) for n in DEEP[2:]])
+def test_weights_are_the_same_bits_with_one_or_two_blas_threads_or_no_blas(name):
+    v = V.get(name)
+    one = make(v, threads=1)
+    assert_same_bits(one, make(v, threads=2))
+    assert_same_bits(one, make(v, conv2d=conv2d_without_blas))
+
+
+def test_the_calibration_float32_way_depends_on_the_summation_order():
+    """Negative control: the same statistics summed in float32 in two orders differ in the last
+    bits, which is what the exact calibration removes."""
+    h = np.random.default_rng(1).standard_normal((4 * 24 * 24, 64)).astype(np.float32) * 3 + 1
+    forward = np.float32(0)
+    for row in h[:, 0]:
+        forward += row
+    assert forward != np.sum(h[:, 0], dtype=np.float32)  # numpy sums pairwise
+    # exact moments do not depend on the order of the rows
+    m1, v1 = W.exact_moments(h)
+    m2, v2 = W.exact_moments(h[::-1].copy())
+    assert np.array_equal(m1, m2) and np.array_equal(v1, v2)
+    hq = np.rint(h.astype(np.float64) * 2**W.ACT_BITS) / 2**W.ACT_BITS
+    np.testing.assert_allclose(m1, hq.mean(axis=0), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(v1, hq.var(axis=0), rtol=1e-12)
+
+
+def test_a_value_outside_the_exact_bounds_raises_not_rounds():
+    x = np.zeros((1, 4, 4, 2))
+    k = np.full((3, 3, 2, 1), 2.0 ** -W.KERNEL_BITS)
+    x[0, 1, 1, 0] = W.ACT_MAX * 2
+    with pytest.raises(W.CalibrationRangeError, match="a convolution's input: \\|value\\| 512 exceeds"):
+        W.exact_conv2d(x, k, 1, "tf_same")
+    x[0, 1, 1, 0] = np.nan
+    with pytest.raises(W.CalibrationRangeError):
+        W.exact_conv2d(x, k, 1, "tf_same")
+    with pytest.raises(W.CalibrationRangeError, match="convolution of 16384 terms"):
+        W.exact_conv2d(np.zeros((1, 4, 4, 1024)), np.zeros((4, 4, 1024, 1)), 1, "tf_same")
+    with pytest.raises(W.CalibrationRangeError, match="logits/kernel"):
+        W._calibration_kernels({"logits/kernel": np.array([[3.0]])})
+    with pytest.raises(W.CalibrationRangeError, match="BatchNorm's input"):
+        W.exact_moments(np.full((2, 3), 300.0))
+
+
+def test_exact_conv_is_exact():
+    """On the grids, the BLAS product equals the einsum one bit for bit, and both equal the exact
+    rational result (computed with Python integers)."""
+    rng = np.random.default_rng(2)
+    x = np.rint(rng.standard_normal((1, 5, 5, 512)) * 8 * 2**W.ACT_BITS) / 2**W.ACT_BITS
+    k = np.rint(rng.standard_normal((3, 3, 512, 3)) * 0.5 * 2**W.KERNEL_BITS) / 2**W.KERNEL_BITS
+    a, b = W.exact_conv2d(x, k, 1, "valid"), W.exact_conv2d(x, k, 1, "valid", conv2d=conv2d_without_blas)
+    assert np.array_equal(a, b)
+    xi = (x * 2**W.ACT_BITS).astype(np.int64)
+    ki = (k * 2**W.KERNEL_BITS).astype(np.int64)
+    exact = sum(int(p) * int(q) for p, q in zip(xi[0, 1:4, 1:4].reshape(-1), ki[..., 1].reshape(-1)))
+    assert a[0, 1, 1, 1] == exact / 2 ** (W.ACT_BITS + W.KERNEL_BITS)
