@@ -16,7 +16,6 @@ atomically, and says what changed.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import platform
@@ -24,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from equiv import canonical as C
 from equiv import compare, weights
 from equiv.compare import TapResult
 from equiv.errors import EquivError
-from equiv.frameworks import FRAMEWORKS, adapter, parse_frameworks
+from equiv.frameworks import FRAMEWORKS, REGISTRY, adapter, imported, loaded, module, parse_frameworks
 from equiv.golden_file import FORMAT, Golden, GoldenFileError, decode, encode, path_for, read
 from equiv.variants import Variant, all_variants, get
 
@@ -76,13 +74,9 @@ def produce(v: Variant, frameworks: Sequence[str], x: np.ndarray, params: dict[s
     say = progress or (lambda msg: None)
     out = {}
     for fw in frameworks:
-        ad = adapter(fw)
         say(f"{v.name}: running {fw}")
-        model = ad.build(v)
-        ad.load_params(v, model, params)
-        taps = ad.run(v, model, x)
-        if callable(getattr(model, "close", None)):
-            model.close()
+        with loaded(fw, v, params) as model:
+            taps = adapter(fw).run(v, model, x)
         out[fw] = {t: sample(np.asarray(taps[t], np.float32), n_sample) for t in C.tap_names(v)}
     return out
 
@@ -96,30 +90,7 @@ def fingerprint(v: Variant, params: dict[str, np.ndarray]) -> np.ndarray:
 
 def versions(frameworks: Iterable[str]) -> dict[str, dict[str, str]]:
     """What computes each framework's taps: its packages' versions (Keras: and its backend's)."""
-    out: dict[str, dict[str, str]] = {}
-    for fw in frameworks:
-        if fw == "slim":
-            import tensorflow as tf
-
-            out[fw] = {"tensorflow": tf.__version__, "tf-slim": _dist("tf-slim"), "tf-keras": _dist("tf-keras")}
-        elif fw == "keras":
-            import keras
-
-            backend = keras.backend.backend()
-            out[fw] = {"keras": keras.__version__, "backend": backend,
-                       backend: getattr(importlib.import_module(backend), "__version__", "?")}
-        elif fw == "torch":
-            import torch
-
-            out[fw] = {"torch": torch.__version__}
-    return out
-
-
-def _dist(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return {fw: adapter(fw).versions() for fw in frameworks}
 
 
 def environment() -> dict:
@@ -153,9 +124,7 @@ def _threads() -> list[dict]:
     pools = [{"library": Path(p.get("filepath", "?")).name, "api": p.get("internal_api", "?"),
               "version": p.get("version") or "?", "kernel": p.get("architecture") or "-",
               "threads": p.get("num_threads")} for p in threadpool_info()]
-    if "torch" in sys.modules:
-        pools.append({"library": "torch", "api": "intra-op", "version": sys.modules["torch"].__version__,
-                      "kernel": "-", "threads": sys.modules["torch"].get_num_threads()})
+    pools += [pool for fw in imported() for pool in module(fw).thread_pools()]
     return sorted(pools, key=lambda p: (p["api"], p["library"]))
 
 
@@ -468,12 +437,6 @@ def make(v: Variant, progress: Progress | None = None, command: str | None = Non
     return meta, encode(meta, x, fingerprint(v, params), taps)
 
 
-def _keras_backend() -> str:
-    import keras
-
-    return keras.backend.backend()
-
-
 def update(variants: Iterable[str | Variant] | None = None, directory: str | Path = DEFAULT_DIR,
            command: str | None = None, progress: Progress | None = None) -> list[Change]:
     """Rewrite the golden files of `variants` (default: every registered one), each atomically;
@@ -486,10 +449,11 @@ def update(variants: Iterable[str | Variant] | None = None, directory: str | Pat
         except EquivError as e:
             raise EquivError(f"golden update needs all of {', '.join(FRAMEWORKS)} (each golden file holds the taps "
                              f"of all three): {e}") from None
-    backend = _keras_backend()
-    if backend != "tensorflow":
-        raise EquivError(f"golden files are made with Keras on the TensorFlow backend, and Keras runs on {backend} "
-                         "here (KERAS_BACKEND); `equiv golden verify --frameworks keras` compares it with them")
+    for fw in FRAMEWORKS:  # e.g. Keras on its TensorFlow backend, not on KERAS_BACKEND=torch or jax
+        engine, runtime = adapter(fw).engine(), REGISTRY[fw].runtime
+        if engine != runtime:
+            raise EquivError(f"golden files are made with {fw} on {runtime}, and {fw} runs on {engine} here; "
+                             f"`equiv golden verify --frameworks {fw}` compares it with them")
     changes = []
     for v in _select(variants):
         path = path_for(directory, v)

@@ -65,6 +65,11 @@ def parse_frameworks(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def imported() -> list[str]:
+    """The backends whose adapter a job has imported so far (nothing is imported to answer)."""
+    return [name for name, rec in REGISTRY.items() if rec.module in sys.modules]
+
+
 def backend_of(obj: Any) -> str | None:
     """The backend whose model `obj` is, else None. Imports no framework: a backend is asked
     only when its model module is already loaded (no object of it can exist otherwise)."""

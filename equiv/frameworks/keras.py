@@ -383,6 +383,11 @@ def engine() -> str:
     return keras.backend.backend()
 
 
+def thread_pools() -> list[dict]:
+    """Thread pools of its own beyond the BLAS and OpenMP ones threadpoolctl sees: none told here."""
+    return []
+
+
 def device_name(device: str) -> str | None:
     """None: Keras names no accelerator through a backend-neutral API (bench records the device asked)."""
     return None

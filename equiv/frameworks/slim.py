@@ -359,6 +359,11 @@ def engine() -> str:
     return "tensorflow"
 
 
+def thread_pools() -> list[dict]:
+    """Thread pools of its own beyond the BLAS and OpenMP ones threadpoolctl sees: none told here."""
+    return []
+
+
 def device_name(device: str) -> str | None:
     """The accelerator a device string means here: slim runs on the CPU only."""
     return None

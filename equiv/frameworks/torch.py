@@ -416,6 +416,12 @@ def engine() -> str:
     return "torch"
 
 
+def thread_pools() -> list[dict]:
+    """torch's intra-op pool (its own, which threadpoolctl does not list)."""
+    return [{"library": "torch", "api": "intra-op", "version": torch.__version__, "kernel": "-",
+             "threads": torch.get_num_threads()}]
+
+
 def device_name(device: str) -> str | None:
     """The GPU that `device` ("cuda") means here, None on the CPU or without one."""
     if device == "cuda" and torch.cuda.is_available():
