@@ -359,17 +359,21 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
     """
     import h5py
 
-    with h5py.File(path, "r") as f:
-        arrays = []
-        f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
+    from equiv import hdf5, limits
+
+    with h5py.File(path, "r") as f:  # nothing stored elsewhere, nothing too big, before Keras reads it
+        arrays = hdf5.walk(f, str(path))
+    limits.check_declared(str(path), variant, hdf5.declared_sizes(arrays))
     model = build(variant)
     try:
         if len(arrays) != len(C.param_shapes(variant)):
             raise ValueError(f"holds {len(arrays)} arrays, {variant.name} has {len(C.param_shapes(variant))}")
+        _explain_mismatch(variant, model, path)  # the shapes Keras would read, before it reads any data
         model.load_weights(str(path))
     except ValueError as e:
         _explain_mismatch(variant, model, path)  # raises ParamMismatchError when it can say more
-        raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from None
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:500]  # Keras' reason too
+        raise FrameworkError(f"{path}: not the weights of {variant.name}: {why}") from None
     return export_params(variant, model)
 
 
