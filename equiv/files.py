@@ -162,6 +162,8 @@ def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
         raise EquivError(f"{path}: no such file")
     if fmt == "safetensors":
         return _read_safetensors(path, variant)
+    if fmt in ("keras-weights", "keras2-h5"):
+        check_hdf5(path, variant, keras2=fmt == "keras2-h5")  # before Keras and TensorFlow are imported
     from equiv.frameworks import adapter
 
     if fmt == "tf-checkpoint":
@@ -227,6 +229,18 @@ def _read_object_checkpoint(prefix: str, variant: Variant, entries: Mapping[str,
     return {n: np.asarray(reader.get_tensor(keys[n]), np.float32) for n in C.param_shapes(variant)}
 
 
+def check_hdf5(path: Path, variant: Variant, *, keras2: bool, source: str | None = None) -> list[hdf5.Declared]:
+    """The datasets of an HDF5 weight file: nothing stored elsewhere, nothing bigger than equiv
+    could need (equiv.hdf5, equiv.limits); no data read."""
+    import h5py
+
+    source = source or str(path)
+    with h5py.File(path, "r") as f:
+        found = hdf5.walk(hdf5.weights_root(f, keras2, source), source)
+    limits.check_declared(source, variant, hdf5.declared_sizes(found))
+    return found
+
+
 def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
     """The weights of a `.keras` zip, read as a `.weights.h5`: nothing of its config is run."""
     import zipfile
@@ -242,6 +256,7 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
             with z.open("model.weights.h5") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             try:
+                check_hdf5(target, variant, keras2=False, source=f"{path} (its model.weights.h5)")
                 return adapter("keras").read_weights_file(variant, target)
             except ParamMismatchError as e:
                 raise e.relabel(source=str(path)) from None
@@ -304,8 +319,7 @@ def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
     params: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
-            root = hdf5.weights_root(f, True, str(path))
-            limits.check_declared(str(path), variant, hdf5.declared_sizes(hdf5.walk(root, str(path))))
+            root = hdf5.weights_root(f, True, str(path))  # checked by check_hdf5 (files.read) before
             layers = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
             rename = ad.keras2_layer_names(variant, layers)  # the seed's auto-named layers, by order
             datasets = {}  # canonical name -> dataset, read only once every shape fits

@@ -404,7 +404,8 @@ def torch_retype(path: Path, which: int = 0) -> str:
     import torch
 
     d = torch.load(path, weights_only=True)
-    name = sorted(d)[which % len(d)]
+    floats = sorted(k for k, t in d.items() if t.is_floating_point())  # not BatchNorm's step counters
+    name = floats[which % len(floats)]
     d[name] = (d[name] * 1000).to(torch.int32)
     torch.save(d, path)
     return name
@@ -443,6 +444,84 @@ def tf_retype(path: Path, which: int = 0) -> str:
     tf.raw_ops.SaveV2(prefix=str(path), tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=[values[n] for n in names])
     return name
+
+
+def _index_shape(shape):
+    def change(name, entry):
+        if entry.dtype == 1 and not change.done:  # the first float tensor
+            del entry.shape.dim[:]
+            for d in shape:
+                entry.shape.dim.add(size=d)
+            change.done = True
+    change.done = False
+    return change
+
+
+def _index_dtype(name, entry):
+    if entry.dtype == 1:
+        entry.dtype = 3  # DT_INT32 over float32 bytes: the same size, other values
+
+
+def _safetensors_huge(path: Path, which: int) -> None:
+    """One entry of a valid file re-declared as 2**30 float32 values, backed by a sparse tail."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    name = sorted(k for k in header if k != "__metadata__")[which % (len(header) - ("__metadata__" in header))]
+    body = len(data) - 8 - n
+    header[name] = {"dtype": "F32", "shape": [2**30], "data_offsets": [body, body + 4 * 2**30]}
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+        f.truncate(8 + len(raw) + body + 4 * 2**30)
+
+
+def _safetensors_header_length(path: Path, which: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[:8] = (2**40 + which).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+
+
+def _inside(attack_h5):
+    """An HDF5 attack on the model.weights.h5 of a .keras archive."""
+    return lambda path, which: change_inner(path, lambda inner: attack_h5(inner, which))
+
+
+_H5 = {
+    "external-storage": lambda p, w: h5_external_storage(p, _secret(p), w),
+    "external-link": lambda p, w: h5_external_link(p, p.parent / "other.h5", w),
+    "virtual": lambda p, w: h5_virtual(p, p.parent / "other.h5", w),
+    "soft-link-out": lambda p, w: h5_soft_link_out(p, w),
+    "huge-dataset": lambda p, w: h5_huge(p, w),
+    "int-dtype": lambda p, w: h5_retype(p, "int64", w),
+}
+# Structural attacks per format: well-formed files that store data elsewhere, declare sizes far
+# beyond what is there, or hold integers. Every one must be refused (never loaded).
+ATTACKS = {
+    "keras-weights": _H5,
+    "keras2-h5": _H5,
+    "keras-archive": {**{k: _inside(f) for k, f in _H5.items()},
+                      "deflate-bomb": lambda p, w: zip_bomb(p, 0.6)},
+    "safetensors": {"huge-tensor": _safetensors_huge, "huge-header": _safetensors_header_length,
+                    "int-dtype": lambda p, w: safetensors_retype(p, "I32", w)},
+    "tf-checkpoint": {"negative-shape": lambda p, w: rewrite_index(p, _index_shape([-1 - w % 3])),
+                      "overflowing-shape": lambda p, w: rewrite_index(p, _index_shape([2**31] * 3)),
+                      "huge-shape": lambda p, w: rewrite_index(p, _index_shape([2**20, 2**20])),
+                      "index-int-dtype": lambda p, w: rewrite_index(p, _index_dtype),
+                      "int-dtype": lambda p, w: tf_retype(p, w)},
+    "torch": {"deflate-bomb": lambda p, w: zip_bomb(p, 0.6), "int-dtype": lambda p, w: torch_retype(p, w)},
+}
+SECRET = b"SECRET-TOKEN-do-not-leak\n"
+
+
+def _secret(path: Path) -> Path:
+    secret = path.parent / "secret.txt"
+    secret.write_bytes(SECRET * 1000)
+    return secret
+
+
+def attack(fmt: str, path: Path, name: str, which: int) -> None:
+    ATTACKS[fmt][name](path, which)
 
 
 # ---------------------------------------------------------------------------------------

@@ -357,13 +357,9 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
     it is read into `build(variant)` by Keras itself. When the file does not fit, the same
     addressing is followed by hand to say which canonical parameter is missing or misshaped.
     """
-    import h5py
+    from equiv import files
 
-    from equiv import hdf5, limits
-
-    with h5py.File(path, "r") as f:  # nothing stored elsewhere, nothing too big, before Keras reads it
-        arrays = hdf5.walk(f, str(path))
-    limits.check_declared(str(path), variant, hdf5.declared_sizes(arrays))
+    arrays = files.check_hdf5(path, variant, keras2=False)  # nothing stored elsewhere, nothing too big
     model = build(variant)
     try:
         if len(arrays) != len(C.param_shapes(variant)):
