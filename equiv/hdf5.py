@@ -36,8 +36,8 @@ def walk(group, source: str) -> list[Declared]:
     found: list[Declared] = []
     seen: set[tuple[int, int]] = set()
 
-    def refuse(name: str, why: str) -> None:
-        raise EquivError(f"{source}: {name}: {why}; {_STORED_HERE}")
+    def refuse(name: str, why: str, stored_elsewhere: bool = True) -> None:
+        raise EquivError(f"{source}: {name}: {why}" + (f"; {_STORED_HERE}" if stored_elsewhere else ""))
 
     def visit(g) -> None:
         info = h5py.h5o.get_info(g.id)
@@ -80,9 +80,9 @@ def _dataset(ds, name: str, refuse) -> Declared:
     if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
         refuse(name, f"a dataset of unknown layout {layout}")
     if ds.shape is None:
-        refuse(name, "a dataset without a shape")
+        refuse(name, "a dataset without a shape", False)
     if ds.dtype.kind != "f":
-        refuse(name, f"a dataset of {ds.dtype}; weights must be floating point (float16, float32, float64)")
+        refuse(name, f"a dataset of {ds.dtype}; weights must be floating point (float16, float32, float64)", False)
     return Declared(name, tuple(int(d) for d in ds.shape), ds.dtype)
 
 

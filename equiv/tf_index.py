@@ -4,15 +4,16 @@ TensorFlow's native reader trusts the index: a shape of [-1] or [2**31]*3 aborts
 process (`Check failed: size >= 0`, SIGABRT), and an entry may declare any size. The index is a
 LevelDB table (footer, an index block of block handles, data blocks of prefix-compressed
 entries) mapping "" to a BundleHeaderProto and each tensor name to a BundleEntryProto (dtype,
-shape, shard, offset, size). It is parsed here in Python, and every entry is checked: a known
-dtype, a shape of non-negative dimensions, no partitioned slices, a size that is what the
-dtype and shape make, inside its data file. Only then does TensorFlow open the checkpoint.
+shape, shard, offset, size). It is parsed here in Python, protobuf fields by number, without
+importing TensorFlow, and every entry is checked: a shape of non-negative dimensions, no
+partitioned slices, a size that is what the dtype and shape make, inside its data file. Only
+then does TensorFlow open the checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from equiv.errors import EquivError
 
@@ -39,12 +40,13 @@ class Entry:
         return _ITEMSIZE.get(self.dtype, 1)
 
     def dtype_name(self) -> str:
-        from tensorflow.core.framework import types_pb2
+        return _NAMES.get(self.dtype, f"dtype {self.dtype}")
 
-        try:
-            return types_pb2.DataType.Name(self.dtype).removeprefix("DT_").lower()
-        except ValueError:
-            return f"dtype {self.dtype}"
+
+_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string", 8: "complex64",
+          9: "int64", 10: "bool", 11: "qint8", 12: "quint8", 13: "qint32", 14: "bfloat16", 15: "qint16",
+          16: "quint16", 17: "uint16", 18: "complex128", 19: "float16", 20: "resource", 21: "variant",
+          22: "uint32", 23: "uint64"}
 
 
 class _Bad(Exception):
@@ -111,11 +113,72 @@ def data_file(prefix: str, shard: int, shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{shards:05d}"
 
 
+def _fields(buf: bytes):
+    """The (field number, value) pairs of a protobuf message: ints for varints and fixed
+    fields, bytes for length-delimited ones. The few fields needed are read by number, so that
+    the index is checked before TensorFlow (and its protobuf classes) is even imported."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1 or wire == 5:
+            width = 8 if wire == 1 else 4
+            if pos + width > len(buf):
+                raise _Bad("a truncated field")
+            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise _Bad("a truncated field")
+            value, pos = buf[pos:pos + length], pos + length
+        else:
+            raise _Bad(f"a field of wire type {wire}")
+        yield number, value
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+@dataclass
+class _Proto:  # what BundleEntryProto (tensor_bundle.proto) says of one tensor
+    dtype: int = 0
+    dims: list[int] = field(default_factory=list)
+    unknown_rank: bool = False
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    slices: int = 0
+
+
+def _entry(buf: bytes) -> _Proto:
+    e = _Proto()
+    for number, value in _fields(buf):
+        if number == 1 and isinstance(value, int):
+            e.dtype = value
+        elif number == 2 and isinstance(value, bytes):  # TensorShapeProto
+            for n, v in _fields(value):
+                if n == 2 and isinstance(v, bytes):  # Dim: size (1), name (2)
+                    e.dims.append(next((_signed(x) for k, x in _fields(v) if k == 1 and isinstance(x, int)), 0))
+                elif n == 3 and isinstance(v, int):
+                    e.unknown_rank = bool(v)
+        elif number in (3, 4, 5) and isinstance(value, int):
+            setattr(e, {3: "shard_id", 4: "offset", 5: "size"}[number], _signed(value))
+        elif number == 7:
+            e.slices += 1
+    return e
+
+
+def _header(buf: bytes) -> tuple[int, int]:
+    """num_shards (1) and endianness (2) of a BundleHeaderProto."""
+    found = {n: _signed(v) for n, v in _fields(buf) if n in (1, 2) and isinstance(v, int)}
+    return found.get(1, 0), found.get(2, 0)
+
+
 def read(prefix: str) -> dict[str, Entry]:
     """Every tensor the checkpoint at `prefix` declares, checked; EquivError naming the entry otherwise."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import tensor_bundle_pb2 as pb
-
     index = f"{prefix}.index"
     try:
         with open(index, "rb") as f:
@@ -126,34 +189,33 @@ def read(prefix: str) -> dict[str, Entry]:
         table = _table(data)
         if b"" not in table:
             raise _Bad("no header entry")
-        header = pb.BundleHeaderProto.FromString(table.pop(b""))
-        if not 1 <= header.num_shards <= 1 << 16 or header.endianness != 0:
-            raise _Bad(f"a header of {header.num_shards} shards, endianness {header.endianness}")
-        sizes = [os.stat(data_file(prefix, i, header.num_shards)).st_size for i in range(header.num_shards)]
+        shards, endianness = _header(table.pop(b""))
+        if not 1 <= shards <= 1 << 16 or endianness != 0:
+            raise _Bad(f"a header of {shards} shards, endianness {endianness}")
+        sizes = [os.stat(data_file(prefix, i, shards)).st_size for i in range(shards)]
         out: dict[str, Entry] = {}
         for key, value in table.items():
             name = key.decode("utf-8")
-            out[name] = _check(name, pb.BundleEntryProto.FromString(value), sizes)
-    except (_Bad, DecodeError, UnicodeDecodeError) as e:
+            out[name] = _check(name, _entry(value), sizes)
+    except (_Bad, UnicodeDecodeError) as e:
         raise EquivError(f"{prefix}: not a readable TF checkpoint (index: {e})") from None
     except OSError as e:
         raise EquivError(f"{prefix}: not a readable TF checkpoint ({e.strerror}: {e.filename})") from None
     return out
 
 
-def _check(name: str, e, sizes: list[int]) -> Entry:
-    from equiv import limits
-
-    if e.shape.unknown_rank:
+def _check(name: str, e: _Proto, sizes: list[int]) -> Entry:
+    if e.unknown_rank:
         raise _Bad(f"entry {name} declares no rank")
-    dims = [d.size for d in e.shape.dim]
-    if any(d < 0 for d in dims) or len(dims) > 32:
-        raise _Bad(f"entry {name} declares the shape {dims}")
+    count = 1
+    for d in e.dims:
+        count *= max(d, 0)
+    if any(d < 0 for d in e.dims) or len(e.dims) > 32 or count > 1 << 62:
+        raise _Bad(f"entry {name} declares the shape {e.dims}")
     if e.slices:
         raise _Bad(f"entry {name} is partitioned into slices, which equiv does not read")
-    count = limits.elements(name, name, dims)
     if e.dtype in _ITEMSIZE and e.size != count * _ITEMSIZE[e.dtype]:
-        raise _Bad(f"entry {name} declares {e.size} bytes for {count} elements of dtype {e.dtype}")
-    if e.shard_id >= len(sizes) or e.offset + e.size > sizes[e.shard_id]:
+        raise _Bad(f"entry {name} declares {e.size} bytes for {count} elements of {Entry(e.dtype, ()).dtype_name()}")
+    if not 0 <= e.shard_id < len(sizes) or e.offset < 0 or e.size < 0 or e.offset + e.size > sizes[e.shard_id]:
         raise _Bad(f"entry {name} lies beyond its data file (shard {e.shard_id}, bytes {e.offset}+{e.size})")
-    return Entry(e.dtype, tuple(dims))
+    return Entry(e.dtype, tuple(e.dims))

@@ -178,6 +178,18 @@ def test_a_checkpoint_index_with_an_impossible_shape_never_reaches_tensorflow(sh
     assert str(shape) in err or "declares" in err
 
 
+def test_the_index_as_equiv_reads_it_is_the_index_as_tensorflow_reads_it(tiny, tmp_path):
+    import tensorflow as tf
+
+    from equiv import tf_index
+
+    reader = tf.train.load_checkpoint(str(tiny["tf-checkpoint"]))
+    ours = tf_index.read(str(tiny["tf-checkpoint"]))
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    assert {n: e.shape for n, e in ours.items()} == {n: tuple(s) for n, s in shapes.items()}
+    assert {n: e.dtype_name() for n, e in ours.items()} == {n: d.name for n, d in dtypes.items()}
+
+
 def test_tensorflow_itself_aborts_on_that_index(tiny, tmp_path):
     """What the check above prevents: TensorFlow's reader kills the process (SIGABRT)."""
     prefix = case(tiny, "tf-checkpoint", tmp_path)
