@@ -69,7 +69,7 @@ def make(folder: Path) -> dict[str, Path]:
     F.h5_virtual(p, folder / "vds" / "other.h5", 3)
     out["h5: soft link out of model_weights"] = p = copy(h5, "soft")
     F.h5_soft_link_out(p, 3)
-    out["h5: int64 kernel"] = p = copy(h5, "h5int")
+    out["h5: an int64 dataset"] = p = copy(h5, "h5int")
     F.h5_retype(p, "int64", 3)
     out[".weights.h5: unallocated 2**31-element dataset"] = p = copy(weights_h5, "unalloc")
     F.h5_huge(p, 3, 2**31)

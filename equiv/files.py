@@ -192,7 +192,7 @@ def checkpoint_entries(prefix: str, variant: Variant) -> dict[str, tf_index.Entr
     biggest = limits.largest_tensor(variant)
     for name, e in entries.items():
         n = limits.elements(prefix, name, e.shape)
-        if n > biggest and e.dtype != 7:  # a string (the object graph) is small whatever its shape says
+        if n > biggest and e.dtype != tf_index.STRING:  # the object graph: its size is checked, not its shape
             raise EquivError(f"{prefix}: {name} declares {n} elements ({e.shape}); no parameter of {variant.name} "
                              f"or any registered variant has more than {biggest}")
     return entries
@@ -256,7 +256,7 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
             with z.open("model.weights.h5") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             try:
-                check_hdf5(target, variant, keras2=False, source=f"{path} (its model.weights.h5)")
+                check_hdf5(target, variant, keras2=False)
                 return adapter("keras").read_weights_file(variant, target)
             except ParamMismatchError as e:
                 raise e.relabel(source=str(path)) from None

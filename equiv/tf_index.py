@@ -23,6 +23,7 @@ _MAGIC = 0xDB4775248B80FB57
 _ITEMSIZE = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 8: 8, 9: 8, 10: 1, 11: 1, 12: 1, 13: 4, 14: 2, 15: 2, 16: 2,
              17: 2, 18: 16, 19: 2, 22: 4, 23: 8}
 FLOATING = {1: "float32", 2: "float64", 14: "bfloat16", 19: "float16"}
+STRING = 7  # DT_STRING: a size of its own, not elements times a width
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
