@@ -63,7 +63,10 @@ def main() -> None:
     damage_kinds = ("Damage: flip = up to 8 bytes overwritten anywhere; truncate = the file cut short; swap = two "
                     "tensors exchanged under their names (a valid file of the wrong shapes, or silently other values "
                     "where the shapes agree); inner = a .keras archive whose model.weights.h5 is damaged inside a "
-                    "sound zip. Each case is read in a worker process (a crash or a hang would fail the case).")
+                    "sound zip; struct:NAME = a structural attack on a valid file (tests/fuzzing.ATTACKS: external "
+                    "raw storage, external links, virtual datasets, soft links out of the weights, declared-size "
+                    "bombs, impossible shapes in a TF index, integer dtypes), which must be refused: loading one "
+                    "fails the case. Each case is read in a worker process (a crash or a hang would fail the case).")
     lines += ["", distinct, "", damage_kinds, "", "Most frequent messages:", ""]
     lines += [f"- {n} x `{m}`" for m, n in list(data["messages"].items())[:15]]
     (out / "fuzz_readers.md").write_text("\n".join(lines) + "\n")

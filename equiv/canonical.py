@@ -340,17 +340,19 @@ def flops(v: Variant, height: int, width: int) -> int:
 
 def check_params(v: Variant, params: Mapping[str, np.ndarray], source: str | None = None) -> None:
     """Raise ParamMismatchError unless `params` holds exactly the canonical parameters of `v`."""
+    check_shapes(v, {n: tuple(np.shape(a)) for n, a in params.items()}, source)
+
+
+def check_shapes(v: Variant, shapes: Mapping[str, tuple], source: str | None = None) -> None:
+    """check_params on declared shapes (name -> shape), before any data is read."""
     expected = param_shapes(v)
-    missing = [n for n in expected if n not in params]
-    unexpected = [n for n in params if n not in expected]
-    mismatched = [
-        (n, shape, tuple(np.shape(params[n])))
-        for n, shape in expected.items()
-        if n in params and tuple(np.shape(params[n])) != shape
-    ]
+    shapes = {n: tuple(s) for n, s in shapes.items()}
+    missing = [n for n in expected if n not in shapes]
+    unexpected = [n for n in shapes if n not in expected]
+    mismatched = [(n, shape, shapes[n]) for n, shape in expected.items() if n in shapes and shapes[n] != shape]
     if missing or unexpected or mismatched:
         raise ParamMismatchError(v.name, missing, unexpected, mismatched, source, expected=expected,
-                                 found={n: tuple(np.shape(params[n])) for n in unexpected})
+                                 found={n: shapes[n] for n in unexpected})
 
 
 # ---------------------------------------------------------------------------------------

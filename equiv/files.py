@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from equiv import atomic, paths
+from equiv import atomic, hdf5, limits, paths, tf_index
 from equiv import canonical as C
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant
@@ -84,8 +84,7 @@ def _hdf5_kind(path: Path) -> str:
 
     try:
         with h5py.File(path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
-            return "keras2-h5" if "layer_names" in root.attrs else "keras-weights"
+            return "keras2-h5" if "layer_names" in hdf5.weights_root(f, True, str(path)).attrs else "keras-weights"
     except Exception:  # noqa: BLE001 - unreadable: the name decides, the reader says why
         return "keras-weights" if path.name.lower().endswith(".weights.h5") else "keras2-h5"
 
@@ -164,12 +163,15 @@ def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
         raise EquivError(f"{path}: no such file")
     if fmt == "safetensors":
         return _read_safetensors(path, variant)
+    if fmt in ("keras-weights", "keras2-h5"):
+        check_hdf5(path, variant, keras2=fmt == "keras2-h5")  # before Keras and TensorFlow are imported
     from equiv.frameworks import adapter
 
     if fmt == "tf-checkpoint":
         prefix = str(_tf_prefix(path))
-        if _is_object_checkpoint(prefix):
-            return _read_object_checkpoint(prefix, variant)
+        entries = checkpoint_entries(prefix, variant)
+        if tf_index.OBJECT_GRAPH in entries:
+            return _read_object_checkpoint(prefix, variant, entries)
         return adapter("slim").read_checkpoint(variant, prefix)
     if fmt == "keras-weights":
         return adapter("keras").read_weights_file(variant, path)
@@ -183,23 +185,28 @@ def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
 _OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
 
 
-def _is_object_checkpoint(prefix: str) -> bool:
-    """A TF2 `tf.train.Checkpoint` (object-based) rather than a v1 Saver checkpoint."""
-    import tensorflow as tf
+def checkpoint_entries(prefix: str, variant: Variant) -> dict[str, tf_index.Entry]:
+    """The tensors a TF checkpoint declares, checked (tf_index) before TensorFlow opens it, none
+    bigger than a parameter equiv could need. Optimizer slots may be there: sizes are checked per
+    tensor, and only parameters that fit by name and shape are read."""
+    entries = tf_index.read(prefix)
+    biggest = limits.largest_tensor(variant)
+    for name, e in entries.items():
+        n = limits.elements(prefix, name, e.shape)
+        if n > biggest and e.dtype != tf_index.STRING:  # the object graph: its size is checked, not its shape
+            raise EquivError(f"{prefix}: {name} declares {n} elements ({e.shape}); no parameter of {variant.name} "
+                             f"or any registered variant has more than {biggest}")
+    return entries
 
-    try:
-        return "_CHECKPOINTABLE_OBJECT_GRAPH" in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as e:
-        raise EquivError(f"{prefix}: not a readable TF checkpoint ({str(e).splitlines()[0]})") from None
 
-
-def _read_object_checkpoint(prefix: str, variant: Variant) -> dict[str, np.ndarray]:
+def _read_object_checkpoint(prefix: str, variant: Variant, entries: Mapping[str, tf_index.Entry]) -> dict:
     """A TF2 object checkpoint of a Keras model (`tf.train.Checkpoint(model=model)`).
 
     Its variables are named by the position of their layer in the model's operations
     (`model/_operations/12/_kernel/...`), not by layer name. They are matched to the layers of
     the same model as equiv builds it in Keras (keras.applications for keras/ variants), then
-    checked strictly by shape; a checkpoint of a model built another way does not match."""
+    checked strictly by shape (from the index, before any tensor is read); a checkpoint of a
+    model built another way does not match."""
     import tensorflow as tf
 
     from equiv.frameworks import adapter
@@ -207,17 +214,32 @@ def _read_object_checkpoint(prefix: str, variant: Variant) -> dict[str, np.ndarr
     ad = adapter("keras")
     ops = ad.build(variant).operations
     to_canonical = {k: c for c, k in ad.framework_names(variant).items()}
-    reader = tf.train.load_checkpoint(prefix)
-    params: dict[str, np.ndarray] = {}
-    for key in reader.get_variable_to_shape_map():
+    keys: dict[str, str] = {}  # canonical (or the file's own) name -> checkpoint key
+    for key in entries:
         m = _OBJECT_KEY.fullmatch(key)
         if m is None:
             continue  # the object graph, optimizer slots, counters
         i, field = int(m.group(1)), m.group(2).lstrip("_")  # Keras 3 keeps a conv kernel as `_kernel`
         name = f"{ops[i].name}/{field}" if i < len(ops) else key
-        params[to_canonical.get(name, name)] = np.asarray(reader.get_tensor(key), np.float32)
-    C.check_params(variant, params, source=prefix)
-    return {k: params[k] for k in C.param_shapes(variant)}
+        keys[to_canonical.get(name, name)] = key
+    C.check_shapes(variant, {n: entries[k].shape for n, k in keys.items()}, source=prefix)
+    for n, k in keys.items():
+        if not entries[k].floating:
+            limits.refuse_dtype(prefix, n, f"{entries[k].dtype_name()} (as {k})")
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: np.asarray(reader.get_tensor(keys[n]), np.float32) for n in C.param_shapes(variant)}
+
+
+def check_hdf5(path: Path, variant: Variant, *, keras2: bool, source: str | None = None) -> list[hdf5.Declared]:
+    """The datasets of an HDF5 weight file: nothing stored elsewhere, nothing bigger than equiv
+    could need (equiv.hdf5, equiv.limits); no data read."""
+    import h5py
+
+    source = source or str(path)
+    with h5py.File(path, "r") as f:
+        found = hdf5.walk(hdf5.weights_root(f, keras2, source), source)
+    limits.check_declared(source, variant, hdf5.declared_sizes(found))
+    return found
 
 
 def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
@@ -228,10 +250,14 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
 
     try:
         with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
+            # the uncompressed size the archive declares, before inflating anything (a deflate bomb)
+            limits.check_bytes(str(path), z.getinfo("model.weights.h5").file_size, variant,
+                               "its model.weights.h5 unpacks to")
             target = Path(tmp) / "model.weights.h5"
             with z.open("model.weights.h5") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             try:
+                check_hdf5(target, variant, keras2=False)
                 return adapter("keras").read_weights_file(variant, target)
             except ParamMismatchError as e:
                 raise e.relabel(source=str(path)) from None
@@ -247,33 +273,40 @@ def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]] | N
     Keras keeps kernels HWIO and dense kernels (in, out), as the canonical form does, so a file
     whose sorted shapes equal a variant's sorted canonical shapes holds that variant's weights
     (equiv.porting.looks_like), whatever its layer names or order. Reads shapes only: with h5py
-    (.weights.h5, .keras, Keras 2 .h5), or a TF2 object checkpoint's index."""
+    (.weights.h5, .keras, Keras 2 .h5), or a TF2 object checkpoint's index (equiv.tf_index)."""
     import zipfile
 
     if fmt == "tf-checkpoint":
-        prefix = str(_tf_prefix(Path(path)))
-        if not _is_object_checkpoint(prefix):
+        entries = tf_index.read(str(_tf_prefix(Path(path))))
+        if tf_index.OBJECT_GRAPH not in entries:
             return None
-        import tensorflow as tf
-
-        shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-        return sorted(tuple(s) for k, s in shapes.items() if _OBJECT_KEY.fullmatch(k))
+        return sorted(e.shape for k, e in entries.items() if _OBJECT_KEY.fullmatch(k))
     if fmt not in ("keras-weights", "keras-archive", "keras2-h5"):
         return None
     import h5py
 
-    def shapes(f) -> list[tuple[int, ...]]:
-        root = f["model_weights"] if fmt == "keras2-h5" and "model_weights" in f else f
-        root = root["layers"] if fmt != "keras2-h5" and "layers" in root else root
-        found: list[tuple[int, ...]] = []
-        root.visititems(lambda _, obj: found.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
-        return sorted(found)
+    def shapes(f, source: str) -> list[tuple[int, ...]]:
+        found = hdf5.walk(hdf5.weights_root(f, fmt == "keras2-h5", source), source)
+        if fmt != "keras2-h5" and any(d.name.startswith("/layers/") for d in found):
+            found = [d for d in found if d.name.startswith("/layers/")]
+        return sorted(d.shape for d in found)
 
     if fmt == "keras-archive":
         with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
-            return shapes(f)
+            return shapes(f, f"{path} (its model.weights.h5)")
     with h5py.File(path, "r") as f:
-        return shapes(f)
+        return shapes(f, str(path))
+
+
+def declared_shapes(path: str | os.PathLike, fmt: str) -> dict[str, tuple[int, ...]]:
+    """The names and shapes a safetensors file or a TF checkpoint declares, checked, no data read."""
+    if fmt == "safetensors":
+        from equiv import safetensors_reader
+
+        return {n: e.shape for n, e in safetensors_reader.header(Path(path)).items()}
+    if fmt == "tf-checkpoint":
+        return {n: e.shape for n, e in tf_index.read(str(_tf_prefix(Path(path)))).items()}
+    raise EquivError(f"{path}: {fmt} files do not declare their shapes apart from their data")
 
 
 def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
@@ -287,32 +320,45 @@ def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
     params: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f
+            root = hdf5.weights_root(f, True, str(path))  # checked by check_hdf5 (files.read) before
             layers = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
             rename = ad.keras2_layer_names(variant, layers)  # the seed's auto-named layers, by order
+            datasets = {}  # canonical name -> dataset, read only once every shape fits
             for layer in layers:
-                group = root[layer]
+                group = _child(root, layer, path)
                 for wname in group.attrs.get("weight_names", []):
                     wname = wname.decode() if isinstance(wname, bytes) else wname
                     field = wname.rsplit("/", 1)[-1].split(":")[0]  # 'conv1_conv/kernel:0' -> kernel
                     key = f"{rename.get(layer, layer)}/{field}"
-                    params[to_canonical.get(key, key)] = np.asarray(group[wname], np.float32)
+                    datasets[to_canonical.get(key, key)] = _child(group, wname, path)
+            C.check_shapes(variant, {k: d.shape for k, d in datasets.items()}, source=str(path))  # no data yet
+            params = {k: np.asarray(datasets[k][()], np.float32) for k in C.param_shapes(variant)}
     except (OSError, KeyError) as e:
         raise EquivError(f"{path}: not a readable Keras 2 .h5 file ({e})") from None
-    C.check_params(variant, params, source=str(path))
-    return {k: params[k] for k in C.param_shapes(variant)}
+    return params
+
+
+def _child(group, name: str, path: Path):
+    """`group[name]` for a name from the file's own attributes: relative, so inside the checked tree."""
+    import h5py
+
+    if not name or name.startswith("/"):
+        raise EquivError(f"{path}: {group.name}: names {name!r}, outside the weights")
+    found = group[name]
+    if not isinstance(found, (h5py.Group, h5py.Dataset)):
+        raise EquivError(f"{path}: {group.name}/{name}: not a group or dataset")
+    return found
 
 
 def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    """Header first (sizes against the file and the variant, names and shapes against the
+    variant), then exactly the canonical tensors, with ordinary reads (no memory map)."""
+    from equiv import safetensors_reader
 
-    try:
-        params = load_file(str(path))
-    except (SafetensorError, ValueError, OSError) as e:
-        raise EquivError(f"{path}: not a readable safetensors file ({e})") from None
-    C.check_params(variant, params, source=str(path))
-    return {k: np.asarray(params[k], np.float32) for k in C.param_shapes(variant)}
+    entries = safetensors_reader.header(path)
+    limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
+    C.check_shapes(variant, {n: e.shape for n, e in entries.items()}, source=str(path))
+    return safetensors_reader.read(path, entries, list(C.param_shapes(variant)))
 
 
 def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:

@@ -78,7 +78,9 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
                classes: Mapping[str, type] | None = None) -> str | None:
     """The registered variant whose parameters a file fits, with its own head size, if any.
 
-    Files with names (safetensors, torch, slim checkpoints) are matched by name and shape;
+    Files with names (safetensors, torch, slim checkpoints) are matched by name and shape, each
+    file read once (safetensors and checkpoints: their declared shapes only) whatever the number
+    of candidates;
     files of a Keras model, whose names depend on how it was built, by their sorted shapes,
     which Keras keeps in the canonical layout (files.keras_shapes). Candidates native to the file's
     framework come first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but
@@ -105,9 +107,21 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
 
         def match(cand):
             return _fits(lambda c: torch_ad.state_to_canonical(c, state, str(path)), cand)
-    else:
-        def match(cand):
-            return _fits(lambda c: files.read(path, c, fmt), cand)
+    else:  # safetensors, a slim checkpoint: the declared shapes, read once, no tensor data
+        try:
+            declared = files.declared_shapes(path, fmt)
+        except EquivError:
+            return None
+        if fmt == "tf-checkpoint":
+            from equiv.frameworks import adapter
+
+            slim_ad = adapter("slim")
+
+            def match(cand):
+                return _fits(lambda c: C.check_shapes(c, slim_ad.checkpoint_params(c, declared)), cand)
+        else:
+            def match(cand):
+                return _fits(lambda c: C.check_shapes(c, declared), cand)
     exact = None
     for cand in candidates:
         found = match(cand)

@@ -1,5 +1,7 @@
 """Fuzzing every reader: damaged copies of small valid files (bytes overwritten, the file cut
-short, two tensors swapped under their names, a .keras archive's inner weights damaged) are
+short, two tensors swapped under their names, a .keras archive's inner weights damaged) and
+structural attacks on them (data stored in other files, declared-size bombs, impossible
+shapes, integer dtypes: tests/fuzzing.ATTACKS, which must all be refused) are
 read by `equiv.files.read` in a worker process (tests/fuzzing.py).
 
 Each case must load a valid result (every canonical parameter, the right shapes, float32,
@@ -92,6 +94,7 @@ def damages(fmt: str) -> st.SearchStrategy:
     ]
     if fmt == "keras-archive":
         kinds.append(st.tuples(st.just("inner"), _EDITS, st.floats(0.01, 1)))
+    kinds.append(st.tuples(st.just("struct"), st.sampled_from(sorted(F.ATTACKS[fmt])), st.integers(0, 63)))
     return st.one_of(kinds)
 
 
@@ -103,6 +106,8 @@ def damage(fmt: str, path: Path, how: tuple) -> None:
         F.flip(part, how[2]) if kind == "flip" else F.truncate(part, how[2])
     elif kind == "swap":
         F.swap(fmt, path, how[1], how[2])
+    elif kind == "struct":
+        F.attack(fmt, path, how[1], how[2])
     else:
         F.damage_inner(path, how[1], how[2])
 
@@ -125,9 +130,10 @@ def test_damaged_files_load_or_raise_equivs_own_error_naming_the_file(fmt, valid
             tally.add(fmt, how[0], "crash or hang", str(e))
             raise AssertionError(f"{fmt} damaged by {how}: {e}") from None
         message = F.normalise(answer["message"], path) if answer["message"] else None
-        tally.add(fmt, how[0], answer["outcome"], message)
-        assert answer["outcome"] in ("loaded", "error"), answer
+        tally.add(fmt, how[0] if how[0] != "struct" else f"struct:{how[1]}", answer["outcome"], message)
+        assert answer["outcome"] in (("error",) if how[0] == "struct" else ("loaded", "error")), answer
         if answer["outcome"] == "error":
             assert str(path) in answer["message"], answer["message"]
+            assert F.SECRET[:12].decode() not in answer["message"]
 
     case()

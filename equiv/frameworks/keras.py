@@ -410,19 +410,19 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
     it is read into `build(variant)` by Keras itself. When the file does not fit, the same
     addressing is followed by hand to say which canonical parameter is missing or misshaped.
     """
-    import h5py
+    from equiv import files
 
-    with h5py.File(path, "r") as f:
-        arrays = []
-        f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
+    arrays = files.check_hdf5(path, variant, keras2=False)  # nothing stored elsewhere, nothing too big
     model = build(variant)
     try:
         if len(arrays) != len(C.param_shapes(variant)):
             raise ValueError(f"holds {len(arrays)} arrays, {variant.name} has {len(C.param_shapes(variant))}")
+        _explain_mismatch(variant, model, path)  # the shapes Keras would read, before it reads any data
         model.load_weights(str(path))
     except ValueError as e:
         _explain_mismatch(variant, model, path)  # raises ParamMismatchError when it can say more
-        raise FrameworkError(f"{path}: not the weights of {variant.name}: {str(e).splitlines()[0]}") from None
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:500]  # Keras' reason too
+        raise FrameworkError(f"{path}: not the weights of {variant.name}: {why}") from None
     return export_params(variant, model)
 
 

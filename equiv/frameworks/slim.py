@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,10 +116,14 @@ def _to_slim(v: Variant, name: str, a: np.ndarray) -> np.ndarray:
 
 
 def _from_slim(v: Variant, name: str, a: np.ndarray) -> np.ndarray:
+    return a.reshape(_from_slim_shape(v, name, a.shape))
+
+
+def _from_slim_shape(v: Variant, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     # A kernel of any other shape is left as it is, for check_params to report.
-    if name == "logits/kernel" and not v.head_pool and a.shape[:2] == (1, 1):
-        return a.reshape(a.shape[2:])
-    return a
+    if name == "logits/kernel" and not v.head_pool and tuple(shape[:2]) == (1, 1):
+        return tuple(shape[2:])
+    return tuple(shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,20 +387,35 @@ def save_checkpoint(variant: Variant, model: SlimModel, path: str) -> str:
         return saver.save(model.session, str(path), write_meta_graph=False)
 
 
+def checkpoint_params(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple]:
+    """What a checkpoint of declared `shapes` (slim name -> shape) holds, by canonical name, as
+    shapes: the canonical parameters it has, and anything else in the network's scope by its
+    slim name (reported as unexpected). Variables outside the scope (global_step) are bookkeeping."""
+    names = framework_names(variant)
+    known = set(names.values())
+    out = {c: _from_slim_shape(variant, c, tuple(shapes[s])) for c, s in names.items() if s in shapes}
+    scope = _scope(variant) + "/"
+    out.update({s: tuple(shape) for s, shape in shapes.items() if s.startswith(scope) and s not in known})
+    return out
+
+
 def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
     """Canonical parameters from a TF checkpoint with slim's names (no graph needed).
 
-    Variables outside the network's scope (global_step) are bookkeeping and skipped; anything
-    else that is not a parameter of `variant` is reported under its slim name."""
+    Names and shapes are checked from the index before any tensor is read, and a parameter
+    that is not floating point is refused by name. A file from a stranger goes through
+    equiv.files.read, which checks the index itself before TensorFlow's reader sees it."""
+    from equiv import limits
+
     tf, _ = _libs()
     reader = tf.train.load_checkpoint(str(path))
+    C.check_shapes(variant, checkpoint_params(variant, reader.get_variable_to_shape_map()), source=str(path))
+    dtypes = reader.get_variable_to_dtype_map()
     names = framework_names(variant)
-    known = set(names.values())
-    params = {c: _from_slim(variant, c, reader.get_tensor(s)) for c, s in names.items() if reader.has_tensor(s)}
-    params.update({s: reader.get_tensor(s) for s in reader.get_variable_to_shape_map()
-                   if s.startswith(_scope(variant) + "/") and s not in known})
-    C.check_params(variant, params, source=str(path))
-    return {c: np.asarray(a, np.float32) for c, a in params.items()}
+    for c, s in names.items():
+        if not dtypes[s].is_floating:
+            limits.refuse_dtype(str(path), c, f"{dtypes[s].name} (as {s})")
+    return {c: np.asarray(_from_slim(variant, c, reader.get_tensor(s)), np.float32) for c, s in names.items()}
 
 
 # ---------------------------------------------------------------------------------------

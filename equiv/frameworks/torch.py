@@ -14,10 +14,12 @@ zero-padded max-pool pad explicitly, in the layer that needs it.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 
@@ -505,6 +507,7 @@ def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] 
     unless `allow_pickle`: then it is unpickled for real, after a warning (and a line on stderr)
     that names the file, and `classes` ("module.Name" -> class) supplies classes the pickle names
     but this process cannot import (a model pickled by a script run as __main__)."""
+    _check_sizes(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -521,6 +524,22 @@ def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] 
     except RuntimeError as exc:
         raise EquivError(f"{path}: not a readable torch file ({_first_line(exc)})") from None
     return _state_arrays(obj, path)
+
+
+def _check_sizes(path) -> None:
+    """The bytes a torch file can unpack to, before torch reads it: a zip's members by the sizes
+    its central directory declares (a deflate bomb declares gigabytes in a few MB), else the file."""
+    from equiv import limits
+
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                total = sum(i.file_size for i in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise EquivError(f"{path}: not a readable torch file ({exc})") from None
+        limits.check_bytes(str(path), total, None, "its zip members unpack to")
+    else:
+        limits.check_bytes(str(path), os.path.getsize(path), None, "it holds")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -580,6 +599,10 @@ def _state_arrays(obj, path) -> dict[str, np.ndarray]:
     bad = [k for k, t in obj.items() if not torch.is_tensor(t)]
     if bad:
         raise EquivError(f"{path}: entry {bad[0]!r} is a {type(obj[bad[0]]).__name__}, not a tensor: not a state_dict")
+    for k, t in obj.items():  # BatchNorm's step counter is an int64 bookkeeping entry, dropped later
+        if not t.is_floating_point() and not str(k).endswith("num_batches_tracked"):
+            raise EquivError(f"{path}: parameter {k} is {str(t.dtype).removeprefix('torch.')}; weights must be "
+                             f"floating point (float16, bfloat16, float32, float64)")
     return {str(k): t.detach().float().numpy() for k, t in obj.items()}
 
 
