@@ -306,13 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose(s)
     s.set_defaults(func=cmd_bench)
 
-    formats = "tf-checkpoint, keras-weights, torch, safetensors"
+    from equiv.formats import NAMES, WRITABLE, choices_help
     s = sub.add_parser("port", help="port a weight file to another framework's format")
     s.add_argument("variant")
     s.add_argument("--from", dest="source", required=True, metavar="FILE", help="the weight file to read")
     s.add_argument("--to", dest="target", required=True, metavar="FILE", help="the weight file to write")
-    s.add_argument("--from-format", help=f"format of --from ({formats}); default: from the name or content")
-    s.add_argument("--to-format", help=f"format of --to ({formats}); default: from the name")
+    s.add_argument("--from-format", choices=NAMES, metavar="FORMAT",
+                   help=f"format of --from: {choices_help()}; default: from the name or content")
+    s.add_argument("--to-format", choices=WRITABLE, metavar="FORMAT",
+                   help=f"format of --to: {choices_help(writable=True)}; default: from the name")
     s.add_argument("--num-classes", type=_size, help="classes of the head in the files (default: the variant's)")
     s.add_argument("--drop-background", action="store_true",
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
@@ -328,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a weight file in one framework on an input, write its taps")
     s.add_argument("variant")
     s.add_argument("--weights", required=True, metavar="FILE")
-    s.add_argument("--format", help=f"format of --weights ({formats})")
+    s.add_argument("--format", choices=NAMES, metavar="FORMAT",
+                   help=f"format of --weights: {choices_help()}; default: from the name or content")
     s.add_argument("--framework", required=True, choices=FRAMEWORKS)
     s.add_argument("--input", required=True, metavar="IN.npy", help="NHWC float32 array")
     s.add_argument("--output", required=True, metavar="OUT.npz")

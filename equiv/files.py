@@ -30,78 +30,23 @@ from typing import Mapping
 
 import numpy as np
 
-from equiv import atomic, hdf5, limits, paths, tf_index
+from equiv import atomic, formats, hdf5, limits, paths, tf_index
 from equiv import canonical as C
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant
-
-FORMATS = ("tf-checkpoint", "keras-weights", "keras-archive", "keras2-h5", "torch", "safetensors")
-WRITABLE = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
-_SUFFIXES = {
-    ".safetensors": "safetensors",
-    ".pt": "torch", ".pth": "torch", ".pkl": "torch",
-    ".weights.h5": "keras-weights",
-    ".keras": "keras-archive",
-    ".ckpt": "tf-checkpoint", ".index": "tf-checkpoint",
-}
-
-
-def _by_name(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, fmt in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
-        if name.endswith(suffix):
-            return fmt
-    return None
-
-
-def _by_content(path: Path) -> str | None:
-    if Path(str(path) + ".index").exists():
-        return "tf-checkpoint"
-    if not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return _hdf5_kind(path)
-    if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's archive, or a .keras one
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as z:
-                return "keras-archive" if "model.weights.h5" in z.namelist() else "torch"
-        except zipfile.BadZipFile:
-            return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header length, then JSON
-        return "safetensors"
-    if head.startswith(b"\x80"):  # a bare pickle: torch.save's legacy format
-        return "torch"
-    return None
-
-
-def _hdf5_kind(path: Path) -> str:
-    """Keras 2 files list their layers in a `layer_names` attribute; Keras 3 ones do not."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return "keras2-h5" if "layer_names" in hdf5.weights_root(f, True, str(path)).attrs else "keras-weights"
-    except Exception:  # noqa: BLE001 - unreadable: the name decides, the reader says why
-        return "keras-weights" if path.name.lower().endswith(".weights.h5") else "keras2-h5"
 
 
 def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = True) -> str:
     """The format of `path`: `fmt` if given (checked), else from the name, else the content."""
     path = Path(path)
     if fmt is not None:
-        if fmt not in FORMATS:
-            raise EquivError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-        return fmt
-    found = _by_name(path)
+        return formats.get(fmt).name
+    found = formats.by_name(path)
     if reading and (found is None or path.name.lower().endswith(".h5")):
-        found = _by_content(path) or found
+        found = formats.by_content(path) or found
     if found is None:
         raise EquivError(f"{path}: cannot tell its format from the name"
-                         f"{' or the content' if reading else ''}; pass a format ({', '.join(FORMATS)})")
+                         f"{' or the content' if reading else ''}; pass a format ({', '.join(formats.NAMES)})")
     return found
 
 
@@ -155,31 +100,28 @@ def check_finite(params: Mapping[str, np.ndarray], source: str) -> None:
 
 def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
           classes: Mapping[str, type] | None) -> dict[str, np.ndarray]:
-    if fmt == "tf-checkpoint":
-        prefix = _tf_prefix(path)
-        if not Path(str(prefix) + ".index").exists():
-            raise EquivError(f"{path}: no TF checkpoint here (expected {prefix}.index)")
-    elif not path.is_file():
-        raise EquivError(f"{path}: no such file")
-    if fmt == "safetensors":
-        return _read_safetensors(path, variant)
-    if fmt in ("keras-weights", "keras2-h5"):
-        check_hdf5(path, variant, keras2=fmt == "keras2-h5")  # before Keras and TensorFlow are imported
+    return formats.get(fmt).read()(variant, path, allow_pickle=allow_pickle, classes=classes)
+
+
+def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
+    """A Saver checkpoint in slim's names, or a TF2 object checkpoint of a Keras model; its index
+    checked (equiv.tf_index) before TensorFlow opens it."""
+    prefix = _tf_prefix(path)
+    if not Path(f"{prefix}.index").exists():
+        raise EquivError(f"{path}: no TF checkpoint here (expected {prefix}.index)")
+    entries = checkpoint_entries(str(prefix), variant)
+    if tf_index.OBJECT_GRAPH in entries:
+        return _read_object_checkpoint(str(prefix), variant, entries)
     from equiv.frameworks import adapter
 
-    if fmt == "tf-checkpoint":
-        prefix = str(_tf_prefix(path))
-        entries = checkpoint_entries(prefix, variant)
-        if tf_index.OBJECT_GRAPH in entries:
-            return _read_object_checkpoint(prefix, variant, entries)
-        return adapter("slim").read_checkpoint(variant, prefix)
-    if fmt == "keras-weights":
-        return adapter("keras").read_weights_file(variant, path)
-    if fmt == "keras-archive":
-        return _read_keras_archive(path, variant)
-    if fmt == "keras2-h5":
-        return _read_keras2_h5(path, variant)
-    return adapter("torch").read_state_dict(variant, path, allow_pickle=allow_pickle, classes=classes)
+    return adapter("slim").read_file(variant, str(prefix))
+
+
+def read_keras_weights(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
+    from equiv.frameworks import adapter
+
+    check_hdf5(path, variant, keras2=False)  # before Keras and TensorFlow are imported
+    return adapter("keras").read_file(variant, path)
 
 
 _OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
@@ -242,7 +184,7 @@ def check_hdf5(path: Path, variant: Variant, *, keras2: bool, source: str | None
     return found
 
 
-def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+def read_keras_archive(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
     """The weights of a `.keras` zip, read as a `.weights.h5`: nothing of its config is run."""
     import zipfile
 
@@ -258,7 +200,7 @@ def _read_keras_archive(path: Path, variant: Variant) -> dict[str, np.ndarray]:
                 shutil.copyfileobj(src, dst)
             try:
                 check_hdf5(target, variant, keras2=False)
-                return adapter("keras").read_weights_file(variant, target)
+                return adapter("keras").read_file(variant, target)
             except ParamMismatchError as e:
                 raise e.relabel(source=str(path)) from None
             except EquivError as e:
@@ -309,9 +251,11 @@ def declared_shapes(path: str | os.PathLike, fmt: str) -> dict[str, tuple[int, .
     raise EquivError(f"{path}: {fmt} files do not declare their shapes apart from their data")
 
 
-def _read_keras2_h5(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+def read_keras2_h5(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
     """A Keras 2 `.h5` (whole model or weights only): arrays addressed by layer and weight name."""
     import h5py
+
+    check_hdf5(path, variant, keras2=True)  # before Keras and TensorFlow are imported
 
     from equiv.frameworks import adapter
 
@@ -350,7 +294,7 @@ def _child(group, name: str, path: Path):
     return found
 
 
-def _read_safetensors(path: Path, variant: Variant) -> dict[str, np.ndarray]:
+def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
     """Header first (sizes against the file and the variant, names and shapes against the
     variant), then exactly the canonical tensors, with ordinary reads (no memory map)."""
     from equiv import safetensors_reader
@@ -371,15 +315,15 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     """Write canonical `params` of `variant` in `fmt`, atomically; returns the files written."""
     path = Path(path)
     fmt = detect(path, fmt, reading=False)
-    if fmt not in WRITABLE:
-        raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(WRITABLE)}")
+    if fmt not in formats.WRITABLE:
+        raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(formats.WRITABLE)}")
     check_target(path, fmt, force)  # before any work; checked again when publishing
     C.check_params(variant, params)
     check_finite(params, f"{path} not written")
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
         try:
-            _write_staged(params, staged, variant, fmt)
+            _write_staged(params, staged, variant, formats.get(fmt))
         except (EquivError, OSError):
             raise  # atomic.staging names the target of an OSError
         except Exception as e:  # noqa: BLE001 - a framework's writer says a full disk its own way
@@ -392,29 +336,21 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
         return atomic.publish([(p, folder / p.name) for p in produced], force)
 
 
-def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: str) -> None:
-    """`params` written to `staged` by the format's own writer."""
-    if fmt == "safetensors":
-        from safetensors.numpy import save_file
+def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: formats.Format) -> None:
+    """`params` written to `staged` by the format's own writer: a backend's from its model."""
+    if fmt.owner is None:
+        fmt.write()(variant, params, staged)
+        return
+    from equiv.frameworks import loaded
 
-        # One metadata key: safetensors writes them in hash order, which changes from process to
-        # process, so two keys would give the same port different bytes each run.
-        save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
-                  str(staged), metadata={"equiv_variant": variant.name})
-    else:
-        from equiv.frameworks import adapter
+    with loaded(fmt.owner, variant, params) as model:
+        fmt.write()(variant, model, staged)
 
-        name = {"tf-checkpoint": "slim", "keras-weights": "keras", "torch": "torch"}[fmt]
-        ad = adapter(name)
-        model = ad.build(variant)
-        try:
-            ad.load_params(variant, model, params)
-            if fmt == "tf-checkpoint":
-                ad.save_checkpoint(variant, model, str(_tf_prefix(staged)))
-            elif fmt == "keras-weights":
-                ad.save_weights_file(variant, model, staged)
-            else:
-                ad.save_state_dict(variant, model, staged)
-        finally:
-            if callable(getattr(model, "close", None)):
-                model.close()
+
+def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    # One metadata key: safetensors writes them in hash order, which changes from process to
+    # process, so two keys would give the same port different bytes each run.
+    save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},
+              str(path), metadata={"equiv_variant": variant.name})

@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from equiv import canonical as C
-from equiv import compare, files, paths, weights
+from equiv import compare, files, formats, paths, weights
 from equiv.compare import Report
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError
 from equiv.variants import Variant, get
 
-# The framework that owns each file format; safetensors belongs to none and is verified in
-# the variant's native framework.
 VERIFY_SIZE = (64, 64)  # the default input of `port --verify` (API and command line)
-OWNER = {"tf-checkpoint": "slim", "keras-weights": "keras", "keras-archive": "keras", "keras2-h5": "keras",
-         "torch": "torch"}
+
+
+def owner(fmt: str, v: Variant) -> str:
+    """The backend a file of format `fmt` is loaded into: its owner, else (safetensors) the variant's native one."""
+    return formats.get(fmt).owner or v.native
 
 
 def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
@@ -87,8 +88,8 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     the head."""
     from equiv.variants import all_variants
 
-    owner = OWNER.get(fmt)
-    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != owner)
+    native = formats.get(fmt).owner
+    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != native)
     try:
         shapes = files.keras_shapes(path, fmt)
     except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
@@ -223,7 +224,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     if verify:  # refuse sizes that cannot run before any work
         from equiv.memory import check_input
 
-        owners = [OWNER.get(f, v_src.native) for f in (src_fmt, dst_fmt)]
+        owners = [owner(f, v_src) for f in (src_fmt, dst_fmt)]
         check_input(v_src, batch, *(input_size or v_src.input_size or VERIFY_SIZE), frameworks=owners)
     t = {}
     t0 = time.perf_counter()
@@ -259,7 +260,7 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     from equiv.memory import check_input, peak_memory_mb
 
     h, w = input_size or v_src.input_size or VERIFY_SIZE
-    owners = [OWNER.get(fmt, v.native) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
+    owners = [owner(fmt, v) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
     check_input(v_src, batch, h, w, frameworks=owners)
     x = weights.random_input(v_src, batch, h, w, seed)
     outputs = {}

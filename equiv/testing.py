@@ -141,13 +141,13 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
         return _Side(f"{key}:{fw}", f"{fw} model {type(obj).__name__} read as {v.name}", v, fw, params, run, taps,
                      size)
     from equiv import files
-    from equiv.porting import OWNER, load_weights
+    from equiv.porting import load_weights, owner
 
     if variant is None:
         raise EquivError(f"{obj}: a weight file needs variant= (or a variant or model as the other operand) "
                          "to say which network its weights belong to")
     fmt = files.detect(obj)
-    fw = OWNER.get(fmt, variant.native)
+    fw = owner(fmt, variant)
     params = load_weights(obj, variant, fmt)
     return _Side(f"{key}:{fw}", f"{obj} ({fmt}) loaded into {fw} as {variant.name}", variant, fw, params,
                  _native_runner(fw, variant, params))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import re
+import tempfile
 import weakref
+from pathlib import Path
 
 import numpy as np
 
@@ -397,13 +399,13 @@ def device_name(device: str) -> str | None:
 # Files: Keras 3 `.weights.h5`, as `model.save_weights` writes it
 
 
-def save_weights_file(variant: Variant, model, path) -> None:
+def write_file(variant: Variant, model, path) -> None:
     """Write `model`'s weights as Keras does (the path must end in .weights.h5)."""
     _variables(variant, model)
     model.save_weights(str(path))
 
 
-def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
+def read_file(variant: Variant, path) -> dict[str, np.ndarray]:
     """Canonical parameters from a `.weights.h5` file of `variant`.
 
     The file addresses layers by class and order (`layers/conv2d_3/vars/0`), not by name, so
@@ -418,12 +420,24 @@ def read_weights_file(variant: Variant, path) -> dict[str, np.ndarray]:
         if len(arrays) != len(C.param_shapes(variant)):
             raise ValueError(f"holds {len(arrays)} arrays, {variant.name} has {len(C.param_shapes(variant))}")
         _explain_mismatch(variant, model, path)  # the shapes Keras would read, before it reads any data
-        model.load_weights(str(path))
+        _load_weights_named(model, Path(path))
     except ValueError as e:
         _explain_mismatch(variant, model, path)  # raises ParamMismatchError when it can say more
         why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:500]  # Keras' reason too
         raise FrameworkError(f"{path}: not the weights of {variant.name}: {why}") from None
     return export_params(variant, model)
+
+
+def _load_weights_named(model, path: Path) -> None:
+    """model.load_weights, which reads a file only under a `.weights.h5` name: a file told by its
+    content (any name) is read through a link of that name in a private folder."""
+    if path.name.endswith(".weights.h5"):
+        model.load_weights(str(path))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        link = Path(tmp) / "model.weights.h5"
+        link.symlink_to(path.resolve())
+        model.load_weights(str(link))
 
 
 def _snake(name: str) -> str:

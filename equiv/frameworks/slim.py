@@ -378,8 +378,10 @@ def device_name(device: str) -> str | None:
 # Checkpoint files (tf.train.Saver format, slim's variable names)
 
 
-def save_checkpoint(variant: Variant, model: SlimModel, path: str) -> str:
-    """Write the model's variables, under slim's names, as a TF checkpoint; returns its prefix."""
+def write_file(variant: Variant, model: SlimModel, path) -> str:
+    """Write the model's variables, under slim's names, as a TF checkpoint at prefix `path` (a path
+    ending in .index names its prefix); returns the prefix."""
+    path = str(path).removesuffix(".index")
     tf, _ = _libs()
     saver = model.cached("saver", lambda: tf.compat.v1.train.Saver(
         var_list=[model.variables[s] for s in framework_names(variant).values()]))
@@ -399,7 +401,7 @@ def checkpoint_params(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -
     return out
 
 
-def read_checkpoint(variant: Variant, path: str) -> dict[str, np.ndarray]:
+def read_file(variant: Variant, path: str) -> dict[str, np.ndarray]:
     """Canonical parameters from a TF checkpoint with slim's names (no graph needed).
 
     Names and shapes are checked from the index before any tensor is read, and a parameter

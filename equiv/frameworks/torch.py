@@ -435,11 +435,11 @@ def device_name(device: str) -> str | None:
 # Files: a state_dict saved with torch.save
 
 
-def save_state_dict(variant: Variant, model: ResNet, path) -> None:
+def write_file(variant: Variant, model: ResNet, path) -> None:
     torch.save(model.state_dict(), path)
 
 
-def read_state_dict(variant: Variant, path, *, allow_pickle: bool = False,
+def read_file(variant: Variant, path, *, allow_pickle: bool = False,
                     classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Canonical parameters from a state_dict file, checked strictly against `variant`.
 

@@ -275,29 +275,29 @@ def test_reads_plain_keras_applications_file(tmp_path):
     K.load_params(v, plain, weights.random_params(v, 0))  # distinct values everywhere
     path = tmp_path / "resnet50.weights.h5"
     plain.save_weights(path)
-    read = K.read_weights_file(v, path)
+    read = K.read_file(v, path)
     exported = K.export_params(v, plain)
     assert list(read) == list(exported)
     for name in exported:
         assert np.array_equal(read[name], exported[name]), name
     # the wrong variant, or the wrong head: named in canonical terms, first misfit first
     with pytest.raises(ParamMismatchError, match="keras/ResNet50V2.*stage1/unit2/conv1/bn/gamma"):
-        K.read_weights_file(variants.get("keras/ResNet50V2"), path)
+        K.read_file(variants.get("keras/ResNet50V2"), path)
     with pytest.raises(ParamMismatchError, match=r"logits/kernel expected \(2048, 10\), found \(2048, 1000\)"):
-        K.read_weights_file(variants.get("keras/ResNet50", num_classes=10), path)
+        K.read_file(variants.get("keras/ResNet50", num_classes=10), path)
 
 
 @pytest.mark.parametrize("name,reference", [("keras/ResNet50V2", False), ("torchvision/resnet18", None)])
 def test_weights_file_round_trip(tmp_path, name, reference):
     """Generic builds write files that read back exactly (for keras/ variants, through the
-    keras.applications model that read_weights_file builds)."""
+    keras.applications model that read_file builds)."""
     v = variants.get(name)
     params = weights.random_params(v, 0)
     model = K.build(v, reference=reference)
     K.load_params(v, model, params)
     path = tmp_path / "model.weights.h5"
-    K.save_weights_file(v, model, path)
-    read = K.read_weights_file(v, path)
+    K.write_file(v, model, path)
+    read = K.read_file(v, path)
     assert all(np.array_equal(read[k], params[k]) for k in params)
 
 

@@ -224,14 +224,14 @@ def test_checkpoint_round_trip(tmp_path):
     model = slim.build(v)
     try:
         slim.load_params(v, model, params)
-        prefix = slim.save_checkpoint(v, model, tmp_path / "model.ckpt")
+        prefix = slim.write_file(v, model, tmp_path / "model.ckpt")
     finally:
         model.close()
-    back = slim.read_checkpoint(v, prefix)
+    back = slim.read_file(v, prefix)
     assert list(back) == list(C.param_shapes(v))
     assert all(np.array_equal(back[k], params[k]) for k in params)
     with pytest.raises(ParamMismatchError) as e:
-        slim.read_checkpoint(variants.get("torchvision/resnet34"), prefix)
+        slim.read_file(variants.get("torchvision/resnet34"), prefix)
     assert e.value.source == str(prefix)
 
 
@@ -258,12 +258,12 @@ def test_reads_checkpoint_written_by_plain_tf_slim(tmp_path):
             session.run(randomise)
             values = dict(zip([var.op.name for var in stored], session.run(stored)))
             prefix = saver.save(session, str(tmp_path / "resnet_v1_50.ckpt"))
-    params = slim.read_checkpoint(v, prefix)
+    params = slim.read_file(v, prefix)
     names = slim.framework_names(v)
     assert list(params) == list(C.param_shapes(v))
     for canon, a in params.items():
         assert np.array_equal(a, values[names[canon]].reshape(a.shape)), canon
     assert params["logits/kernel"].shape == (2048, 1001)
     with pytest.raises(ParamMismatchError) as e:
-        slim.read_checkpoint(variants.get("slim/resnet_v2_50"), prefix)
+        slim.read_file(variants.get("slim/resnet_v2_50"), prefix)
     assert e.value.source == prefix

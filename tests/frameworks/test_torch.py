@@ -277,7 +277,7 @@ def test_reads_a_torchvision_state_dict(tmp_path):
             m.num_batches_tracked.fill_(7)
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
-    params = adapter.read_state_dict(v, path)
+    params = adapter.read_file(v, path)
     model = adapter.build(v)
     model.load_state_dict(tv.state_dict(), strict=True)
     exported = adapter.export_params(v, model)
@@ -333,9 +333,9 @@ def test_state_dict_file_round_trip(name, tmp_path):
     model = adapter.build(v)
     adapter.load_params(v, model, params)
     path = tmp_path / "model.pth"
-    adapter.save_state_dict(v, model, path)
+    adapter.write_file(v, model, path)
     assert any(k.endswith("num_batches_tracked") for k in torch.load(path, weights_only=True))
-    back = adapter.read_state_dict(v, path)
+    back = adapter.read_file(v, path)
     assert list(back) == list(C.param_shapes(v))
     assert all(np.array_equal(back[n], params[n]) for n in params)
 
@@ -346,19 +346,19 @@ def test_read_state_dict_is_strict(tmp_path):
     path = tmp_path / "extra.pth"
     torch.save({**state, "fc.extra": torch.zeros(3)}, path)
     with pytest.raises(ParamMismatchError) as e:
-        adapter.read_state_dict(v, path)
+        adapter.read_file(v, path)
     assert e.value.unexpected == ["fc.extra"] and e.value.source == str(path)
 
     del state["layer1.0.bn2.running_var"]
     torch.save(state, path)
     with pytest.raises(ParamMismatchError) as e:
-        adapter.read_state_dict(v, path)
+        adapter.read_file(v, path)
     assert e.value.missing == ["stage1/unit1/conv2/bn/moving_variance"]
 
     # another head: reported in canonical names and layout
     torch.save(adapter.build(variants.get(v.name, num_classes=10)).state_dict(), path)
     with pytest.raises(ParamMismatchError) as e:
-        adapter.read_state_dict(v, path)
+        adapter.read_file(v, path)
     assert e.value.mismatched == [("logits/kernel", (512, 1000), (512, 10)), ("logits/bias", (1000,), (10,))]
 
 
@@ -376,7 +376,7 @@ def test_read_state_dict_never_unpickles_objects(tmp_path):
     torch.save({"conv1.weight": _Payload()}, tmp_path / "evil2.pth")
     for p in (path, tmp_path / "evil2.pth"):
         with pytest.raises(EquivError, match="weights_only"):
-            adapter.read_state_dict(variants.get("torchvision/resnet18"), p)
+            adapter.read_file(variants.get("torchvision/resnet18"), p)
     assert not _Payload.unpickled
 
 

@@ -1,0 +1,150 @@
+"""Weight-file formats as records: one line each in REGISTRY; every list of formats derives from it.
+
+A record says what a format is (its suffixes, how its first bytes look), which backend owns it
+(imported only when a file of it is read or written; None for safetensors, which needs none),
+and where its reader and writer live, as "module:function" resolved on first use, so that
+detecting a format imports no framework. Readers take (variant, path, **options) and return
+canonical parameters; a backend's writer takes (variant, model, path) with the model built and
+loaded by `equiv.files.write`, a framework-free one (variant, params, path).
+
+To add a format: write its reader (and writer), then add its line below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class Format:
+    """* name: as on the command line (`--from-format`).
+    * owner: the backend that reads and writes it, or None (no framework needed).
+    * suffixes: file names it is told by (longest match wins across formats).
+    * help: one line for `--help` and the README.
+    * reader, writer: "module:function"; writer None for a read-only format.
+    * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing; formats are
+      sniffed in the registry's order (a safetensors header's length may begin with a pickle's
+      0x80, so safetensors is asked before torch)."""
+
+    name: str
+    owner: str | None
+    suffixes: tuple[str, ...]
+    help: str
+    reader: str
+    writer: str | None = None
+    sniff: Callable[[Path, bytes], bool] | None = None
+
+    def read(self) -> Callable:
+        return _resolve(self.reader)
+
+    def write(self) -> Callable:
+        return _resolve(self.writer)
+
+
+def _resolve(where: str) -> Callable:
+    module, function = where.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _is_checkpoint(path: Path, head: bytes) -> bool:
+    return Path(f"{path}.index").exists()
+
+
+def _zip_holds_keras_weights(path: Path) -> bool | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "model.weights.h5" in z.namelist()
+    except zipfile.BadZipFile:
+        return None
+
+
+def _is_keras_archive(path: Path, head: bytes) -> bool:
+    return head.startswith(ZIP_MAGIC) and bool(_zip_holds_keras_weights(path))
+
+
+def _is_torch(path: Path, head: bytes) -> bool:
+    # torch.save's zip archive (or a damaged zip: torch's reader says why), or a legacy bare pickle
+    return (head.startswith(ZIP_MAGIC) and not _zip_holds_keras_weights(path)) or head.startswith(b"\x80")
+
+
+def _hdf5_kind(path: Path) -> str | None:
+    """Keras 2 files list their layers in a `layer_names` attribute; Keras 3 ones do not."""
+    import h5py
+
+    from equiv import hdf5
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "keras2-h5" if "layer_names" in hdf5.weights_root(f, True, str(path)).attrs else "keras-weights"
+    except Exception:  # noqa: BLE001 - unreadable: the name decides, the reader says why
+        return "keras-weights" if path.name.lower().endswith(".weights.h5") else "keras2-h5"
+
+
+def _is_keras_weights(path: Path, head: bytes) -> bool:
+    return head.startswith(HDF5_MAGIC) and _hdf5_kind(path) == "keras-weights"
+
+
+def _is_keras2_h5(path: Path, head: bytes) -> bool:
+    return head.startswith(HDF5_MAGIC) and _hdf5_kind(path) == "keras2-h5"
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    return len(head) >= 9 and head[8:9] == b"{"  # an 8-byte header length, then JSON
+
+
+REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("tf-checkpoint", "slim", (".ckpt", ".index"),
+           "tf.compat.v1.train.Saver checkpoint in tf_slim.nets' names (the prefix); TF2 object checkpoints "
+           "of a Keras model read too", "equiv.files:read_tf_checkpoint", "equiv.frameworks.slim:write_file",
+           _is_checkpoint),
+    Format("keras-weights", "keras", (".weights.h5",), "Keras 3 model.save_weights",
+           "equiv.files:read_keras_weights", "equiv.frameworks.keras:write_file", _is_keras_weights),
+    Format("keras-archive", "keras", (".keras",), "Keras 3 .keras archive: its weights only, its config never run",
+           "equiv.files:read_keras_archive", None, _is_keras_archive),
+    Format("keras2-h5", "keras", (), "legacy Keras 2 .h5, a whole model or weights, by layer name",
+           "equiv.files:read_keras2_h5", None, _is_keras2_h5),
+    Format("safetensors", None, (".safetensors",), "canonical names and layout; no framework needed",
+           "equiv.files:read_safetensors", "equiv.files:write_safetensors", _is_safetensors),
+    Format("torch", "torch", (".pt", ".pth", ".pkl"),
+           "a PyTorch state_dict, read with weights_only=True (a pickled model only with allow_pickle)",
+           "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", _is_torch),
+)}
+NAMES = tuple(REGISTRY)
+WRITABLE = tuple(name for name, f in REGISTRY.items() if f.writer)
+
+
+def get(name: str) -> Format:
+    from equiv.errors import EquivError
+
+    if name not in REGISTRY:
+        raise EquivError(f"unknown format {name!r}; choose from {', '.join(NAMES)}")
+    return REGISTRY[name]
+
+
+def by_name(path: Path) -> str | None:
+    """The format a file's name says (the longest matching suffix), or None."""
+    name = path.name.lower()
+    hits = [(len(s), f.name) for f in REGISTRY.values() for s in f.suffixes if name.endswith(s)]
+    return max(hits)[1] if hits else None
+
+
+def by_content(path: Path) -> str | None:
+    """The first format, in registry order, whose sniff recognises the file, or None."""
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(16)
+    return next((f.name for f in REGISTRY.values() if f.sniff and f.sniff(path, head)), None)
+
+
+def choices_help(writable: bool = False) -> str:
+    """The formats, for an option's help: `name` (suffixes), each."""
+    names = WRITABLE if writable else NAMES
+    return ", ".join(f"{n} ({' '.join(REGISTRY[n].suffixes) or 'by content'})" for n in names)
