@@ -29,6 +29,8 @@ class Format:
     * suffixes: file names it is told by (longest match wins across formats).
     * help: one line for `--help` and the README.
     * reader, writer: "module:function"; writer None for a read-only format.
+    * fit: "module:function": (path, format, **options) -> a function of a candidate variant that
+      says whether the file fits it; the file read once (equiv.porting.looks_like).
     * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing; formats are
       sniffed in the registry's order (a safetensors header's length may begin with a pickle's
       0x80, so safetensors is asked before torch)."""
@@ -38,7 +40,8 @@ class Format:
     suffixes: tuple[str, ...]
     help: str
     reader: str
-    writer: str | None = None
+    writer: str | None
+    fit: str
     sniff: Callable[[Path, bytes], bool] | None = None
 
     def read(self) -> Callable:
@@ -46,6 +49,9 @@ class Format:
 
     def write(self) -> Callable:
         return _resolve(self.writer)
+
+    def fit_to(self) -> Callable:
+        return _resolve(self.fit)
 
 
 def _resolve(where: str) -> Callable:
@@ -103,18 +109,21 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
     Format("tf-checkpoint", "slim", (".ckpt", ".index"),
            "tf.compat.v1.train.Saver checkpoint in tf_slim.nets' names (the prefix); TF2 object checkpoints "
            "of a Keras model read too", "equiv.files:read_tf_checkpoint", "equiv.frameworks.slim:write_file",
-           _is_checkpoint),
+           "equiv.porting:fit_tf_checkpoint", _is_checkpoint),
     Format("keras-weights", "keras", (".weights.h5",), "Keras 3 model.save_weights",
-           "equiv.files:read_keras_weights", "equiv.frameworks.keras:write_file", _is_keras_weights),
+           "equiv.files:read_keras_weights", "equiv.frameworks.keras:write_file", "equiv.porting:fit_by_sorted_shapes",
+           _is_keras_weights),
     Format("keras-archive", "keras", (".keras",), "Keras 3 .keras archive: its weights only, its config never run",
-           "equiv.files:read_keras_archive", None, _is_keras_archive),
+           "equiv.files:read_keras_archive", None, "equiv.porting:fit_by_sorted_shapes", _is_keras_archive),
     Format("keras2-h5", "keras", (), "legacy Keras 2 .h5, a whole model or weights, by layer name",
-           "equiv.files:read_keras2_h5", None, _is_keras2_h5),
+           "equiv.files:read_keras2_h5", None, "equiv.porting:fit_by_sorted_shapes", _is_keras2_h5),
     Format("safetensors", None, (".safetensors",), "canonical names and layout; no framework needed",
-           "equiv.files:read_safetensors", "equiv.files:write_safetensors", _is_safetensors),
+           "equiv.files:read_safetensors", "equiv.files:write_safetensors", "equiv.porting:fit_declared",
+           _is_safetensors),
     Format("torch", "torch", (".pt", ".pth", ".pkl"),
            "a PyTorch state_dict, read with weights_only=True (a pickled model only with allow_pickle)",
-           "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", _is_torch),
+           "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", "equiv.porting:fit_state_dict",
+           _is_torch),
 )}
 NAMES = tuple(REGISTRY)
 WRITABLE = tuple(name for name, f in REGISTRY.items() if f.writer)

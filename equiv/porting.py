@@ -79,50 +79,17 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
                classes: Mapping[str, type] | None = None) -> str | None:
     """The registered variant whose parameters a file fits, with its own head size, if any.
 
-    Files with names (safetensors, torch, slim checkpoints) are matched by name and shape, each
-    file read once (safetensors and checkpoints: their declared shapes only) whatever the number
-    of candidates;
-    files of a Keras model, whose names depend on how it was built, by their sorted shapes,
-    which Keras keeps in the canonical layout (files.keras_shapes). Candidates native to the file's
-    framework come first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but
-    the head."""
+    The file is read once, whatever the number of candidates, by its format's `fit` (declared
+    shapes only where the format declares them); candidates native to the file's framework come
+    first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but the head."""
     from equiv.variants import all_variants
 
-    native = formats.get(fmt).owner
-    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != native)
+    record = formats.get(fmt)
+    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != record.owner)
     try:
-        shapes = files.keras_shapes(path, fmt)
+        match = record.fit_to()(path, fmt, allow_pickle=allow_pickle, classes=classes)
     except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
         return None
-    if shapes is not None:
-        def match(cand):
-            return _by_shapes(shapes, cand)
-    elif fmt == "torch":
-        from equiv.frameworks import adapter
-
-        torch_ad = adapter("torch")
-        try:  # read once, matched against every candidate
-            state = torch_ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
-        except EquivError:
-            return None
-
-        def match(cand):
-            return _fits(lambda c: torch_ad.state_to_canonical(c, state, str(path)), cand)
-    else:  # safetensors, a slim checkpoint: the declared shapes, read once, no tensor data
-        try:
-            declared = files.declared_shapes(path, fmt)
-        except EquivError:
-            return None
-        if fmt == "tf-checkpoint":
-            from equiv.frameworks import adapter
-
-            slim_ad = adapter("slim")
-
-            def match(cand):
-                return _fits(lambda c: C.check_shapes(c, slim_ad.checkpoint_params(c, declared)), cand)
-        else:
-            def match(cand):
-                return _fits(lambda c: C.check_shapes(c, declared), cand)
     exact = None
     for cand in candidates:
         found = match(cand)
@@ -130,6 +97,42 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
             return found
         exact = exact or found
     return exact
+
+
+# Each format's `fit`: read a file once, return what each candidate variant makes of it (its name,
+# with the flag for another head, or None).
+
+def fit_by_sorted_shapes(path, fmt: str, **_):
+    """Files of a Keras model, whose names depend on how it was built: by their sorted shapes,
+    which Keras keeps in the canonical layout (files.keras_shapes)."""
+    shapes = files.keras_shapes(path, fmt)
+    return lambda cand: _by_shapes(shapes, cand)
+
+
+def fit_tf_checkpoint(path, fmt: str, **_):
+    """A TF2 object checkpoint of a Keras model by its sorted shapes; a Saver one by slim's names
+    and the shapes its index declares."""
+    shapes = files.keras_shapes(path, fmt)
+    if shapes is not None:
+        return lambda cand: _by_shapes(shapes, cand)
+    from equiv.frameworks import adapter
+
+    declared, ad = files.declared_shapes(path, fmt), adapter(formats.get(fmt).owner)
+    return lambda cand: _fits(lambda c: C.check_shapes(c, ad.checkpoint_params(c, declared)), cand)
+
+
+def fit_state_dict(path, fmt: str, *, allow_pickle: bool = False, classes=None):
+    from equiv.frameworks import adapter
+
+    ad = adapter(formats.get(fmt).owner)
+    state = ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
+    return lambda cand: _fits(lambda c: ad.state_to_canonical(c, state, str(path)), cand)
+
+
+def fit_declared(path, fmt: str, **_):
+    """Canonical names and the shapes the file declares (safetensors' header)."""
+    declared = files.declared_shapes(path, fmt)
+    return lambda cand: _fits(lambda c: C.check_shapes(c, declared), cand)
 
 
 def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_classes: int | None = None,

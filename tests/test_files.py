@@ -152,5 +152,6 @@ def test_every_writable_format_is_told_by_its_content_alone(tmp_path, fmt):
 
 def test_format_records_resolve():
     for record in formats.REGISTRY.values():
-        assert callable(record.read()) and (record.writer is None or callable(record.write())), record.name
+        assert callable(record.read()) and callable(record.fit_to()), record.name
+        assert record.writer is None or callable(record.write()), record.name
         assert record.owner is None or record.owner in FRAMEWORKS
