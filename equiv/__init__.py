@@ -1,7 +1,7 @@
 """equiv: prove that a ResNet is the same network in TF-slim, Keras 3 and PyTorch.
 
     >>> import equiv
-    >>> report = equiv.check("slim/resnet_v2_50", input_size=(64, 64))
+    >>> report = equiv.check("slim/resnet_v2_50", input_size=(64, 64))  # default: 224x224, as the CLI
     >>> report.equivalent, report.worst_rel
 
 Frameworks are imported only when a job needs them.
@@ -34,11 +34,11 @@ def port(*args, **kwargs):
     return _port(*args, **kwargs)
 
 
-def load_weights(path, variant, fmt=None, **kwargs):
+def load_weights(variant, path, format=None, **kwargs):
     """Canonical parameters of `variant` from a weight file (see `equiv.porting.load_weights`)."""
     from equiv.porting import load_weights as _load
 
-    return _load(path, variant, fmt, **kwargs)
+    return _load(variant, path, format, **kwargs)
 
 
 def build(variant, framework, weights=None, **kwargs):

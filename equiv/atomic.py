@@ -101,7 +101,7 @@ def _link(staged: Path, target: Path) -> bool:
     try:
         os.link(staged, target)
     except FileExistsError:
-        raise EquivError(f"{target} exists; pass --force to replace it") from None
+        raise EquivError(f"{target} exists; pass `force=True` to replace it") from None
     except OSError:
         return False
     staged.unlink()

@@ -93,9 +93,9 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     fws = parse_frameworks(frameworks)
     say = progress or (lambda msg: None)
     if device not in ("cpu", "cuda"):
-        raise EquivError(f"--device must be cpu or cuda, got {device!r}")
+        raise EquivError(f"`device={device!r}` must be cpu or cuda")
     if any(b < 1 for b in batches):
-        raise EquivError("--batch sizes must be positive")
+        raise EquivError(f"`batches={tuple(batches)}` must all be positive")
     h, w = input_size
     flops = C.flops(v, h, w)
     skipped: dict[str, str] = {}

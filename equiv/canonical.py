@@ -273,10 +273,10 @@ def check_input_size(v: Variant, height: int, width: int) -> None:
     if v.input_size is not None and (height, width) != tuple(v.input_size):
         h, w = v.input_size
         raise EquivError(f"{v.name} takes only {h}x{w} inputs (its flattened head fixes the size), "
-                         f"got {height}x{width}: pass --input-size {h} {w}")
+                         f"got {height}x{width}: pass `input_size=({h}, {w})`")
     smallest = min_input_size(v)
     if min(height, width) < smallest:
-        raise EquivError(f"--input-size {height} {width} is too small for {v.name}: "
+        raise EquivError(f"`input_size=({height}, {width})` is too small for {v.name}: "
                          f"each side needs at least {smallest}")
 
 

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from equiv.frameworks import FRAMEWORKS
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
 ALL = ",".join(FRAMEWORKS)
+# Errors name the Python arguments of the API in backticks (`batch=0`, `force=True`); here they
+# become the flags that set them.
+FLAGS = {"batch": "--batch", "batches": "--batch", "input_size": "--input-size", "seed": "--seed", "force": "--force",
+         "num_classes": "--num-classes", "drop_background_class": "--drop-background", "allow_pickle": "--allow-pickle",
+         "device": "--device", "source": "--from", "target": "--to", "source_format": "--from-format",
+         "target_format": "--to-format", "format": "--format", "frameworks": "--frameworks", "framework": "--framework"}
+_ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def as_flags(message: str) -> str:
+    """An API error as the command line says it: `num_classes=10` -> --num-classes 10, `force=True`
+    -> --force, `input_size=(5, 6)` -> --input-size 5 6; other backticked names stay as they are."""
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in FLAGS:
+            return m.group(0)
+        if value is None or value == "True":
+            return FLAGS[name]
+        value = value.strip("'\"")
+        if value.startswith("(") and value.endswith(")"):
+            value = " ".join(part.strip() for part in value[1:-1].split(",") if part.strip())
+        return f"{FLAGS[name]} {value}"
+    return _ARGUMENT.sub(flag, message)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,7 +187,7 @@ def cmd_run(args) -> int:
 
     x = read_npy(args.input, get(args.variant, args.num_classes), args.framework)
     taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
-    taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, fmt=args.format,
+    taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, format=args.format,
                     num_classes=args.num_classes, allow_pickle=args.allow_pickle)
     R.write_atomic(args.output, npz_bytes(taps), force=args.force)
     print(f"wrote {len(taps)} tap(s) to {args.output}")
@@ -404,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             message = str(e)
         except OSError as e:  # a full disk, a permission, a folder where a file was expected
             message = _os_error(e)
-    print("equiv: error: " + " ".join(message.split("\n")), file=sys.stderr)
+    print("equiv: error: " + as_flags(" ".join(message.split("\n"))), file=sys.stderr)
     return EXIT_USAGE
 
 

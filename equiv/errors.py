@@ -1,4 +1,8 @@
-"""equiv's own error types: every failure a user can cause is one of these."""
+"""equiv's own error types: every failure a user can cause is one of these.
+
+Messages name the Python arguments that would fix them in backticks, as a caller writes them
+(`batch=0`, `num_classes=10`, `force=True`); the command line shows those as its flags
+(`equiv.cli.as_flags`: --batch 0, --num-classes 10, --force)."""
 
 from __future__ import annotations
 

@@ -307,7 +307,7 @@ def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]
 
 def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
     """EquivError unless `path` (a TF checkpoint: its index and data) can be written: see equiv.paths."""
-    paths.check_job(outputs=[("target", path, fmt)], force=force)
+    paths.check_job(outputs=[("`target`", path, fmt)], force=force)
 
 
 def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant,

@@ -109,15 +109,15 @@ def check_input(v: Variant, batch: int, height: int, width: int, *,
 
     `frameworks`: those the job runs one after the other (see `estimate`)."""
     if batch < 1:
-        raise EquivError(f"--batch must be at least 1, got {batch}")
+        raise EquivError(f"`batch={batch}` must be at least 1")
     C.check_input_size(v, height, width)
     need = estimate(v, batch, height, width, frameworks)
     if max(height, width) > 4096:
-        raise ResourceError(f"--input-size {height} {width} is too large: at most 4096 per side "
+        raise ResourceError(f"`input_size=({height}, {width})` is too large: at most 4096 per side "
                             f"(this one would need {needs_text(need)})")
     room = available()
     if room is not None and need["total"] > room:
         raise ResourceError(
-            f"{v.name} at --batch {batch} --input-size {height} {width} in {', '.join(frameworks)} needs "
+            f"{v.name} at `batch={batch}` `input_size=({height}, {width})` in {', '.join(frameworks)} needs "
             f"{needs_text(need)}; this machine has {human(room)} available: "
-            f"lower --batch or --input-size")
+            f"lower `batch` or `input_size`")

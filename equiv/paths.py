@@ -102,7 +102,7 @@ def refuse_existing(targets: Sequence[str | os.PathLike], force: bool) -> None:
         if not stat.S_ISREG(mode):
             raise EquivError(f"{t}: is {kind(mode)}, not a regular file: equiv replaces only regular files")
         if not force:
-            raise EquivError(f"{t} exists; pass --force to replace it")
+            raise EquivError(f"{t} exists; pass `force=True` to replace it")
 
 
 def check_folder(target: str | os.PathLike) -> None:

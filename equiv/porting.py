@@ -35,9 +35,9 @@ def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
     for name, _expected, found in e.mismatched:
         if name in ("logits/kernel", "logits/bias"):
             n = found[-1]
-            hint = f"--num-classes {n}"
+            hint = f"`num_classes={n}`"
             if n == v.num_classes + 1:
-                hint += f" --drop-background (to port the {n}-class head to {v.num_classes} classes)"
+                hint += f" `drop_background_class=True` (to port the {n}-class head to {v.num_classes} classes)"
             return f"the file has a {n}-class head: pass {hint}"
     return None
 
@@ -56,7 +56,7 @@ def _fits(read, cand: Variant) -> str | None:
         return cand.name
     except ParamMismatchError as e:
         head = _head_of(e)
-        return f"{cand.name} with --num-classes {head}" if head else None
+        return f"{cand.name} with `num_classes={head}`" if head else None
     except EquivError:
         return None
 
@@ -71,7 +71,7 @@ def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
     heads = [s[0] for s in extra if len(s) == 1]
     if (len(heads) == 1 and lacking == Counter({(features, n): 1, (n,): 1})
             and extra == Counter({(features, heads[0]): 1, (heads[0],): 1})):
-        return f"{cand.name} with --num-classes {heads[0]}"
+        return f"{cand.name} with `num_classes={heads[0]}`"
     return None
 
 
@@ -135,13 +135,15 @@ def fit_declared(path, fmt: str, **_):
     return lambda cand: _fits(lambda c: C.check_shapes(c, declared), cand)
 
 
-def load_weights(path, variant: str | Variant, fmt: str | None = None, *, num_classes: int | None = None,
+def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
                  allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict:
-    """Canonical parameters of `variant` from a weight file in any supported format.
+    """Canonical parameters of `variant` from the weight file `path` in any supported format
+    (`format`: one of equiv.formats.NAMES; default from the name, else the content).
 
     A file that does not fit names the variant expected, the first parameter with its shape
     expected and found, and the registered variant the file looks like (or the flag for its head).
     `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
+    fmt = format
     v = get(variant, num_classes)
     paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
@@ -175,7 +177,7 @@ def build(variant: str | Variant, framework: str, weights=None, *, num_classes: 
             files.check_finite(weights, "weights")
             params = weights
         else:
-            params = load_weights(weights, v)
+            params = load_weights(v, weights)
         ad.load_params(v, model, params)
     return model
 
@@ -216,13 +218,13 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
         if v_src.num_classes < 2:
-            raise EquivError("--drop-background needs a head of at least 2 classes")
+            raise EquivError("`drop_background_class=True` needs a head of at least 2 classes")
         v_dst = v_src.replace(num_classes=v_src.num_classes - 1)
     else:
         v_dst = v_src
     dst_fmt = files.detect(target, target_format, reading=False)
     # the source's files are regular (read without opening a FIFO), the target is none of them
-    paths.check_job([("--from", source, source_format)], [("--to", target, dst_fmt)], force=force)
+    paths.check_job([("`source`", source, source_format)], [("`target`", target, dst_fmt)], force=force)
     src_fmt = files.detect(source, source_format)
     if verify:  # refuse sizes that cannot run before any work
         from equiv.memory import check_input
@@ -232,7 +234,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    source_params = params = load_weights(source, v_src, src_fmt, allow_pickle=allow_pickle, classes=classes)
+    source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes)
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
@@ -284,10 +286,10 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
                   peak_memory_mb=peak_memory_mb())
 
 
-def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray, taps="logits", *,
-             fmt: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
+def run_file(variant: str | Variant, path, framework: str, x: np.ndarray, taps="logits", *,
+             format: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
              classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
-    """Run a weight file in one framework on NHWC float32 input `x`; the requested taps."""
+    """Run the weight file `path` in one framework on NHWC float32 input `x`; the requested taps."""
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input
 
@@ -302,7 +304,7 @@ def run_file(variant: str | Variant, weights_path, framework: str, x: np.ndarray
         raise NonFiniteError(f"the input holds NaN or Inf ({found})")
     check_input(v, x.shape[0], x.shape[1], x.shape[2], frameworks=[framework])
     names = C.resolve_taps(v, taps)
-    params = load_weights(weights_path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+    params = load_weights(v, path, format, allow_pickle=allow_pickle, classes=classes)
     with loaded(framework, v, params) as model:
         return adapter(framework).run(v, model, x, names)
 

@@ -148,7 +148,7 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
                          "to say which network its weights belong to")
     fmt = files.detect(obj)
     fw = owner(fmt, variant)
-    params = load_weights(obj, variant, fmt)
+    params = load_weights(variant, obj, fmt)
     return _Side(f"{key}:{fw}", f"{obj} ({fmt}) loaded into {fw} as {variant.name}", variant, fw, params,
                  _native_runner(fw, variant, params))
 

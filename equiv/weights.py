@@ -187,9 +187,9 @@ def check_seed(seed) -> int:
     try:
         n = operator.index(seed)
     except TypeError:
-        raise EquivError(f"--seed must be an integer, got {seed!r}") from None
+        raise EquivError(f"`seed={seed!r}` must be a non-negative integer") from None
     if n < 0:
-        raise EquivError(f"--seed must be a non-negative integer, got {n}")
+        raise EquivError(f"`seed={n}` must be a non-negative integer")
     return n
 
 

@@ -38,7 +38,7 @@ def _staging(folder: Path) -> list[str]:
 def test_write_refuses_an_existing_file_without_force_and_leaves_nothing_behind(tmp_path):
     target = tmp_path / "r.json"
     atomic.write_bytes(target, "one\n")
-    with pytest.raises(EquivError, match="r.json exists; pass --force"):
+    with pytest.raises(EquivError, match="r.json exists; pass `force=True`"):
         atomic.write_bytes(target, "two\n")
     assert target.read_text() == "one\n"
     atomic.write_bytes(target, b"three\n", force=True)

@@ -68,3 +68,21 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message):
 def test_every_command_that_runs_a_framework_takes_verbose(command):
     r = equiv(command, "--help")
     assert r.returncode == 0 and "-v, --verbose" in r.stdout and "frameworks' own log lines" in r.stdout
+
+
+def test_api_errors_name_python_arguments_and_the_command_line_its_flags(capsys):
+    """One message, two readers: `input_size=(5000, 32)` for a caller of equiv.check, and
+    --input-size 5000 32 on the command line."""
+    import pytest
+
+    from equiv.checking import check
+    from equiv.cli import as_flags, main
+    from equiv.errors import EquivError
+
+    with pytest.raises(EquivError, match=r"`input_size=\(5000, 32\)` is too large") as e:
+        check("torchvision/resnet18", input_size=(5000, 32))
+    assert main(["check", "torchvision/resnet18", "--input-size", "5000", "32", "-q"]) == 2
+    assert capsys.readouterr().err == f"equiv: error: {as_flags(str(e.value))}\n"
+    assert as_flags(str(e.value)).startswith("--input-size 5000 32 is too large")
+    assert as_flags("pass `num_classes=10` `drop_background_class=True`; keep `other=1`") == \
+        "pass --num-classes 10 --drop-background; keep `other=1`"

@@ -81,7 +81,7 @@ def test_a_pickle_that_runs_code_is_refused_and_runs_only_with_the_opt_in(tmp_pa
         files.read(path, TINY)
     message = str(e.value)
     assert str(path) in message and "tests.test_hostile._mark" in message
-    assert "unpickling runs whatever code the file names" in message and "--allow-pickle" in message
+    assert "unpickling runs whatever code the file names" in message and "`allow_pickle=True`" in message
     assert "torch.save(torch.load(f, weights_only=False).state_dict(), 'weights.pt')" in message
     assert not marker.exists()
     # the opt-in does what it says: the pickle runs (then the file is not a state_dict)
@@ -97,15 +97,15 @@ def test_a_whole_pickled_module_loads_only_with_allow_pickle_and_says_so(tmp_pat
     path = tmp_path / "whole.pt"
     torch.save(_tiny_module(params), path)
     with pytest.raises(UnsafeFileError, match="equiv.frameworks.torch.ResNet"):
-        load_weights(path, TINY)
-    with pytest.warns(UserWarning, match=f"{path}: unpickled with --allow-pickle"):
-        got = load_weights(path, TINY, allow_pickle=True)
-    assert f"equiv: warning: {path}: unpickled with --allow-pickle" in capsys.readouterr().err
+        load_weights(TINY, path)
+    with pytest.warns(UserWarning, match=f"{path}: unpickled as asked"):
+        got = load_weights(TINY, path, allow_pickle=True)
+    assert f"equiv: warning: {path}: unpickled as asked (--allow-pickle, allow_pickle=True)" in capsys.readouterr().err
     assert all(np.array_equal(got[k], params[k]) for k in params)
     # a training checkpoint holding the module under "model" is unwrapped too
     torch.save({"model": _tiny_module(params), "epoch": 3}, tmp_path / "ckpt.pt")
     with pytest.warns(UserWarning):
-        got = load_weights(tmp_path / "ckpt.pt", TINY, allow_pickle=True)
+        got = load_weights(TINY, tmp_path / "ckpt.pt", allow_pickle=True)
     assert all(np.array_equal(got[k], params[k]) for k in params)
 
 
@@ -137,11 +137,11 @@ def test_a_model_pickled_by_a_script_loads_with_a_class_mapping(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert files.detect(path) == "torch"
     with pytest.warns(UserWarning), pytest.raises(EquivError, match="cannot be unpickled .*Net"):
-        load_weights(path, TINY, allow_pickle=True)
+        load_weights(TINY, path, allow_pickle=True)
     from equiv.frameworks.torch import ResNet
 
     with pytest.warns(UserWarning):
-        got = load_weights(path, TINY, allow_pickle=True, classes={"__main__.Net": ResNet})
+        got = load_weights(TINY, path, allow_pickle=True, classes={"__main__.Net": ResNet})
     want = tiny_params(3)
     assert all(np.array_equal(got[k], want[k]) for k in want)
 
@@ -163,8 +163,8 @@ def test_cli_refuses_a_pickle_with_exit_2_and_ports_it_with_allow_pickle(tmp_pat
         warnings.simplefilter("always")
         code, err = cli(capsys, "port", R18.name, "--from", src, "--to", out, "--allow-pickle", "-q")
     assert code == 0 and caught == []
-    assert err.splitlines() == [f"equiv: warning: {src}: unpickled with --allow-pickle: this file is trusted to run "
-                                "code in this process"]
+    assert err.splitlines() == [f"equiv: warning: {src}: unpickled as asked (--allow-pickle, allow_pickle=True): "
+                                "this file is trusted to run code in this process"]
     got = files.read(out, R18)
     assert all(np.array_equal(got[k], a) for k, a in W.random_params(R18, 0).items())
 
@@ -278,7 +278,7 @@ def test_a_torch_file_missing_a_statistic_is_named_in_canonical_terms(tmp_path):
     del state["layer2.0.bn1.running_var"]
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(ParamMismatchError) as e:
-        load_weights(tmp_path / "w.pt", R18)
+        load_weights(R18, tmp_path / "w.pt")
     assert e.value.missing == ["stage2/unit1/conv1/bn/moving_variance"] and "(128,)" in str(e.value)
 
 
@@ -296,9 +296,9 @@ def test_keras_files_of_another_variant_say_which_one_they_look_like(tmp_path):
     # another head: the flag to pass
     ten = W.random_params(R18.replace(num_classes=10), 0)
     write_keras2_h5(tmp_path / "ten.h5", ten, R18.replace(num_classes=10))
-    assert looks_like(tmp_path / "ten.h5", "keras2-h5", r34) == "torchvision/resnet18 with --num-classes 10"
+    assert looks_like(tmp_path / "ten.h5", "keras2-h5", r34) == "torchvision/resnet18 with `num_classes=10`"
     with pytest.raises(ParamMismatchError, match="looks like torchvision/resnet18"):
-        load_weights(legacy, r34)
+        load_weights(r34, legacy)
 
 
 # ---------------------------------------------------------------------------------------

@@ -356,7 +356,7 @@ def test_port_options_are_refused_before_the_weights_are_written(args, part, fol
 def test_the_api_refuses_a_negative_seed_before_writing(folder):
     from equiv.porting import port
 
-    with pytest.raises(EquivError, match="--seed must be a non-negative integer, got -1"):
+    with pytest.raises(EquivError, match="`seed=-1` must be a non-negative integer"):
         port(R18, folder / "in.safetensors", folder / "o.pt", verify=True, seed=-1)
     assert not (folder / "o.pt").exists()
 
@@ -395,7 +395,7 @@ def test_a_pickle_calling_os_functions_is_refused_as_such_even_with_allow_pickle
             files.read(tmp_path / "evil.pt", R18, allow_pickle=allow)
     if payload == "os.system" or allow:
         name = "subprocess.call" if payload == "subprocess.call" else "posix.system"
-        assert f"a pickle calling {name}, a function equiv refuses even with --allow-pickle" in str(e.value)
+        assert f"a pickle calling {name}, a function equiv refuses even with `allow_pickle=True`" in str(e.value)
     assert not marker.exists()
 
 

@@ -167,7 +167,7 @@ def test_drop_background_turns_1001_classes_into_1000(tmp_path):
     v = V.get("slim/resnet_v2_50")
     params = weights.random_params(v, 0)
     files.write(params, tmp_path / "w.ckpt", v)
-    with pytest.raises(EquivError, match="1001-class head: pass --num-classes 1001 --drop-background"):
+    with pytest.raises(EquivError, match="1001-class head: pass `num_classes=1001` `drop_background_class=True`"):
         port(v, tmp_path / "w.ckpt", tmp_path / "y.pt", num_classes=1000)
     assert not (tmp_path / "y.pt").exists()
     result = port(v, tmp_path / "w.ckpt", tmp_path / "w.pt", drop_background_class=True, verify=True,

@@ -331,7 +331,7 @@ def test_the_seed_torch_pickle_loads_with_the_opt_in(tmp_path):
     pkl = _seed_pickle(tmp_path)
     v = variants.get("seed/torch_resnet_v2")
     with pytest.warns(UserWarning, match="pickle"):
-        params = porting.load_weights(pkl, v, "torch", allow_pickle=True)
+        params = porting.load_weights(v, pkl, "torch", allow_pickle=True)
     expected = files.read(tmp_path / "state.pt", v, "torch")  # the same model's state_dict, weights only
     assert params.keys() == expected.keys()
     assert all(np.array_equal(params[k], expected[k]) for k in expected)

@@ -481,7 +481,7 @@ _PICKLE_ADVICE = (
     "unpickling runs whatever code the file names, so equiv refuses it. In an environment you trust, "
     "convert it once to a plain state_dict: "
     "torch.save(torch.load(f, weights_only=False).state_dict(), 'weights.pt'); "
-    "or pass --allow-pickle (allow_pickle=True) if you trust whoever made this file")
+    "or pass `allow_pickle=True` if you trust whoever made this file")
 
 
 # What a pickle may not call even with --allow-pickle: functions that act on the system rather
@@ -495,7 +495,7 @@ def _refused(name: str) -> bool:
 
 
 def _refuse_call(path, name: str) -> UnsafeFileError:
-    return UnsafeFileError(f"{path}: a pickle calling {name}, a function equiv refuses even with --allow-pickle "
+    return UnsafeFileError(f"{path}: a pickle calling {name}, a function equiv refuses even with `allow_pickle=True` "
                            f"(it acts on the system, it does not build a model)")
 
 
@@ -553,7 +553,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _trusted_load(path, classes: Mapping[str, type] | None):
     """torch.load(weights_only=False), trusted by the user's explicit opt-in; `classes` first."""
-    message = f"{path}: unpickled with --allow-pickle: this file is trusted to run code in this process"
+    message = (f"{path}: unpickled as asked (--allow-pickle, allow_pickle=True): this file is trusted to run code "
+               "in this process")
     warnings.warn(message, UserWarning, stacklevel=3)
     print(f"equiv: warning: {message}", file=sys.stderr, flush=True)
     mapping = dict(classes or {})
