@@ -254,16 +254,49 @@ def cmd_golden_update(args) -> int:
     return EXIT_OK
 
 
-def _verbose(s) -> None:
+# Options shared by several commands, each defined once.
+
+_REPORTS = {"json": "also write the report as JSON", "markdown": "also write the report as Markdown",
+            "plot": "also write a PNG plot of the relative error per tap, with the tolerance (needs matplotlib)"}
+
+
+def _terminal(s, *, progress: bool = True) -> None:
+    """-q (no progress lines) where a command has progress to report, and -v everywhere."""
+    if progress:
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="also show the frameworks' own log lines and warnings on stderr (hidden by default)")
 
 
-_PLOT_HELP = "also write a PNG plot of the relative error per tap, with the tolerance (needs matplotlib)"
+def _outputs(s, *reports: str, main: str | None = None, plot_help: str = "") -> None:
+    """--json/--markdown/--plot FILE as asked, and --force, which replaces what exists of them (and `main`)."""
+    for name in reports:
+        s.add_argument(f"--{name}", metavar="FILE", help=_REPORTS[name] + (plot_help if name == "plot" else ""))
+    named = ([main] if main else []) + [f"--{r}" for r in reports]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+    s.add_argument("--force", action="store_true", help=f"replace {listed} if it exists")
+
+
+def _frameworks(s, default_help: str = f"default {ALL}") -> None:
+    s.add_argument("--frameworks", default=ALL, help=f"comma-separated ({default_help})")
+
+
+def _run_settings(s, size) -> None:
+    """The input and seed of a run: check, diff and port --verify."""
+    s.add_argument("--input-size", nargs=2, type=_size, default=None, metavar=("H", "W"),
+                   help=f"input height and width (default: the variant's only size if it has one, "
+                        f"else {size[0]} {size[1]})")
+    s.set_defaults(default_size=size)
+    s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the weights and the input (default 0)")
+    s.add_argument("--timings", action="store_true",
+                   help="also put the time of each phase and the peak memory in the JSON (they vary from run to "
+                        "run; without them the JSON is byte-identical for the same command and seed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from equiv.checking import CHECK_SIZE, DIFF_SIZE
+    from equiv.formats import NAMES, WRITABLE, choices_help
     from equiv.porting import VERIFY_SIZE
 
     p = _Parser(prog="equiv", description="Prove that a ResNet is the same network in TF-slim, Keras and PyTorch.")
@@ -273,45 +306,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("variants", help="list the registered variants")
     s.set_defaults(func=cmd_variants)
 
-    def common(s, size):
-        s.add_argument("--input-size", nargs=2, type=_size, default=None, metavar=("H", "W"),
-                       help=f"input height and width (default: the variant's only size if it has one, "
-                            f"else {size[0]} {size[1]})")
-        s.set_defaults(default_size=size)
-        s.add_argument("--batch", type=_size, default=2, help="batch size (default 2)")
-        s.add_argument("--seed", type=_seed, default=0, help="seed of the weights and the input (default 0)")
-        s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-        s.add_argument("--timings", action="store_true",
-                       help="also put the time of each phase and the peak memory in the JSON (they vary from run to "
-                            "run; without them the JSON is byte-identical for the same command and seed)")
-
     s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
     s.add_argument("variant", help="a registered variant, e.g. slim/resnet_v2_50 (see `equiv variants`)")
-    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default {ALL})")
-    common(s, size=CHECK_SIZE)
+    _frameworks(s)
+    _run_settings(s, CHECK_SIZE)
     s.add_argument("--isolated", action="store_true",
                    help="also split each unit's error into what it made and what it inherited")
-    s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
-    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
-    s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-    _verbose(s)
+    _outputs(s, "json", "markdown", "plot")
+    _terminal(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("diff", help="do two variants compute the same function with one set of weights?")
     s.add_argument("variant_a")
     s.add_argument("variant_b")
     s.add_argument("--framework", help="framework to run both in (default: variant_a's native one)")
-    common(s, size=DIFF_SIZE)
-    s.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
-    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP)
-    s.add_argument("--force", action="store_true", help="replace --json, --markdown or --plot files that exist")
-    _verbose(s)
+    _run_settings(s, DIFF_SIZE)
+    _outputs(s, "json", "markdown", "plot")
+    _terminal(s, progress=False)
     s.set_defaults(func=cmd_diff)
 
     s = sub.add_parser("bench", help="images per second of each framework's build, against measured ceilings")
     s.add_argument("variant")
-    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default {ALL})")
+    _frameworks(s)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--batch", type=_size, nargs="+", default=[16], help="one or more batch sizes (default 16)")
     s.add_argument("--input-size", nargs=2, type=_size, default=[224, 224], metavar=("H", "W"))
@@ -323,14 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--best", action="store_true",
                    help="try every fast path of each framework, check each against the plain path, mark the fastest")
     s.add_argument("--repeats", type=_size, default=5, help="timed runs per measurement (median; default 5)")
-    s.add_argument("--json", metavar="FILE")
-    s.add_argument("--markdown", metavar="FILE")
-    s.add_argument("--force", action="store_true", help="replace --json or --markdown files that exist")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-    _verbose(s)
+    _outputs(s, "json", "markdown")
+    _terminal(s)
     s.set_defaults(func=cmd_bench)
 
-    from equiv.formats import NAMES, WRITABLE, choices_help
     s = sub.add_parser("port", help="port a weight file to another framework's format")
     s.add_argument("variant")
     s.add_argument("--from", dest="source", required=True, metavar="FILE", help="the weight file to read")
@@ -344,11 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
     s.add_argument("--verify", action="store_true",
                    help="load both files and compare every tap (exit 1 if not equivalent)")
-    s.add_argument("--force", action="store_true", help="replace --to (and --json) if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
-    common(s, size=VERIFY_SIZE)
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-    _verbose(s)
+    _run_settings(s, VERIFY_SIZE)
+    _outputs(s, "json", main="--to")
+    _terminal(s)
     s.set_defaults(func=cmd_port)
 
     s = sub.add_parser("run", help="run a weight file in one framework on an input, write its taps")
@@ -361,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, metavar="OUT.npz")
     s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
     s.add_argument("--num-classes", type=_size)
-    s.add_argument("--force", action="store_true", help="replace --output if it exists")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
-    _verbose(s)
+    _outputs(s, main="--output")
+    _terminal(s, progress=False)
     s.set_defaults(func=cmd_run)
 
     g = sub.add_parser("golden", help="golden outputs in fixtures/: check today's frameworks against them, or rewrite")
@@ -372,16 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     def golden_common(s):
         s.add_argument("variants", nargs="*", metavar="VARIANT", help="registered variants (default: all)")
         s.add_argument("--fixtures", metavar="DIR", help="golden folder (default: fixtures/golden)")
-        s.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-        _verbose(s)
+        _terminal(s)
 
     s = gsub.add_parser("verify", help="compare each framework's taps today with its own stored taps")
     golden_common(s)
-    s.add_argument("--frameworks", default=ALL, help=f"comma-separated (default: all registered, {ALL})")
-    s.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    s.add_argument("--plot", metavar="FILE", help=_PLOT_HELP + ", of the variant whose drift is largest against "
-                   "its tolerance")
-    s.add_argument("--force", action="store_true", help="replace --json or --plot if it exists")
+    _frameworks(s, f"default: all registered, {ALL}")
+    _outputs(s, "json", "plot", plot_help=", of the variant whose drift is largest against its tolerance")
     s.set_defaults(func=cmd_golden_verify)
 
     s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")
