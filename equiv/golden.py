@@ -351,6 +351,12 @@ def verify_one(v: Variant, frameworks: Sequence[str], directory: str | Path = DE
     except GoldenFileError as e:
         return Verdict(v.name, "unreadable", str(path), f"{e}; regenerate with `equiv golden update {v.name}`",
                        frameworks=fws)
+    absent = [fw for fw in fws if fw not in golden.taps]
+    if absent:  # a backend registered after the file was made
+        return Verdict(v.name, "stale", str(path), f"{path} holds no taps of {', '.join(absent)} (made before it was "
+                       f"registered, {_made_by(golden)}); to add them, regenerate with `equiv golden update {v.name}` "
+                       f"and commit the file, or verify the others with --frameworks", frameworks=fws,
+                       made_on=golden.meta["environment"])
     why, regenerate, params = _stale(v, golden, fws)
     if why:
         fix = f"; if that change is meant, regenerate with `equiv golden update {v.name}` and commit the file"
@@ -388,7 +394,8 @@ def verify(variants: Iterable[str | Variant] | None = None, frameworks: Sequence
     t0 = time.perf_counter()
     verdicts = [verify_one(v, fws, directory, progress) for v in selected]
     ran = any(v.taps for v in verdicts)  # else no framework was imported: do not import one for its version
-    return VerifyReport(str(directory), fws, {**environment(), **(versions(fws) if ran else {})}, verdicts,
+    # backends' versions nested: a backend's name may be anything, even "numpy" or "python"
+    return VerifyReport(str(directory), fws, {**environment(), "backends": versions(fws) if ran else {}}, verdicts,
                         time.perf_counter() - t0)
 
 
@@ -507,9 +514,8 @@ def _fmt(x: float) -> str:
 
 def _versions_line(today: dict) -> str:
     parts = [f"python {today.get('python')}", f"numpy {today.get('numpy')}"]
-    for fw in FRAMEWORKS:
-        if fw in today:
-            parts.append(f"{fw}: " + " ".join(f"{k} {x}" for k, x in today[fw].items()))
+    for fw, found in today.get("backends", {}).items():
+        parts.append(f"{fw}: " + " ".join(f"{k} {x}" for k, x in found.items()))
     return ", ".join(parts)
 
 
