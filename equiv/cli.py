@@ -45,14 +45,21 @@ _ALLOW_PICKLE = ("read a torch file that loads only by unpickling (a whole pickl
                  "the file, so only for files you trust; a warning names the file")
 
 
-def _size(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be positive: {n}")
-    return n
+def _integer(least: int, says: str):
+    """An argparse type: an integer of at least `least`, else an error that `says` what it must be."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be {says}: {n}")
+        return n
+    return parse
+
+
+_size = _integer(1, "positive")
+_seed = _integer(0, "a non-negative integer")
 
 
 class _Version(argparse.Action):
@@ -73,16 +80,6 @@ class _Version(argparse.Action):
                 lines.append(f"  {name}: {found}")
         print("\n".join(lines))
         parser.exit(EXIT_OK)
-
-
-def _seed(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer: {n}")
-    return n
 
 
 def _progress(enabled: bool):

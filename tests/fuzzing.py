@@ -276,15 +276,23 @@ def h5_external_storage(path: Path, secret: Path, which: int = 0) -> str:
     return name
 
 
+def _moved_out(f, other: Path, which: int):
+    """One dataset of open file `f` removed, its data put in file `other` as /x: (its name, its data)."""
+    import h5py
+
+    name = _datasets(f)[which % len(_datasets(f))]
+    data = f[name][()]
+    del f[name]
+    with h5py.File(other, "w") as o:
+        o["x"] = data
+    return name, data
+
+
 def h5_external_link(path: Path, other: Path, which: int = 0) -> str:
     import h5py
 
     with h5py.File(path, "r+") as f:
-        name = _datasets(f)[which % len(_datasets(f))]
-        data = f[name][()]
-        del f[name]
-        with h5py.File(other, "w") as o:
-            o["x"] = data
+        name, data = _moved_out(f, other, which)
         f[name] = h5py.ExternalLink(str(other), "/x")
     return name
 
@@ -293,11 +301,7 @@ def h5_virtual(path: Path, other: Path, which: int = 0) -> str:
     import h5py
 
     with h5py.File(path, "r+") as f:
-        name = _datasets(f)[which % len(_datasets(f))]
-        data = f[name][()]
-        del f[name]
-        with h5py.File(other, "w") as o:
-            o["x"] = data
+        name, data = _moved_out(f, other, which)
         layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
         layout[...] = h5py.VirtualSource(str(other), "x", shape=data.shape)
         f.create_virtual_dataset(name, layout)
