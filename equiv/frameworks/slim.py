@@ -65,19 +65,24 @@ def _is_seed(v: Variant) -> bool:
     return v.built_by() == "equiv.seed.slim_resnet_v2"
 
 
+# The scope names of library code other than tf_slim.nets, by the code a variant transcribes
+# (Variant.reference): the seed's program calls its resnet_v2_50 `resnet_v2_6`, its units
+# `residual_v2`, their pre-activation `preactivate`.
+_DIALECTS = {"equiv.seed.slim_resnet_v2": {"scope": "resnet_v2_6", "unit": "residual_v2", "preact": "preactivate"}}
+
+
+def _dialect(v: Variant) -> dict[str, str]:
+    return _DIALECTS.get(v.built_by(), {})
+
+
 def _scope(v: Variant) -> str:
     """The outer scope: the variant's short name, which for slim/ variants is exactly the
-    default scope of the tf_slim.nets function (resnet_v2_50, ...); the seed's network uses
-    `resnet_v2_6` (its resnet_v2_50's default scope)."""
-    if _is_seed(v):
-        return "resnet_v2_6"
-    return re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
+    default scope of the tf_slim.nets function (resnet_v2_50, ...)."""
+    return _dialect(v).get("scope") or re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
 
 
 def _unit_kind(v: Variant) -> str:
-    if _is_seed(v):
-        return "residual_v2"  # the seed's residual_unit's default scope
-    return f"{v.block}_{'v2' if v.preact else 'v1'}"
+    return _dialect(v).get("unit") or f"{v.block}_{'v2' if v.preact else 'v1'}"
 
 
 def _layer(v: Variant, layer: str) -> str:
@@ -93,7 +98,7 @@ def _layer(v: Variant, layer: str) -> str:
 
 
 def _preact_scope(v: Variant) -> str:
-    return "preactivate" if _is_seed(v) else "preact"
+    return _dialect(v).get("preact", "preact")
 
 
 _FIELDS = {"kernel": "weights", "bias": "biases"}  # BatchNorm fields keep their names
