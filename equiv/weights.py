@@ -68,12 +68,14 @@ def calibration_size(v: Variant) -> int:
 # (which varies with the CPU): the weights are the same bits on any machine, by construction.
 #
 # Why the sums are exact: a conv input is rounded to a multiple of 2**-ACT_BITS with |x| <= ACT_MAX,
-# the calibration copy of a kernel to a multiple of 2**-KERNEL_BITS with |w| <= KERNEL_MAX. Every
-# product x*w is then an integer number of units u = 2**-(ACT_BITS + KERNEL_BITS), of at most
-# ACT_MAX * KERNEL_MAX / u = 2**(8+12) * 2**(1+19) = 2**40 units, and a conv adds at most
-# TERMS_MAX = 2**13 of them (the largest is 3*3*512 = 4608), so every partial sum, in whatever order
-# and grouping, is an integer of at most 2**53 units: exactly representable in float64, so each
-# addition (and each FMA) is exact. The BatchNorm statistics are sums of integers (int64, checked
+# the calibration copy of a kernel to a multiple of 2**-KERNEL_BITS with |w| <= kernel_limit(terms).
+# Every product x*w is then an integer number of units u = 2**-(ACT_BITS + KERNEL_BITS), and a conv
+# of `terms` products (kernel volume k*k*cin) has partial sums, in whatever order and grouping, of at
+# most terms * ACT_MAX * kernel_limit(terms) / u <= 2**53 units: integers exactly representable in
+# float64, so each addition (and each FMA) is exact. kernel_limit is 2**14 / terms: at least
+# KERNEL_MAX = 2 for the largest conv allowed (TERMS_MAX = 2**13; the largest registered is 3*3*512 =
+# 4608), far more for the small convs of drawn descriptions, whose He-scaled kernels are wide.
+# The BatchNorm statistics are sums of integers (int64, checked
 # against overflow) and one correctly rounded division each. Everything else is elementwise IEEE
 # arithmetic (+ - * / sqrt, max, rint: correctly rounded in every SIMD path), never a
 # transcendental function. `_units` raises, never rounds silently, when a value is out of bounds.
@@ -82,7 +84,7 @@ ACT_BITS, ACT_MAX = 12, 2.0 ** 8
 KERNEL_BITS, KERNEL_MAX = 19, 2.0 ** 1
 TERMS_MAX = 2 ** 13
 EXACT = 2.0 ** 53
-assert TERMS_MAX * ACT_MAX * 2.0 ** ACT_BITS * KERNEL_MAX * 2.0 ** KERNEL_BITS <= EXACT
+assert TERMS_MAX * ACT_MAX * 2.0 ** ACT_BITS * KERNEL_MAX * 2.0 ** KERNEL_BITS <= EXACT  # kernel_limit(TERMS_MAX)
 
 
 class CalibrationRangeError(ArithmeticError):
@@ -110,8 +112,15 @@ def exact_conv2d(x, kernel, stride, rule, bias=None, *, conv2d: reference.Conv2d
     wu = np.asarray(kernel, np.float64) * 2.0 ** KERNEL_BITS
     if not np.array_equal(wu, np.rint(wu)):  # pragma: no cover - _calibration_kernels made them so
         raise CalibrationRangeError("a calibration kernel is not on its grid")
+    if not float(np.abs(wu).max(initial=0.0)) * 2.0 ** -KERNEL_BITS <= kernel_limit(terms):  # pragma: no cover
+        raise CalibrationRangeError(f"a calibration kernel exceeds {kernel_limit(terms):g} for {terms} terms")
     y = conv2d(xu, wu, stride, rule) * 2.0 ** -(ACT_BITS + KERNEL_BITS)  # exact: a power of two
     return y + bias if bias is not None else y
+
+
+def kernel_limit(terms: int) -> float:
+    """The largest |w| for which a conv of `terms` products of on-grid inputs sums exactly."""
+    return EXACT / (terms * ACT_MAX * 2.0 ** ACT_BITS * 2.0 ** KERNEL_BITS)
 
 
 def _calibration_kernels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -120,7 +129,8 @@ def _calibration_kernels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     out = dict(params)
     for name, a in params.items():
         if name.endswith("/kernel"):
-            out[name] = _units(a, KERNEL_BITS, KERNEL_MAX, name) * 2.0 ** -KERNEL_BITS
+            terms = int(np.prod(a.shape[:-1]))
+            out[name] = _units(a, KERNEL_BITS, kernel_limit(terms), name) * 2.0 ** -KERNEL_BITS
     return out
 
 

@@ -363,7 +363,7 @@ def test_verify_plots_like_check(tmp_path):
 def test_update_refuses_keras_on_another_backend(tmp_path):
     r = equiv("golden", "update", SMALL, "--fixtures", str(tmp_path), "-q", env={"KERAS_BACKEND": "torch"})
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "made with Keras on the TensorFlow backend, and Keras runs on torch here" in r.stderr
+    assert "golden files are made with keras on tensorflow, and keras runs on torch here" in r.stderr
     assert not any(tmp_path.iterdir())
 
 

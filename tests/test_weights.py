@@ -77,8 +77,8 @@ def test_a_value_outside_the_exact_bounds_raises_not_rounds():
         W.exact_conv2d(x, k, 1, "tf_same")
     with pytest.raises(W.CalibrationRangeError, match="convolution of 16384 terms"):
         W.exact_conv2d(np.zeros((1, 4, 4, 1024)), np.zeros((4, 4, 1024, 1)), 1, "tf_same")
-    with pytest.raises(W.CalibrationRangeError, match="logits/kernel"):
-        W._calibration_kernels({"logits/kernel": np.array([[3.0]])})
+    with pytest.raises(W.CalibrationRangeError, match="conv1/kernel: \\|value\\| 5e\\+03 exceeds .* 4096"):
+        W._calibration_kernels({"conv1/kernel": np.full((1, 1, 4, 1), 5000.0)})  # 4 terms: at most 2**14 / 4
     with pytest.raises(W.CalibrationRangeError, match="BatchNorm's input"):
         W.exact_moments(np.full((2, 3), 300.0))
 
@@ -95,3 +95,20 @@ def test_exact_conv_is_exact():
     ki = (k * 2**W.KERNEL_BITS).astype(np.int64)
     exact = sum(int(p) * int(q) for p, q in zip(xi[0, 1:4, 1:4].reshape(-1), ki[..., 1].reshape(-1)))
     assert a[0, 1, 1, 1] == exact / 2 ** (W.ACT_BITS + W.KERNEL_BITS)
+
+
+def test_small_convs_take_the_wide_kernels_he_scaling_gives_them():
+    """A 1x1 conv of 4 channels has He std 0.71: kernels beyond 2 are common there, and its few
+    terms leave the exact sums room for them (kernel_limit); the weights are still order-free."""
+    from equiv.variants import Variant
+
+    v = Variant(name="test/narrow", native="torch", description="test only", block="bottleneck", depths=(2, 2),
+                widths=(4, 8), strides=(2, 2), preact=False, stride_unit="last", stride_conv=2,
+                projection="channels", shortcut_norm=True, conv_bias="all", conv_padding="tf_same",
+                bn_epsilon=1e-3, bn_scale=False, stem_width=8, stem_kernel=4, pool_padding="valid", num_classes=10)
+    one = make(v, threads=1)
+    widest = max(float(np.abs(a).max()) for k, a in one.items() if k.endswith("/kernel"))
+    assert widest > W.KERNEL_MAX  # the case the fixed bound of 2 refused
+    assert_same_bits(one, make(v, threads=2))
+    assert_same_bits(one, make(v, conv2d=conv2d_without_blas))
+    assert W.kernel_limit(3 * 3 * 512) >= W.KERNEL_MAX and W.kernel_limit(4) == 2.0 ** 14 / 4
