@@ -438,5 +438,5 @@ def test_a_trusted_pickle_port_says_one_warning_line_with_q(folder):
     torch.save(model, folder / "whole.pt")
     r = equiv(folder, "port", R18.name, "--from", "whole.pt", "--to", "o.safetensors", "--allow-pickle", "-q")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr.splitlines() == ["equiv: warning: whole.pt: unpickled with --allow-pickle: this file is "
-                                     "trusted to run code in this process"]
+    assert r.stderr.splitlines() == ["equiv: warning: whole.pt: unpickled as asked (--allow-pickle, "
+                                     "allow_pickle=True): this file is trusted to run code in this process"]
