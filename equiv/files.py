@@ -50,10 +50,6 @@ def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = T
     return found
 
 
-def _tf_prefix(path: Path) -> Path:
-    return path.with_suffix("") if path.suffix == ".index" else path
-
-
 def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, allow_pickle: bool = False,
          classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Canonical parameters of `variant` from a weight file (strictly checked, finite).
@@ -67,7 +63,7 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, a
     try:
         params = _read(path, variant, fmt, allow_pickle, classes)
     except EquivError as e:
-        if str(_tf_prefix(path) if fmt == "tf-checkpoint" else path) not in str(e):  # name the file
+        if str(paths.tf_prefix(path) if fmt == "tf-checkpoint" else path) not in str(e):  # name the file
             if isinstance(e, ParamMismatchError):
                 e.relabel(source=str(path))
             else:
@@ -106,7 +102,7 @@ def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
 def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
     """A Saver checkpoint in slim's names, or a TF2 object checkpoint of a Keras model; its index
     checked (equiv.tf_index) before TensorFlow opens it."""
-    prefix = _tf_prefix(path)
+    prefix = paths.tf_prefix(path)
     if not Path(f"{prefix}.index").exists():
         raise EquivError(f"{path}: no TF checkpoint here (expected {prefix}.index)")
     entries = checkpoint_entries(str(prefix), variant)
@@ -219,7 +215,7 @@ def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]] | N
     import zipfile
 
     if fmt == "tf-checkpoint":
-        entries = tf_index.read(str(_tf_prefix(Path(path))))
+        entries = tf_index.read(str(paths.tf_prefix(Path(path))))
         if tf_index.OBJECT_GRAPH not in entries:
             return None
         return sorted(e.shape for k, e in entries.items() if _OBJECT_KEY.fullmatch(k))
@@ -247,7 +243,7 @@ def declared_shapes(path: str | os.PathLike, fmt: str) -> dict[str, tuple[int, .
 
         return {n: e.shape for n, e in safetensors_reader.header(Path(path)).items()}
     if fmt == "tf-checkpoint":
-        return {n: e.shape for n, e in tf_index.read(str(_tf_prefix(Path(path)))).items()}
+        return {n: e.shape for n, e in tf_index.read(str(paths.tf_prefix(Path(path)))).items()}
     raise EquivError(f"{path}: {fmt} files do not declare their shapes apart from their data")
 
 

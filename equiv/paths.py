@@ -36,17 +36,20 @@ def kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def _tf_prefix(path: Path) -> Path:
+def tf_prefix(path: Path) -> Path:
+    """A TF checkpoint's prefix, given the prefix itself or its `.index` file."""
     return path.with_suffix("") if path.suffix == ".index" else path
 
 
 def _is_checkpoint(path: Path, fmt: str | None) -> bool:
-    """As equiv.files.detect tells a TF checkpoint: by the format, the name, or a prefix's index."""
+    """As equiv.files.detect tells a TF checkpoint: by the format, the name, or a prefix's index
+    (without opening anything: this runs before the path is known to be a regular file)."""
+    from equiv import formats
+
     if fmt is not None:
         return fmt == "tf-checkpoint"
-    name = path.name.lower()
-    return name.endswith((".ckpt", ".index")) or (not os.path.lexists(path)
-                                                  and os.path.lexists(f"{path}.index"))
+    return formats.by_name(path) == "tf-checkpoint" or (not os.path.lexists(path)
+                                                         and os.path.lexists(f"{path}.index"))
 
 
 def input_files(path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
@@ -54,7 +57,7 @@ def input_files(path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
     path = Path(path)
     if not _is_checkpoint(path, fmt):
         return [path]
-    prefix = _tf_prefix(path)
+    prefix = tf_prefix(path)
     return [Path(f"{prefix}.index")] + sorted(Path(p) for p in glob.glob(glob.escape(str(prefix)) + ".data-*"))
 
 
@@ -63,7 +66,7 @@ def output_files(path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
     path = Path(path)
     if fmt != "tf-checkpoint":
         return [path]
-    prefix = _tf_prefix(path)
+    prefix = tf_prefix(path)
     return [Path(f"{prefix}.index"), Path(f"{prefix}{TF_DATA}")]
 
 
