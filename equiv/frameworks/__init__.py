@@ -2,7 +2,7 @@
 
 Each backend is a module with the same functions (the contract: `equiv.frameworks.base.Backend`).
 Adapters are imported lazily, so a job touches only the frameworks it needs, and a backend that
-cannot be used here is reported with the reason (`status()`), never a crash.
+cannot be used here is reported with the reason (`adapter()`, `equiv --version`), never a crash.
 
 To add a backend: write `equiv/frameworks/<name>.py` to the contract and add its line below.
 """
@@ -49,11 +49,6 @@ def adapter(name: str) -> ModuleType:
     if why:
         raise FrameworkError(f"framework {name!r} is not usable here: {why}")
     return mod
-
-
-def status() -> dict[str, str | None]:
-    """Every registered backend: None where usable, else why not."""
-    return {name: module(name).available() for name in FRAMEWORKS}
 
 
 def parse_frameworks(text: str | list[str] | tuple[str, ...]) -> list[str]:
