@@ -1,180 +1,39 @@
-"""The canonical form: parameter names and layout, tap names, and the network's plan.
+"""The canonical form, for any network family: parameter names and layout, taps, and the plan.
 
-Everything here is derived from a `Variant` alone and needs no framework.
+A family's plan (equiv/families/<family>/plan.py) says what a description's parameters and
+taps are; this module asks it, so that generic code (check, diff, port, golden, memory, bench,
+strategies, testing) never needs to know which family it holds. It also keeps what is the same
+in every family: padding arithmetic, strict parameter checking, and tensor layouts.
 
-Parameters are numpy float32 arrays named from indices:
-
-    stem/conv/kernel                 (k, k, in, out)   HWIO, as TF and Keras store it
-    stem/conv/bias                   (out,)
-    stem/conv/bn/gamma|beta|moving_mean|moving_variance
-    stage{s}/unit{u}/preact/...      BatchNorm of a pre-activation (v2) unit
-    stage{s}/unit{u}/shortcut/kernel, /bias, /bn/...
-    stage{s}/unit{u}/conv{k}/kernel, /bias, /bn/...
-    post/...                         BatchNorm before pooling (v2)
-    logits/kernel                    (features, classes) as a Keras Dense stores it
-    logits/bias                      (classes,)
-
-Taps (intermediate outputs), in network order, all NHWC except the last two:
-
-    stem/conv, stem/pool,
-    stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
-    post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head
-
-A conv tap is taken after that conv's BatchNorm and ReLU where it has them; a unit tap after
-the add (and the ReLU of a v1 unit).
+Parameters are numpy float32 arrays in canonical names (the family's plan lists them):
+convolution kernels HWIO as TF and Keras store them, dense kernels (in, out) as a Keras Dense
+stores them. Taps are named outputs in network order, NHWC, or (N, features) after a flatten.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
+from equiv import families
 from equiv.errors import EquivError, ParamMismatchError
 from equiv.variants import Variant
 
-BN_FIELDS_SCALED = ("gamma", "beta", "moving_mean", "moving_variance")
-BN_FIELDS_UNSCALED = ("beta", "moving_mean", "moving_variance")
+
+def plan(v: Variant):
+    """The plan module of `v`'s family."""
+    return families.of(v).plan
 
 
-@dataclass(frozen=True)
-class Conv:
-    """One convolution of the plan and what follows it."""
-
-    name: str  # canonical layer name, e.g. stage1/unit1/conv2
-    kernel: int
-    cin: int
-    cout: int
-    stride: int
-    padding: str  # "symmetric" | "tf_same"
-    bias: bool
-    norm: bool  # BatchNorm follows
-    relu: bool  # ReLU follows (after the norm)
-
-
-@dataclass(frozen=True)
-class Unit:
-    stage: int  # 1-based
-    index: int  # 1-based within the stage
-    cin: int
-    cout: int
-    stride: int
-    projection: bool
-    convs: tuple[Conv, ...]
-    shortcut: Conv | None  # the projection, when there is one
-
-    @property
-    def name(self) -> str:
-        return f"stage{self.stage}/unit{self.index}"
-
-
-def _bias(v: Variant, norm: bool) -> bool:
-    return v.conv_bias == "all" or (v.conv_bias == "unnormalized" and not norm)
-
-
-def stem(v: Variant) -> Conv:
-    norm = not v.preact if v.stem_norm is None else v.stem_norm
-    relu = not v.preact if v.stem_relu is None else v.stem_relu
-    return Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
-                v.stem_padding, _bias(v, norm), norm, relu)
-
-
-def _branch_relu(v: Variant, kernel: int, stride: int, last: bool) -> bool:
-    if v.branch_relu == "every":
-        return True
-    if v.branch_relu == "inner_strided" and kernel > 1 and stride == 1:
-        return False
-    return not last
-
-
-def units(v: Variant) -> list[Unit]:
-    out: list[Unit] = []
-    cin = v.stem_width
-    for s, (depth, width, stage_stride) in enumerate(zip(v.depths, v.widths, v.strides), start=1):
-        cout = width * v.expansion
-        for u in range(1, depth + 1):
-            strided_unit = u == (1 if v.stride_unit == "first" else depth)
-            stride = stage_stride if strided_unit else 1
-            projection = {
-                "first_unit": u == 1,
-                "channels": cin != cout,
-                "channels_or_stride": cin != cout or stride != 1,
-            }[v.projection]
-            if v.block == "bottleneck":
-                shapes = [(1, cin, width), (3, width, width), (1, width, cout)]
-            else:
-                shapes = [(3, cin, width), (3, width, cout)]
-            convs = []
-            for k, (ksize, a, b) in enumerate(shapes, start=1):
-                last = k == len(shapes)
-                norm = v.inner_norm and not (v.preact and last)
-                conv_stride = stride if k == v.stride_conv else 1
-                convs.append(Conv(
-                    f"stage{s}/unit{u}/conv{k}", ksize, a, b, conv_stride, v.conv_padding,
-                    _bias(v, norm), norm, relu=_branch_relu(v, ksize, conv_stride, last),
-                ))
-            shortcut = None
-            if projection:
-                shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, stride, "symmetric",
-                                _bias(v, v.shortcut_norm), v.shortcut_norm, relu=v.branch_relu == "every")
-            out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut))
-            cin = cout
-    return out
-
-
-def head_pool_size(v: Variant) -> tuple[int, int]:
-    """(height, width) of the map the head flattens: (1, 1) for a global mean."""
-    if not v.head_pool:
-        return 1, 1
-    last = [spatial_sizes(v, n)[-1] for n in v.input_size]
-    return tuple(output_size("valid", n, v.head_pool, v.head_pool_stride) for n in last)
-
-
-def channels(v: Variant) -> int:
-    """Channels of the last stage's output."""
-    return v.widths[-1] * v.expansion
-
-
-def features(v: Variant) -> int:
-    """The length of the feature vector the dense head sees (the "pool" tap)."""
-    h, w = head_pool_size(v)
-    return h * w * channels(v)
-
-
-def bn_fields(v: Variant) -> tuple[str, ...]:
-    return BN_FIELDS_SCALED if v.bn_scale else BN_FIELDS_UNSCALED
+# ---------------------------------------------------------------------------------------
+# What every generic caller asks of a description (answered by its family's plan)
 
 
 def param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
-    """Every canonical parameter of `v`, in network order, with its shape."""
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def bn(prefix: str, c: int) -> None:
-        for f in bn_fields(v):
-            shapes[f"{prefix}/{f}"] = (c,)
-
-    def conv(c: Conv) -> None:
-        shapes[f"{c.name}/kernel"] = (c.kernel, c.kernel, c.cin, c.cout)
-        if c.bias:
-            shapes[f"{c.name}/bias"] = (c.cout,)
-        if c.norm:
-            bn(f"{c.name}/bn", c.cout)
-
-    conv(stem(v))
-    for unit in units(v):
-        if v.preact:
-            bn(f"{unit.name}/preact", unit.cin)
-        if unit.shortcut:
-            conv(unit.shortcut)
-        for c in unit.convs:
-            conv(c)
-    if v.preact:
-        bn("post", channels(v))
-    shapes["logits/kernel"] = (features(v), v.num_classes)
-    shapes["logits/bias"] = (v.num_classes,)
-    return shapes
+    """Every canonical parameter of `v` and its shape, in network order."""
+    return plan(v).param_shapes(v)
 
 
 def param_count(v: Variant) -> int:
@@ -183,44 +42,52 @@ def param_count(v: Variant) -> int:
 
 def tap_names(v: Variant) -> list[str]:
     """Every canonical tap of `v`, in network order."""
-    taps = ["stem/conv", "stem/pool"]
-    for unit in units(v):
-        if v.preact:
-            taps.append(f"{unit.name}/preact")
-        taps.append(f"{unit.name}/shortcut")
-        taps += [c.name for c in unit.convs]
-        taps.append(unit.name)
-    if v.preact:
-        taps.append("post")
-    return taps + ["pool", output_tap(v)]
+    return plan(v).tap_names(v)
 
 
 def output_tap(v: Variant) -> str:
-    """The head's output: "logits", or "probs" where the head ends in a softmax (whose input
-    the seed's Keras model never exposes, so it is no tap there)."""
-    return "probs" if v.head_activation == "softmax" else "logits"
+    """The network's last tap: "logits", or "probs" where the head ends in a softmax."""
+    return plan(v).output_tap(v)
 
 
 def tap_depths(v: Variant) -> dict[str, int]:
-    """How many convolutions (and the final dense layer) lie on the longest path to each tap.
+    """How many layers with weights lie on the longest path to each tap (tolerances grow with
+    its square root: see equiv.compare)."""
+    return plan(v).tap_depths(v)
 
-    Float32 rounding error accumulates like a random walk along that path, so tolerances
-    grow with its square root (see equiv.compare)."""
-    depths = {"stem/conv": 1, "stem/pool": 1}
-    d = 1
-    for unit in units(v):
-        if v.preact:
-            depths[f"{unit.name}/preact"] = d
-        depths[f"{unit.name}/shortcut"] = d + (1 if unit.shortcut else 0)
-        for k, c in enumerate(unit.convs, start=1):
-            depths[c.name] = d + k
-        d += len(unit.convs)
-        depths[unit.name] = d
-    if v.preact:
-        depths["post"] = d
-    depths["pool"] = d
-    depths[output_tap(v)] = d + 1
-    return depths
+
+def tap_shapes(v: Variant, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """Every tap's shape for one image of height x width, in network order: (H, W, C), or (C,)
+    after the head's flatten. The one place tap shapes are derived (memory estimates, FLOPs
+    and tests ask here)."""
+    return plan(v).tap_shapes(v, height, width)
+
+
+def flops(v: Variant, height: int, width: int) -> int:
+    """Multiply-adds x 2 of one forward pass on one image."""
+    return plan(v).flops(v, height, width)
+
+
+def min_input_size(v: Variant) -> int:
+    """The smallest input side for which every layer has a non-empty output."""
+    return min(v.input_size) if v.input_size is not None else plan(v).min_body_size(v)
+
+
+def min_body_size(v: Variant) -> int:
+    """The smallest input side for which every layer up to the head has a non-empty output."""
+    return plan(v).min_body_size(v)
+
+
+def check_input_size(v: Variant, height: int, width: int) -> None:
+    """Refuse an input size that `v` cannot take: below its smallest, or other than its only one."""
+    if v.input_size is not None and (height, width) != tuple(v.input_size):
+        h, w = v.input_size
+        raise EquivError(f"{v.name} takes only {h}x{w} inputs (its flattened head fixes the size), "
+                         f"got {height}x{width}: pass `input_size=({h}, {w})`")
+    smallest = min_input_size(v)
+    if min(height, width) < smallest:
+        raise EquivError(f"`input_size=({height}, {width})` is too small for {v.name}: "
+                         f"each side needs at least {smallest}")
 
 
 def resolve_taps(v: Variant, taps) -> list[str]:
@@ -237,7 +104,10 @@ def resolve_taps(v: Variant, taps) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# Padding: one rule, used by every adapter that must pad explicitly
+# Padding: one rule, used by every plan and every adapter that must pad explicitly
+#   "symmetric": (k-1)//2 before and the rest after, whatever the input size;
+#   "tf_same":   TensorFlow's SAME: total = max((ceil(n/s)-1)*s + k - n, 0), before = total//2;
+#   "valid":     none.
 
 
 def pad_amounts(rule: str, size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -257,81 +127,6 @@ def pad_amounts(rule: str, size: int, kernel: int, stride: int) -> tuple[int, in
 def output_size(rule: str, size: int, kernel: int, stride: int) -> int:
     before, after = pad_amounts(rule, size, kernel, stride)
     return (size + before + after - kernel) // stride + 1
-
-
-def spatial_sizes(v: Variant, size: int) -> list[int]:
-    """The spatial size after the stem conv, the pool, and each stage (one axis)."""
-    sizes = [output_size(v.stem_padding, size, v.stem_kernel, v.stem_stride)]
-    sizes.append(output_size(v.pool_padding, sizes[-1], v.pool_kernel, v.pool_stride))
-    for s in v.strides:
-        sizes.append(output_size(v.conv_padding, sizes[-1], 3, s))
-    return sizes
-
-
-def check_input_size(v: Variant, height: int, width: int) -> None:
-    """Refuse an input size that `v` cannot take: below its smallest, or other than its only one."""
-    if v.input_size is not None and (height, width) != tuple(v.input_size):
-        h, w = v.input_size
-        raise EquivError(f"{v.name} takes only {h}x{w} inputs (its flattened head fixes the size), "
-                         f"got {height}x{width}: pass `input_size=({h}, {w})`")
-    smallest = min_input_size(v)
-    if min(height, width) < smallest:
-        raise EquivError(f"`input_size=({height}, {width})` is too small for {v.name}: "
-                         f"each side needs at least {smallest}")
-
-
-def min_input_size(v: Variant) -> int:
-    """The smallest input side for which every layer has a non-empty output."""
-    return min(v.input_size) if v.input_size is not None else min_body_size(v)
-
-
-def min_body_size(v: Variant) -> int:
-    """The smallest input side for which every layer up to the head has a non-empty output."""
-    for n in range(1, 4096):
-        if all(s >= 1 for s in spatial_sizes(v, n)):
-            return n
-    raise ValueError(f"{v.name}: no usable input size")
-
-
-def tap_shapes(v: Variant, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """Every tap's shape for one image of height x width, in network order: (H, W, C), or (C,)
-    for the pooled features and the head. The one place tap shapes are derived (memory
-    estimates, FLOPs and tests ask here)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    c = stem(v)
-    h, w = output_size(c.padding, height, c.kernel, c.stride), output_size(c.padding, width, c.kernel, c.stride)
-    shapes["stem/conv"] = (h, w, v.stem_width)
-    h = output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
-    w = output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
-    shapes["stem/pool"] = (h, w, v.stem_width)
-    for unit in units(v):
-        if v.preact:
-            shapes[f"{unit.name}/preact"] = (h, w, unit.cin)
-        for c in unit.convs:
-            h, w = output_size(c.padding, h, c.kernel, c.stride), output_size(c.padding, w, c.kernel, c.stride)
-            shapes[c.name] = (h, w, c.cout)
-        shapes[f"{unit.name}/shortcut"] = shapes[unit.name] = (h, w, unit.cout)
-    if v.preact:
-        shapes["post"] = (h, w, channels(v))
-    shapes["pool"] = (features(v),)
-    shapes[output_tap(v)] = (v.num_classes,)
-    return {t: shapes[t] for t in tap_names(v)}
-
-
-def flops(v: Variant, height: int, width: int) -> int:
-    """Multiply-adds x 2 of one forward pass on one image, from the description: each conv's
-    output size (its tap's shape; a projection's is its unit's) times its kernel volume."""
-    shapes = tap_shapes(v, height, width)
-
-    def conv_flops(c: Conv, out: tuple[int, ...]) -> int:
-        return 2 * out[0] * out[1] * c.kernel * c.kernel * c.cin * c.cout
-
-    total = conv_flops(stem(v), shapes["stem/conv"])
-    for unit in units(v):
-        if unit.shortcut:
-            total += conv_flops(unit.shortcut, shapes[unit.name])
-        total += sum(conv_flops(c, shapes[c.name]) for c in unit.convs)
-    return total + 2 * features(v) * v.num_classes
 
 
 # ---------------------------------------------------------------------------------------

@@ -63,11 +63,12 @@ def _fits(read, cand: Variant) -> str | None:
 
 def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
     """`cand`'s name if a file's sorted array shapes are its canonical shapes, with its own head."""
-    theirs = sorted(C.param_shapes(cand).values())
+    expected = C.param_shapes(cand)
+    theirs = sorted(expected.values())
     if shapes == theirs:
         return cand.name
     extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)
-    features, n = C.features(cand), cand.num_classes
+    features, n = expected["logits/kernel"][0], cand.num_classes
     heads = [s[0] for s in extra if len(s) == 1]
     if (len(heads) == 1 and lacking == Counter({(features, n): 1, (n,): 1})
             and extra == Counter({(features, heads[0]): 1, (heads[0],): 1})):

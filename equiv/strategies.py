@@ -21,6 +21,8 @@ from hypothesis.errors import InvalidArgument
 from equiv import canonical as C
 from equiv import weights as W
 from equiv.errors import EquivError
+from equiv.families.resnet import plan
+from equiv.families.resnet.description import ResNet
 from equiv.frameworks import FRAMEWORKS
 from equiv.variants import Variant, all_variants, get
 
@@ -91,7 +93,7 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         raise InvalidArgument(f"preact={preact_!r} must be True or False")
     width = st.integers(lo, hi)
     pool_padding = draw(st.sampled_from(["valid", "symmetric", "tf_same"]))
-    v = Variant(
+    v = ResNet(
         name="hypothesis/random", native=draw(st.sampled_from(FRAMEWORKS)),
         description="drawn by equiv.strategies.variants",
         block=block_,
@@ -129,7 +131,7 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
     if draw(st.booleans()):  # a pooled, flattened head, which fixes the input size
         side = C.min_body_size(v)
         size = (draw(st.integers(side, side + 9)), draw(st.integers(side, side + 9)))
-        last = min(C.spatial_sizes(v, n)[-1] for n in size)
+        last = min(plan.spatial_sizes(v, n)[-1] for n in size)
         k = draw(st.integers(1, last))
         v = v.replace(head_pool=k, head_pool_stride=draw(st.integers(1, k)), input_size=size)
     return v

@@ -18,7 +18,7 @@ import operator
 import numpy as np
 
 from equiv import canonical as C
-from equiv import reference
+from equiv import families, reference
 from equiv.errors import EquivError
 from equiv.variants import Variant
 
@@ -27,36 +27,6 @@ CALIBRATION_BATCH = 4
 # that a golden file made with another generator is told apart from a machine that computes
 # differently (which must never happen: see the exact calibration below).
 GENERATOR = "he-exact-calibration/2"
-
-
-def _branch_ends(v: Variant) -> set[str]:
-    """The layer that scales each residual branch's output: its last BatchNorm (v1) or its
-    last conv (v2, which has no BatchNorm there)."""
-    return {f"{u.convs[-1].name}/bn" if u.convs[-1].norm else u.convs[-1].name for u in C.units(v)}
-
-
-def _uncalibrated(v: Variant, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    branch_ends = _branch_ends(v)
-    params = {}
-    for name, shape in C.param_shapes(v).items():
-        layer, field = name.rsplit("/", 1)
-        if field == "kernel":
-            fan_in = int(np.prod(shape[:-1]))
-            a = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in) * (0.3 if layer in branch_ends else 1.0)
-        elif field == "bias":
-            a = rng.normal(0.0, 0.05, shape)
-        elif field == "gamma":
-            a = rng.uniform(0.2, 0.5, shape) if layer in branch_ends else rng.uniform(0.7, 1.3, shape)
-        elif field == "beta":
-            a = rng.normal(0.0, 0.1, shape)
-        elif field == "moving_mean":
-            a = np.zeros(shape)
-        elif field == "moving_variance":
-            a = np.ones(shape)
-        else:  # pragma: no cover - canonical names are closed
-            raise AssertionError(name)
-        params[name] = a.astype(np.float32)
-    return params
 
 
 def calibration_size(v: Variant) -> int:
@@ -178,7 +148,7 @@ def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generat
 def _make(v: Variant, seed: int, conv2d: reference.Conv2d = reference.conv2d) -> dict[str, np.ndarray]:
     """The parameters; `conv2d` computes the calibration's exact product sums (see exact_conv2d)."""
     rng = np.random.default_rng(seed)
-    params = _uncalibrated(v, rng)
+    params = families.of(v).initial_params(v, rng)
     _calibrate(v, params, rng, conv2d)
     return params
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from equiv import canonical as C
-from equiv.variants import Variant
+from equiv.families.resnet.description import ResNet
 
 # A network of 803 parameters with conv biases, every BatchNorm field and a projection: files of a
 # few kilobytes, so thousands of damaged copies are cheap, and every reader is exercised.
-TINY = Variant(
+TINY = ResNet(
     name="fuzz/tiny", native="torch", description="a tiny variant for fuzzing the file readers",
     block="basic", depths=(1,), widths=(6,), strides=(2,), preact=False, stride_unit="first", stride_conv=1,
     projection="channels_or_stride", shortcut_norm=True, conv_bias="all", conv_padding="symmetric",
@@ -73,7 +73,7 @@ def write_valid(fmt: str, folder: Path, params: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def write_keras2_h5(path: Path, params: dict[str, np.ndarray], variant: Variant) -> None:
+def write_keras2_h5(path: Path, params: dict[str, np.ndarray], variant: ResNet) -> None:
     """Keras 2's `save_weights(..., save_format="h5")` layout: layer_names on the root, each
     layer's weight_names on its group, arrays at group/<layer>/<weight>:0."""
     import h5py

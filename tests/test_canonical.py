@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from equiv import canonical as C
 from equiv import variants as V
 from equiv.errors import ParamMismatchError
+from equiv.families.resnet import plan as P
 
 # Counts published by the frameworks themselves (model summaries / torchvision docs).
 TRAINABLE = {
@@ -39,9 +40,9 @@ def test_taps_are_unique_and_ordered(v):
 
 
 def test_stride_placement():
-    tv = C.units(V.get("torchvision/resnet50"))
-    slim = C.units(V.get("slim/resnet_v1_50"))
-    k1 = C.units(V.get("keras/ResNet50"))
+    tv = P.units(V.get("torchvision/resnet50"))
+    slim = P.units(V.get("slim/resnet_v1_50"))
+    k1 = P.units(V.get("keras/ResNet50"))
     assert [u.stride for u in tv if u.stage == 2] == [2, 1, 1, 1]
     assert [u.stride for u in slim if u.stage == 1] == [1, 1, 2]
     assert tv[3].convs[1].stride == 2 and k1[3].convs[0].stride == 2  # 3x3 vs first 1x1

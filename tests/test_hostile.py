@@ -125,7 +125,7 @@ def test_a_model_pickled_by_a_script_loads_with_a_class_mapping(tmp_path):
     names __main__.Net, which no other process can import."""
     path = tmp_path / "resnet.pkl"
     script = ("import sys, torch\n"
-              "from equiv.frameworks.torch import ResNet\n"
+              "from equiv.families.resnet.torch import ResNet\n"
               "from tests.fuzzing import TINY, tiny_params\n"
               "from equiv.frameworks import adapter\n"
               "class Net(ResNet):\n    pass\n"
@@ -138,7 +138,7 @@ def test_a_model_pickled_by_a_script_loads_with_a_class_mapping(tmp_path):
     assert files.detect(path) == "torch"
     with pytest.warns(UserWarning), pytest.raises(EquivError, match="cannot be unpickled .*Net"):
         load_weights(TINY, path, allow_pickle=True)
-    from equiv.frameworks.torch import ResNet
+    from equiv.families.resnet.torch import ResNet
 
     with pytest.warns(UserWarning):
         got = load_weights(TINY, path, allow_pickle=True, classes={"__main__.Net": ResNet})

@@ -7,6 +7,7 @@ from equiv import canonical as C
 from equiv import compare
 from equiv import variants as V
 from equiv import weights as W
+from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter
 
 
@@ -63,7 +64,7 @@ def test_symmetric_pad_where_tf_pads_asymmetrically_is_caught(fw):
 def test_odd_sizes_hide_the_asymmetric_pad():
     # Why the property tests draw even sizes as well as odd ones: on odd sizes the rules coincide.
     v = V.get("torchvision/resnet18").replace(conv_padding="tf_same")
-    sizes = C.spatial_sizes(v, 65)  # [stem, pool, stage1..stage4] = 33, 17, 17, 9, 5, 3
+    sizes = P.spatial_sizes(v, 65)  # [stem, pool, stage1..stage4] = 33, 17, 17, 9, 5, 3
     strided_inputs = sizes[2:5]  # what the strided convs of stages 2-4 see
     assert all(C.pad_amounts("tf_same", n, 3, 2) == C.pad_amounts("symmetric", n, 3, 2) for n in strided_inputs)
     params = W.random_params(v, 0)

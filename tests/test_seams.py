@@ -39,8 +39,15 @@ def _root(node) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+def _own_backend(path: Path) -> set[str]:
+    """A family's builder for one backend (equiv/families/<family>/<backend>.py) may name that
+    backend, and no other."""
+    return {path.stem} & BACKENDS if path.parent.parent == PACKAGE / "families" else set()
+
+
 def _violations(path: Path, tree: ast.AST) -> list[str]:
     where = f"{path.relative_to(PACKAGE.parent)}"
+    own = _own_backend(path)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
@@ -48,7 +55,7 @@ def _violations(path: Path, tree: ast.AST) -> list[str]:
             if len(names) >= 2:
                 found.append(f"{where}:{node.lineno}: a literal list of backends {sorted(names)}")
         elif isinstance(node, ast.Compare):
-            names = _strings(node) & BACKENDS
+            names = _strings(node) & BACKENDS - own
             if names and not all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
                 found.append(f"{where}:{node.lineno}: a test on a backend's name {sorted(names)}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
@@ -80,3 +87,10 @@ def test_the_audit_catches_each_kind():
         found = _violations(PACKAGE / "planted.py", ast.parse(line))
         assert len(found) == 1 and kind in found[0], (line, found)
     assert _violations(PACKAGE / "planted.py", ast.parse('ok = fw in REGISTRY and x == "logits"')) == []
+
+
+def test_a_family_builder_may_name_only_its_own_backend():
+    builder = PACKAGE / "families" / "resnet" / "keras.py"
+    assert _violations(builder, ast.parse('ok = v.native == "keras"')) == []
+    found = _violations(builder, ast.parse('ok = v.native == "torch"'))
+    assert len(found) == 1 and "['torch']" in found[0], found

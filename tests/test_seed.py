@@ -18,6 +18,7 @@ import pytest
 from equiv import canonical as C
 from equiv import files, porting, reference, variants, weights
 from equiv.errors import EquivError
+from equiv.families.resnet import plan as P
 from equiv.frameworks import FRAMEWORKS, adapter
 
 SEEDS = [v for v in variants.all_variants() if v.framework == "seed"]
@@ -51,8 +52,8 @@ def test_the_registry_holds_the_four_seed_networks():
 def test_the_plan_keeps_each_seed_quirk(name, quirks):
     """(relu, norm) of the convolutions the seed's code treats specially."""
     v = variants.get(name)
-    convs = {C.stem(v).name: C.stem(v)}
-    for unit in C.units(v):
+    convs = {P.stem(v).name: P.stem(v)}
+    for unit in P.units(v):
         convs.update({c.name: c for c in unit.convs})
         if unit.shortcut:
             convs[unit.shortcut.name] = unit.shortcut
@@ -61,15 +62,15 @@ def test_the_plan_keeps_each_seed_quirk(name, quirks):
 
 def test_demo_is_the_one_unit_the_seed_runs():
     v = variants.get("seed/slim_resnet_v2_demo")
-    (unit,) = C.units(v)
+    (unit,) = P.units(v)
     assert (unit.cin, unit.cout, unit.stride, unit.projection) == (64, 64, 2, False)  # max-pool shortcut
     assert C.tap_names(v)[-1] == "logits" and v.num_classes == 10
 
 
 def test_flattened_heads_fix_the_input_size():
     keras_seed, torch_seed = variants.get("seed/keras_resnet_v2_50"), variants.get("seed/torch_resnet_v2")
-    assert C.features(keras_seed) == 3 * 3 * 2048  # AveragePooling2D(2) of 7x7, flattened
-    assert C.features(torch_seed) == 2048  # AvgPool2d(7) of 7x7
+    assert P.features(keras_seed) == 3 * 3 * 2048  # AveragePooling2D(2) of 7x7, flattened
+    assert P.features(torch_seed) == 2048  # AvgPool2d(7) of 7x7
     with pytest.raises(EquivError, match="takes only 224x224"):
         C.check_input_size(keras_seed, 64, 64)
 

@@ -14,6 +14,7 @@ from equiv import canonical as C
 from equiv import files
 from equiv import weights as W
 from equiv.errors import EquivError
+from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter
 from equiv.testing import NotEquivalentError, assert_equivalent
 from tests.torchvision_layout import transcribed_torchvision
@@ -108,7 +109,7 @@ def test_a_users_own_torchvision_layout_module_runs_its_own_forward():
     mine = transcribed_torchvision(V)
     mine.load_state_dict(equiv.build(V, "torch", weights=W.random_params(V, 0)).state_dict())
     report = assert_equivalent(mine, V.name, input_size=(33, 32), batch=1)
-    units = [u.name for u in C.units(V)]
+    units = [u.name for u in P.units(V)]
     assert [r.name for r in report.taps] == units + ["logits"]
     mine.layer3[1].bn2.eps = 1e-2
     with pytest.raises(NotEquivalentError, match="first diverging tap 'stage3/unit2'"):

@@ -100,9 +100,9 @@ def test_exact_conv_is_exact():
 def test_small_convs_take_the_wide_kernels_he_scaling_gives_them():
     """A 1x1 conv of 4 channels has He std 0.71: kernels beyond 2 are common there, and its few
     terms leave the exact sums room for them (kernel_limit); the weights are still order-free."""
-    from equiv.variants import Variant
+    from equiv.families.resnet.description import ResNet
 
-    v = Variant(name="test/narrow", native="torch", description="test only", block="bottleneck", depths=(2, 2),
+    v = ResNet(name="test/narrow", native="torch", description="test only", block="bottleneck", depths=(2, 2),
                 widths=(4, 8), strides=(2, 2), preact=False, stride_unit="last", stride_conv=2,
                 projection="channels", shortcut_norm=True, conv_bias="all", conv_padding="tf_same",
                 bn_epsilon=1e-3, bn_scale=False, stem_width=8, stem_kernel=4, pool_padding="valid", num_classes=10)

@@ -1,15 +1,9 @@
-"""PyTorch adapter: one nn.Module family that realises any variant from its description.
+"""PyTorch backend: parameters in and out of a module's state_dict, runs with taps, files.
 
-The module is named as torchvision's ResNet is: conv1, bn1, maxpool, layer{s}.{u-1}.conv{k} /
-bn{k} / downsample.0 (.1), fc. For the torchvision/ variants it therefore *is* the reference:
-its state_dict has exactly torchvision.models.resnetNN's keys, shapes and dtypes, and loads
-into it with strict=True. Other variants extend the same scheme: conv biases as `conv.bias`,
-a pre-activation BatchNorm as `layer{s}.{u-1}.preact`, the v2 post-norm as `postnorm`, a
-projection without BatchNorm as `downsample.0` alone.
-
-Padding costs nothing where PyTorch can express it (a symmetric `padding=` argument, a
-max-pool's implicit -inf padding); only TF SAME with a stride, asymmetric amounts, or a
-zero-padded max-pool pad explicitly, in the layer that needs it.
+What a network is in torch (its module, its names, where its taps are) is its family's torch
+builder (equiv/families/<family>/torch.py); this adapter does the rest the same way for every
+family. The layers that pad explicitly (TF SAME with a stride, asymmetric amounts, a zero-padded
+max-pool) live here, for every builder to use.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from equiv import canonical as C
+from equiv import families
 from equiv.errors import EquivError, FrameworkError, UnsafeFileError
 from equiv.variants import Variant
 
@@ -94,210 +89,43 @@ class PaddedMaxPool2d(_PadsItself, nn.MaxPool2d):
     pass
 
 
-def _conv(c: C.Conv) -> nn.Conv2d:
-    pad = _static_padding(c.padding, c.kernel, c.stride)
-    if pad is not None and pad[0] == pad[1]:
-        return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias)
-    return PaddedConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, rule=c.padding)
-
-
-def _max_pool(v: Variant) -> nn.MaxPool2d:
-    k, s = v.pool_kernel, v.pool_stride
-    pad = _static_padding(v.pool_padding, k, s)
-    # MaxPool2d pads implicitly with -inf, symmetrically, at most half the kernel.
-    if pad == (0, 0) or (pad is not None and pad[0] == pad[1] <= k // 2 and v.pool_pad_value == "-inf"):
-        return nn.MaxPool2d(k, s, padding=pad[0])
-    value = float("-inf") if v.pool_pad_value == "-inf" else 0.0
-    return PaddedMaxPool2d(k, s, rule=v.pool_padding, value=value)
-
-
-def _batch_norm(v: Variant, channels: int) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(channels, eps=v.bn_epsilon, affine=v.bn_scale)
-    if not v.bn_scale:  # beta without gamma: F.batch_norm takes weight=None with a bias
-        bn.bias = nn.Parameter(torch.zeros(channels))
-    return bn
-
-
-def _conv_norm_relu(conv, bn, relu: bool, x):
-    x = conv(x)
-    if bn is not None:
-        x = bn(x)
-    return F.relu(x) if relu else x
-
-
-# No in-place operation below: a recorded tap must not change after it is recorded.
-
-
-class Unit(nn.Module):
-    """One residual unit, named as torchvision's BasicBlock / Bottleneck."""
-
-    def __init__(self, v: Variant, unit: C.Unit):
-        super().__init__()
-        self.preact = _batch_norm(v, unit.cin) if v.preact else None
-        self.preact_relu, self.identity_from = v.preact_relu, v.identity_from
-        for k, c in enumerate(unit.convs, start=1):
-            setattr(self, f"conv{k}", _conv(c))
-            setattr(self, f"bn{k}", _batch_norm(v, c.cout) if c.norm else None)
-        self.downsample = None
-        if unit.shortcut:
-            sc = unit.shortcut
-            self.downsample = nn.Sequential(_conv(sc), *([_batch_norm(v, sc.cout)] if sc.norm else []))
-        self.shortcut_relu = bool(unit.shortcut and unit.shortcut.relu)
-        self.tap, self.stride = unit.name, unit.stride
-        self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
-
-    def forward(self, x, record: Record = _ignore):
-        branch = identity = x
-        if self.preact is not None:
-            branch = self.preact(x)
-            branch = F.relu(branch) if self.preact_relu else branch
-            record(f"{self.tap}/preact", branch)
-            if self.identity_from == "preact":
-                identity = branch
-        if self.downsample is not None:
-            # v2 projects the pre-activated input, v1 the unit's input
-            shortcut = self.downsample(x if self.preact is None else branch)
-            shortcut = F.relu(shortcut) if self.shortcut_relu else shortcut
-        else:
-            shortcut = identity[:, :, ::self.stride, ::self.stride] if self.stride > 1 else identity
-        record(f"{self.tap}/shortcut", shortcut)
-        r = branch
-        for conv, bn, relu, tap in self.steps:
-            r = _conv_norm_relu(getattr(self, conv), getattr(self, bn), relu, r)
-            record(tap, r)
-        out = shortcut + r
-        if self.preact is None:  # v1: ReLU after the add; v2: none
-            out = F.relu(out)
-        record(self.tap, out)
-        return out
-
-
-class ResNet(nn.Module):
-    """Any variant; for torchvision/ variants, torchvision.models.resnetNN's exact layout."""
-
-    def __init__(self, v: Variant):
-        super().__init__()
-        stem = C.stem(v)
-        self.conv1 = _conv(stem)
-        self.bn1 = _batch_norm(v, stem.cout) if stem.norm else None
-        self.stem_relu = stem.relu
-        self.maxpool = _max_pool(v)
-        stages: dict[int, list[Unit]] = {}
-        for unit in C.units(v):
-            stages.setdefault(unit.stage, []).append(Unit(v, unit))
-        for s, blocks in stages.items():
-            setattr(self, f"layer{s}", nn.Sequential(*blocks))
-        self.stages = [f"layer{s}" for s in stages]
-        self.postnorm = _batch_norm(v, C.channels(v)) if v.preact else None
-        self.head_pool = (v.head_pool, v.head_pool_stride)
-        self.softmax = v.head_activation == "softmax"
-        self.fc = nn.Linear(C.features(v), v.num_classes)
-
-    def forward(self, x, record: Record = _ignore):
-        """Logits of NCHW `x`; `record(tap, tensor)` sees every canonical tap on the way."""
-        h = _conv_norm_relu(self.conv1, self.bn1, self.stem_relu, x)
-        record("stem/conv", h)
-        h = self.maxpool(h)
-        record("stem/pool", h)
-        for stage in self.stages:
-            for unit in getattr(self, stage):
-                h = unit(h, record)
-        if self.postnorm is not None:
-            h = F.relu(self.postnorm(h))
-            record("post", h)
-        pooled = head_features(h, *self.head_pool)
-        record("pool", pooled)
-        logits = self.fc(pooled)
-        if self.softmax:
-            probs = F.softmax(logits, dim=-1)
-            record("probs", probs)
-            return probs
-        record("logits", logits)
-        return logits
-
-
-def head_features(h, kernel: int = 0, stride: int = 0):
-    """The "pool" tap of NCHW `h`: a global mean, or an average pool flattened in NHWC order
-    (the canonical order of the dense kernel's rows)."""
-    if not kernel:
-        return h.mean(dim=(2, 3))
-    return F.avg_pool2d(h, kernel, stride).permute(0, 2, 3, 1).flatten(1)
-
-
-def _is_seed(v: Variant) -> bool:
-    """The seed's own network computes `v` (any head size)."""
-    return v.built_by() == "equiv.seed.torch_resnet_v2"
-
-
 def build(variant: Variant, *, reference: bool | None = None):
-    """The module for `variant`. For torchvision/ variants the generic module is the reference
-    itself, so reference=None/True/False build the same thing; seed/torch_resnet_v2's reference
-    (the default) is the seed's own module (equiv.seed.torch_resnet_v2)."""
+    """The family's module for `variant` in eval mode (equiv/families/<family>/torch.py)."""
     if _MISSING:
         raise FrameworkError(_MISSING)
-    if reference and variant.native != "torch":
-        raise FrameworkError(f"{variant.name} has no PyTorch reference implementation "
-                             f"(it is native to {variant.native}); use the generic builder")
-    if reference is not False and _is_seed(variant):
-        from equiv.seed import torch_resnet_v2
-
-        return torch_resnet_v2.build(variant).eval()
-    return ResNet(variant).eval()
+    return families.builder(variant, "torch").build(variant, reference=reference)
 
 
 # ---------------------------------------------------------------------------------------
 # Names and layouts
 
-# canonical field -> attribute of the torch module (Conv2d, BatchNorm2d or Linear)
-_FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-           "moving_mean": "running_mean", "moving_variance": "running_var"}
-
-
-def _modules(v: Variant) -> dict[str, str]:
-    """canonical layer -> torch module path."""
-    out = {"stem/conv": "conv1", "stem/conv/bn": "bn1", "post": "postnorm", "logits": "fc"}
-    for unit in C.units(v):
-        m = f"layer{unit.stage}.{unit.index - 1}"
-        out[f"{unit.name}/preact"] = f"{m}.preact"
-        out[f"{unit.name}/shortcut"] = f"{m}.downsample.0"
-        out[f"{unit.name}/shortcut/bn"] = f"{m}.downsample.1"
-        for k, c in enumerate(unit.convs, start=1):
-            out[c.name] = f"{m}.conv{k}"
-            out[f"{c.name}/bn"] = f"{m}.bn{k}"
-    return out
-
-
 def framework_names(variant: Variant) -> dict[str, str]:
-    modules = _modules(variant)
-    names = {}
-    for name in C.param_shapes(variant):
-        layer, field = name.rsplit("/", 1)
-        names[name] = f"{modules[layer]}.{_FIELDS[field]}"
-    return names
+    """canonical name -> state_dict key, in the dialect of the family's torch builder."""
+    return families.builder(variant, "torch").framework_names(variant)
 
 
-def _to_torch(name: str, a: np.ndarray) -> np.ndarray:
-    if name == "logits/kernel":
-        return np.ascontiguousarray(a.T)  # Linear.weight is (out, in)
-    return C.hwio_to_oihw(a) if name.endswith("/kernel") else a
+def _to_torch(a: np.ndarray) -> np.ndarray:
+    """A canonical kernel in torch's layout: dense (out, in), conv OIHW; others as they are."""
+    return np.ascontiguousarray(a.T) if a.ndim == 2 else C.hwio_to_oihw(a) if a.ndim == 4 else a
 
 
-def _to_canonical(name: str, a: np.ndarray) -> np.ndarray:
-    if name == "logits/kernel":
-        return np.ascontiguousarray(a.T)
-    # a kernel of the wrong rank (from a file) passes unchanged, for the check to report
-    return C.oihw_to_hwio(a) if name.endswith("/kernel") and a.ndim == 4 else a
+def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A torch kernel in the canonical layout of `shape` (a kernel of the wrong rank, from a
+    file, passes unchanged, for the check to report)."""
+    if not name.endswith("/kernel") or shape is None or a.ndim != len(shape):
+        return a
+    return np.ascontiguousarray(a.T) if a.ndim == 2 else C.oihw_to_hwio(a) if a.ndim == 4 else a
 
 
-def export_params(variant: Variant, model: ResNet) -> dict[str, np.ndarray]:
-    state = model.state_dict()
-    return {name: _to_canonical(name, state[key].detach().cpu().float().numpy())
+def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
+    state, shapes = model.state_dict(), C.param_shapes(variant)
+    return {name: _to_canonical(name, state[key].detach().cpu().float().numpy(), shapes[name])
             for name, key in framework_names(variant).items()}
 
 
-def load_params(variant: Variant, model: ResNet, params) -> None:
+def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
-    state = {key: torch.tensor(_to_torch(name, np.asarray(params[name], np.float32)))
+    state = {key: torch.tensor(_to_torch(np.asarray(params[name], np.float32)))
              for name, key in framework_names(variant).items()}
     # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
     state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
@@ -308,7 +136,7 @@ def load_params(variant: Variant, model: ResNet, params) -> None:
 # Running
 
 
-def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
+def run(variant: Variant, model, x: np.ndarray, taps=None, *,
         channels_last: bool = False) -> dict[str, np.ndarray]:
     """Taps of NHWC `x`. channels_last=True converts the model (in place) and the input to
     torch.channels_last first; the input goes to the model's device."""
@@ -326,13 +154,14 @@ def run(variant: Variant, model: ResNet, x: np.ndarray, taps=None, *,
         t = t.contiguous(memory_format=torch.channels_last)
     model.eval()
     with torch.inference_mode():
-        if isinstance(model, ResNet):
-            model(t, record)
-        else:  # the seed's own module: taps through hooks
-            from equiv.seed import torch_resnet_v2
-
-            torch_resnet_v2.record_taps(model, t, record)
+        families.builder(variant, "torch").forward_taps(variant, model, t, record)
     return {n: got[n] for n in names}
+
+
+def _trusted_classes(variant: Variant) -> dict[str, type] | None:
+    """Classes an opted-in pickle load of `variant`'s files may find (the seed's `__main__`)."""
+    trusted = getattr(families.builder(variant, "torch"), "pickle_classes", None)
+    return trusted(variant) if trusted else None
 
 
 def release(model) -> None:
@@ -368,18 +197,17 @@ def _mode_kept(model, fn):
 
 
 def model_runner(variant: Variant, model):
-    """equiv's own module runs with every tap; any other through its own forward, tapped by hooks
-    on its named modules: each unit's output (`layer{s}.{u-1}`) and the logits (`fc`)."""
-    if isinstance(model, ResNet):
+    """A module of equiv's builder runs with every tap; any other through its own forward, tapped
+    by hooks on the submodules that the family's torch dialect names (`foreign_taps`)."""
+    fam = families.builder(variant, "torch")
+    if fam.built_here(model):
         return (lambda x, taps: _mode_kept(model, lambda: run(variant, model, x, taps))), None, None
-    names = framework_names(variant)
-    where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in C.units(variant)}
-    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    where = fam.foreign_taps(variant)
     modules = dict(model.named_modules())
     lost = [m for m in where.values() if m not in modules]
     if lost:
-        raise EquivError(f"torch module {type(model).__name__} has no submodule {lost[0]} (torchvision's layout "
-                         f"of {variant.name}); its taps cannot be read")
+        raise EquivError(f"torch module {type(model).__name__} has no submodule {lost[0]} (the layout "
+                         f"of {variant.name} in its torch dialect); its taps cannot be read")
 
     def hooked(x, taps):
         got = {}
@@ -435,7 +263,7 @@ def device_name(device: str) -> str | None:
 # Files: a state_dict saved with torch.save
 
 
-def write_file(variant: Variant, model: ResNet, path) -> None:
+def write_file(variant: Variant, model, path) -> None:
     torch.save(model.state_dict(), path)
 
 
@@ -446,18 +274,8 @@ def read_file(variant: Variant, path, *, allow_pickle: bool = False,
     Loaded with weights_only=True; a file that needs real unpickling only with allow_pickle
     (see load_state). The seed's pickle names its classes in `__main__`: for
     seed/torch_resnet_v2 they are supplied (equiv.seed.torch_resnet_v2) unless `classes` says."""
-    state = load_state(path, allow_pickle=allow_pickle, classes=classes or _seed_classes(variant))
+    state = load_state(path, allow_pickle=allow_pickle, classes=classes or _trusted_classes(variant))
     return state_to_canonical(variant, state, str(path))
-
-
-def _seed_classes(v: Variant) -> dict[str, type] | None:
-    """The seed's script pickles its whole model from `__main__`; an opted-in load of that
-    file finds the classes in equiv.seed.torch_resnet_v2."""
-    if not _is_seed(v):
-        return None
-    from equiv.seed import torch_resnet_v2
-
-    return {"__main__.ResNet_v2": torch_resnet_v2.ResNet_v2, "__main__.Bottleneck": torch_resnet_v2.Bottleneck}
 
 
 def state_dict_params(variant: Variant, state, source: str | None = None) -> dict[str, np.ndarray]:
@@ -470,7 +288,8 @@ def state_dict_params(variant: Variant, state, source: str | None = None) -> dic
 def state_to_canonical(variant: Variant, state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """A state_dict (key -> array, as load_state gives it) in canonical names and layout, checked."""
     state = {k: a for k, a in state.items() if not k.endswith(".num_batches_tracked")}
-    params = {name: _to_canonical(name, state.pop(key))
+    shapes = C.param_shapes(variant)
+    params = {name: _to_canonical(name, state.pop(key), shapes[name])
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=source)
@@ -622,7 +441,7 @@ FAST_PATHS = {
 }
 
 
-def forward_fn(variant: Variant, model: ResNet, x: np.ndarray, *, device: str = "cpu",
+def forward_fn(variant: Variant, model, x: np.ndarray, *, device: str = "cpu",
                dtype: str = "float32", channels_last: bool = False, jit_freeze: bool = False,
                compile: bool = False, tf32: bool = False):
     """A callable running one forward pass and returning the logits: eager, inference mode,

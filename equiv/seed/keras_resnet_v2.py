@@ -92,10 +92,10 @@ def keras2_layer_order(variant) -> dict[str, list[str]]:
     (`conv2d`, `conv2d_1`, ...), so the counter gives the creation order, which is: the stem
     conv; per unit its BatchNorm, then the projection (when there is one), then conv1..conv3;
     the final BatchNorm; the Dense."""
-    from equiv import canonical as C
+    from equiv.families.resnet import plan
 
     convs, norms = ["stem/conv"], []
-    for unit in C.units(variant):
+    for unit in plan.units(variant):
         norms.append(f"{unit.name}/preact")
         if unit.shortcut:
             convs.append(unit.shortcut.name)

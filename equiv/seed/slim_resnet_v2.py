@@ -112,7 +112,7 @@ def blocks_of(variant) -> list[Block]:
 def build_taps(variant, x) -> dict:
     """Build the seed's network on `x` in the current graph (BatchNorm in inference mode), and
     find every canonical tap in it by op name."""
-    from equiv import canonical as C
+    from equiv.families.resnet import plan
 
     with slim.arg_scope([slim.batch_norm], is_training=False):
         resnet_v2_50(x, num_classes=variant.num_classes, blocks=blocks_of(variant))
@@ -128,7 +128,7 @@ def build_taps(variant, x) -> dict:
 
     top = "resnet_v2_6"
     taps = {"stem/conv": output(f"{top}/conv1"), "stem/pool": g.get_tensor_by_name(f"{top}/pool1/MaxPool:0")}
-    for unit in C.units(variant):
+    for unit in plan.units(variant):
         scope = f"{top}/block{unit.stage}/unit_{unit.index}/residual_v2"
         taps[f"{unit.name}/preact"] = output(f"{scope}/preactivate")
         add = g.get_operation_by_name(f"{scope}/add")  # identity + residual

@@ -14,6 +14,7 @@ import pytest
 from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
+from equiv.families.resnet import plan as P
 from equiv.frameworks import slim
 
 pytestmark = pytest.mark.skipif(slim.available() is not None, reason=f"TF-slim not usable: {slim.available()}")
@@ -102,7 +103,7 @@ def test_taps_match_numpy_reference(case, size):
     out = slim.run(v, case.model, x)
     assert list(out) == C.tap_names(v)
     assert all(a.dtype == np.float32 for a in out.values())
-    assert out["pool"].shape == (2, C.features(v)) and out["logits"].shape == (2, v.num_classes)
+    assert out["pool"].shape == (2, P.features(v)) and out["logits"].shape == (2, v.num_classes)
     ratios = {t: _ratio(out[t], ref[t]) for t in ref if out[t].shape == ref[t].shape}
     WORST[f"{v.name} @{size}"] = (max(ratios.values()), max(r / tol[t] for t, r in ratios.items()))
     bad = first_divergence(out, ref, tol)

@@ -21,21 +21,22 @@ from torch import nn
 from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
+from equiv.families.resnet import plan as P
+from equiv.families.resnet.description import ResNet
 from equiv.frameworks import torch as adapter
-from equiv.variants import Variant
 
 RTOL = 1e-5  # of the tap's scale, max|reference tap|
 
 # Conventions the registry does not (yet) use, on networks small enough to be cheap.
 SYNTHETIC = [
-    Variant(  # TF SAME everywhere it can be, an even stem kernel, unscaled BatchNorm, VALID pool
+    ResNet(  # TF SAME everywhere it can be, an even stem kernel, unscaled BatchNorm, VALID pool
         name="synthetic/tf_same_unscaled", native="slim", description="test only",
         block="bottleneck", depths=(2, 2), widths=(4, 8), strides=(2, 2), preact=False,
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
         conv_bias="all", conv_padding="tf_same", bn_epsilon=1e-3, bn_scale=False,
         stem_width=8, stem_kernel=4, stem_padding="tf_same", pool_padding="valid", num_classes=10,
     ),
-    Variant(  # pre-activation basic blocks, one input channel, an even (asymmetric) -inf pool
+    ResNet(  # pre-activation basic blocks, one input channel, an even (asymmetric) -inf pool
         name="synthetic/basic_v2", native="keras", description="test only",
         block="basic", depths=(2, 2), widths=(8, 16), strides=(1, 2), preact=True,
         stride_unit="first", stride_conv=1, projection="channels_or_stride", shortcut_norm=False,
@@ -43,7 +44,7 @@ SYNTHETIC = [
         stem_width=8, stem_kernel=3, stem_stride=1, pool_kernel=2, pool_padding="symmetric",
         in_channels=1, num_classes=5,
     ),
-    Variant(  # v1 basic blocks with strided identity shortcuts, a projection without BatchNorm
+    ResNet(  # v1 basic blocks with strided identity shortcuts, a projection without BatchNorm
         name="synthetic/basic_v1_identity", native="torch", description="test only",
         block="basic", depths=(2, 2), widths=(8, 16), strides=(2, 2), preact=False,
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
@@ -67,7 +68,7 @@ PADDED_LAYERS = {
 
 
 class Case:
-    def __init__(self, v: Variant):
+    def __init__(self, v: ResNet):
         self.v = v
         self.params = weights.random_params(v, 0)
         self.model = adapter.build(v)
@@ -84,7 +85,7 @@ def tap_error(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return float(np.abs(out - ref).max()), float(np.abs(ref).max())
 
 
-def check_against_reference(v: Variant, params, x, out) -> float:
+def check_against_reference(v: ResNet, params, x, out) -> float:
     """Assert every tap agrees with the float64 reference within equiv's own per-tap
     tolerance (float32 rounding grows with depth: compare.tap_tolerances); return the worst
     error / scale."""
@@ -101,7 +102,7 @@ def check_against_reference(v: Variant, params, x, out) -> float:
     return worst
 
 
-def first_mismatch(v: Variant, out, ref) -> str | None:
+def first_mismatch(v: ResNet, out, ref) -> str | None:
     for name in C.tap_names(v):
         if out[name].shape != ref[name].shape:
             return name
@@ -144,7 +145,7 @@ def test_any_size_and_batch(case):
     h, w = C.min_input_size(v), C.min_input_size(v) + 3
     spatial = ["stem/conv", "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
     out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), [*spatial, "logits"])
-    sizes = zip(C.spatial_sizes(v, h), C.spatial_sizes(v, w), strict=True)
+    sizes = zip(P.spatial_sizes(v, h), P.spatial_sizes(v, w), strict=True)
     for name, (sh, sw) in zip(spatial, sizes, strict=True):
         assert out[name].shape[1:3] == (sh, sw), name
     assert out["logits"].shape == (1, v.num_classes) and np.isfinite(out["logits"]).all()
@@ -214,7 +215,7 @@ def test_channels_last_agrees(name):
 from tests.torchvision_layout import transcribed_torchvision as _transcribed_torchvision  # noqa: E402
 
 
-def _unit_outputs(model: nn.Module, v: Variant, x: np.ndarray) -> dict[str, np.ndarray]:
+def _unit_outputs(model: nn.Module, v: ResNet, x: np.ndarray) -> dict[str, np.ndarray]:
     """stem/pool, every unit and logits of a torchvision-layout model, through forward hooks."""
     out, hooks = {}, []
 
@@ -224,7 +225,7 @@ def _unit_outputs(model: nn.Module, v: Variant, x: np.ndarray) -> dict[str, np.n
         return hook
 
     hooks.append(model.maxpool.register_forward_hook(keep("stem/pool")))
-    for unit in C.units(v):
+    for unit in P.units(v):
         block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
         hooks.append(block.register_forward_hook(keep(unit.name)))
     with torch.inference_mode():

@@ -1,0 +1,97 @@
+"""The ResNet description: every convention that changes a number is a field.
+
+Adapters never decide a convention themselves; they realise what the description says. Two
+networks that differ in any field are two variants, even when they share every parameter
+name and shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from equiv.variants import Variant
+
+# How a strided convolution or pool pads:
+#   "symmetric": (k-1)//2 before and the rest after, whatever the input size (slim's
+#                conv2d_same for stride > 1, keras' explicit ZeroPadding2D, PyTorch's padding=k//2);
+#   "tf_same":   TensorFlow's SAME: total = max((ceil(n/s)-1)*s + k - n, 0), before = total//2,
+#                so more after than before on even sizes with stride 2;
+#   "valid":     no padding (pools only).
+Padding = Literal["symmetric", "tf_same", "valid"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResNet(Variant):
+    family: ClassVar[str] = "resnet"
+
+    block: Literal["basic", "bottleneck"]
+    depths: tuple[int, ...]  # units per stage
+    widths: tuple[int, ...]  # bottleneck width per stage; a unit outputs width * expansion
+    strides: tuple[int, ...]  # stride of each stage
+    preact: bool  # v2: BN+ReLU before each unit, post-norm before pooling, no ReLU after the add
+    stride_unit: Literal["first", "last"]  # which unit of a stage carries its stride
+    stride_conv: int  # which conv of that unit (1-based) carries it
+    # When the shortcut is a 1x1 projection; otherwise it is the identity, subsampled by a
+    # 1x1 max-pool of the unit's stride when the unit is strided.
+    #   "first_unit": the first unit of every stage (keras.applications)
+    #   "channels": when the channel count changes (tf_slim.nets)
+    #   "channels_or_stride": when channels change or the unit is strided (torchvision)
+    projection: Literal["first_unit", "channels", "channels_or_stride"]
+    shortcut_norm: bool  # BatchNorm after the projection
+    # Which convolutions carry a bias: all, none, or only those that no BatchNorm follows.
+    conv_bias: Literal["all", "none", "unnormalized"]
+    conv_padding: Padding  # the strided 3x3 conv
+    bn_epsilon: float
+    bn_scale: bool = True  # BatchNorm has gamma
+    stem_width: int = 64
+    stem_kernel: int = 7
+    stem_stride: int = 2
+    stem_padding: Padding = "symmetric"
+    pool_kernel: int = 3
+    pool_stride: int = 2
+    pool_padding: Padding = "symmetric"
+    pool_pad_value: Literal["-inf", "zero"] = "-inf"
+    # Conventions of the seed's networks (the defaults are every reference's):
+    bottleneck_expansion: int = 4  # a bottleneck unit outputs width * this
+    inner_norm: bool = True  # BatchNorm after a unit's convs (v1: every one; v2: all but the last)
+    # Which convs of a unit a ReLU follows:
+    #   "inner":         every conv of the branch but the last (every reference);
+    #   "inner_strided": as "inner", but a 3x3 conv only when strided (the seed's slim
+    #                    conv2d_same: its stride-1 path keeps the arg_scope's activation_fn=None);
+    #   "every":         every conv, the last and the projection included (the seed's Keras).
+    branch_relu: Literal["inner", "inner_strided", "every"] = "inner"
+    preact_relu: bool = True  # v2: a ReLU follows the pre-activation BatchNorm
+    identity_from: Literal["input", "preact"] = "input"  # what an identity shortcut carries (v2)
+    stem_norm: bool | None = None  # BatchNorm after the stem conv; None: unless preact
+    stem_relu: bool | None = None  # ReLU after the stem conv; None: unless preact
+    # The head: head_pool 0 is a global mean; k > 0 an average pool of k x k with stride
+    # head_pool_stride (VALID) flattened in NHWC order, which fixes the input size.
+    head_pool: int = 0
+    head_pool_stride: int = 0
+    head_activation: Literal["none", "softmax"] = "none"
+
+    def __post_init__(self) -> None:
+        n = len(self.depths)
+        if not (len(self.widths) == len(self.strides) == n) or n == 0:
+            raise ValueError(f"{self.name}: depths, widths and strides must have one entry per stage")
+        if any(d < 1 for d in self.depths) or any(w < 1 for w in self.widths):
+            raise ValueError(f"{self.name}: every stage needs at least one unit and a positive width")
+        if self.stride_conv < 1 or self.stride_conv > self.convs_per_unit:
+            raise ValueError(f"{self.name}: stride_conv must be in 1..{self.convs_per_unit}")
+        if self.stem_padding == "valid" or self.conv_padding == "valid":
+            raise ValueError(f"{self.name}: convolutions pad 'symmetric' or 'tf_same'")
+        if self.pool_padding == "tf_same" and self.pool_pad_value != "-inf":
+            raise ValueError(f"{self.name}: TF SAME pooling always pads with -inf")
+        if self.head_pool and (self.input_size is None or self.head_pool_stride < 1):
+            raise ValueError(f"{self.name}: a pooled, flattened head needs input_size and head_pool_stride")
+        if self.bottleneck_expansion < 1:
+            raise ValueError(f"{self.name}: bottleneck_expansion must be positive")
+
+    @property
+    def expansion(self) -> int:
+        return self.bottleneck_expansion if self.block == "bottleneck" else 1
+
+    @property
+    def convs_per_unit(self) -> int:
+        return 3 if self.block == "bottleneck" else 2

@@ -1,0 +1,250 @@
+"""The ResNet family in Keras 3: keras.applications' models, the seed's, and a functional
+builder for any description.
+
+Every model, the reference and the generic one alike, uses keras.applications' layer names
+(`conv1_conv`, `conv2_block1_0_conv`, `conv3_block2_preact_bn`, `post_bn`, `predictions`): that
+dialect is the table `_LAYERS`, so one renaming serves both, and taps are found by layer name.
+Keras stores kernels HWIO and dense kernels (in, out), as the canonical form does.
+"""
+
+from __future__ import annotations
+
+import re
+
+from equiv import canonical as C
+from equiv.errors import FrameworkError
+from equiv.families.resnet import plan
+from equiv.families.resnet.description import ResNet
+from equiv.frameworks.keras import NegInfPadding2D, keras
+
+# ---------------------------------------------------------------------------------------
+# Names: canonical layer -> Keras layer. {s} is Keras' stage number, the canonical one + 1
+# (Keras counts the stem as conv1).
+
+_LAYERS = (
+    (r"stem/conv", "conv1_conv"),
+    (r"stem/conv/bn", "conv1_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact", "conv{s}_block{u}_preact_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut", "conv{s}_block{u}_0_conv"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn", "conv{s}_block{u}_0_bn"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)", "conv{s}_block{u}_{k}_conv"),
+    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn", "conv{s}_block{u}_{k}_bn"),
+    (r"post", "post_bn"),
+    (r"logits", "predictions"),
+)
+
+
+def keras_layer(layer: str) -> str:
+    """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'."""
+    for pattern, name in _LAYERS:
+        m = re.fullmatch(pattern, layer)
+        if m:
+            groups = m.groupdict()
+            if "s" in groups:
+                groups["s"] = int(groups["s"]) + 1
+            return name.format(**groups)
+    raise ValueError(f"no Keras layer for canonical layer {layer!r}")
+
+
+def framework_names(variant: ResNet) -> dict[str, str]:
+    """Canonical name -> Keras variable path ('conv2_block1_1_conv/kernel').
+
+    Only the layer is renamed: kernel, bias and the BatchNorm fields are Keras' own names.
+    """
+    names = {}
+    for name in plan.param_shapes(variant):
+        layer, field = name.rsplit("/", 1)
+        names[name] = f"{keras_layer(layer)}/{field}"
+    return names
+
+
+_AUTO_NAME = re.compile(r"(conv2d|batch_normalization|dense)(?:_(\d+))?")
+
+
+def keras2_layer_names(variant: ResNet, layer_names) -> dict[str, str]:
+    """File layer name -> this adapter's layer name, for a Keras 2 `.h5` file.
+
+    keras.applications names every layer, so its files need nothing. The seed's model names
+    none: Keras 2 called them by class and a per-session counter (`conv2d_7`), so within each
+    class the counter gives the order in which the seed's code created them, which
+    `equiv.seed.keras_resnet_v2.keras2_layer_order` lists. A class whose count does not fit is
+    left unmapped, for the strict check to report by the file's own names."""
+    if not _is_seed(variant):
+        return {}
+    from equiv.seed import keras_resnet_v2
+
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in layer_names:
+        m = _AUTO_NAME.fullmatch(name)
+        if m:
+            found.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
+    out = {}
+    for cls, layers in keras_resnet_v2.keras2_layer_order(variant).items():
+        names = sorted(found.get(cls, []))
+        if len(names) == len(layers):
+            out.update({name: keras_layer(layer) for (_, name), layer in zip(names, layers)})
+    return out
+
+
+def _unit_prefix(unit: plan.Unit) -> str:
+    return f"conv{unit.stage + 1}_block{unit.index}"
+
+
+def _conv_outputs(c: plan.Conv) -> tuple[str, ...]:
+    """The Keras layers that may end a conv, last first: its ReLU, its BatchNorm, the conv
+    itself (which holds the ReLU where the activation is fused, as in the seed's model)."""
+    base = keras_layer(c.name).removesuffix("_conv")
+    return (base + "_relu",) * c.relu + (base + "_bn",) * c.norm + (base + "_conv",)
+
+
+def _tap_layers(v: ResNet) -> dict[str, tuple[str, ...]]:
+    """Canonical tap -> the Keras layers whose output it may be, the first found in a model
+    wins. The shortcut is special-cased in `_tap_model`: the input of the unit's add that is
+    not the branch (a projection, a 1x1 max-pool, or the unit's input itself)."""
+    taps = {"stem/conv": _conv_outputs(plan.stem(v)), "stem/pool": ("pool1_pool",)}
+    for unit in plan.units(v):
+        p = _unit_prefix(unit)
+        if v.preact:
+            taps[f"{unit.name}/preact"] = (f"{p}_preact_relu", f"{p}_preact_bn")
+        for c in unit.convs:
+            taps[c.name] = _conv_outputs(c)
+        taps[unit.name] = (f"{p}_out",)
+    if v.preact:
+        taps["post"] = ("post_relu",)
+    taps["pool"] = ("avg_pool",)
+    taps[plan.output_tap(v)] = ("probs", "predictions")
+    return taps
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+
+def _is_seed(v: ResNet) -> bool:
+    """The seed's own Keras network computes `v` (any head size)."""
+    return v.built_by() == "equiv.seed.keras_resnet_v2"
+
+
+def _reference_builder(v: ResNet):
+    """The keras.applications function that computes `v`, or FrameworkError saying why none does."""
+    if v.native != "keras" or not v.reference.startswith("keras.applications."):
+        raise FrameworkError(f"{v.name} has no keras.applications reference")
+    changed = v.reference_differences()
+    if changed:
+        raise FrameworkError(f"{v.name} differs from {v.reference} in {', '.join(changed)}; "
+                             "build it with reference=False")
+    return getattr(keras.applications, v.reference.rsplit(".", 1)[1])
+
+
+def build(variant: ResNet, *, reference: bool | None = None):
+    """keras.applications' model for keras/ variants, the seed's own model (equiv.seed) for
+    seed/keras_resnet_v2_50, else the generic functional model.
+
+    They take any input size and batch (a (None, None, C) input), except where a flattened
+    head fixes the size, and output logits (probabilities after a softmax head).
+    """
+    if reference is None:
+        # a changed keras.applications description is refused below, by name; a changed seed one is generic
+        reference = variant.native == "keras" and bool(variant.built_by()
+                                                        or variant.reference.startswith("keras.applications."))
+    if reference and _is_seed(variant):
+        from equiv.seed import keras_resnet_v2
+
+        return keras_resnet_v2.build(variant)
+    if not reference:
+        return _generic(variant)
+    builder = _reference_builder(variant)
+    # keras.applications insists on a static 224x224 input_shape with the top; an input
+    # tensor of free size is taken as it is, and the layer names stay the same.
+    return builder(weights=None, include_top=True, classes=variant.num_classes,
+                   classifier_activation=None,
+                   input_tensor=keras.Input(shape=(None, None, variant.in_channels)))
+
+
+def _padding(rule: str, kernel: int, stride: int, x, name: str, pad_layer=None):
+    """Realise a padding rule before a conv or pool: (x, Keras padding argument)."""
+    if rule == "tf_same":
+        return x, "same"  # Keras' "same" is TensorFlow's SAME on every backend
+    # "symmetric" pads by the kernel alone; "valid" not at all. The size does not matter.
+    before, after = C.pad_amounts(rule, 0, kernel, stride)
+    if before or after:
+        pad_layer = pad_layer or keras.layers.ZeroPadding2D
+        x = pad_layer(((before, after), (before, after)), name=name)(x)
+    return x, "valid"
+
+
+def _conv(v: ResNet, x, c: plan.Conv):
+    name = keras_layer(c.name)
+    base = name.removesuffix("_conv")
+    x, padding = _padding(c.padding, c.kernel, c.stride, x, f"{base}_pad")
+    x = keras.layers.Conv2D(c.cout, c.kernel, strides=c.stride, padding=padding,
+                            use_bias=c.bias, name=name)(x)
+    if c.norm:
+        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
+                                            name=keras_layer(f"{c.name}/bn"))(x)
+    if c.relu:
+        x = keras.layers.Activation("relu", name=f"{base}_relu")(x)
+    return x
+
+
+def _unit(v: ResNet, x, unit: plan.Unit):
+    p = _unit_prefix(unit)
+    branch = identity = x
+    if v.preact:
+        branch = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
+                                                 name=f"{p}_preact_bn")(x)
+        if v.preact_relu:
+            branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
+        if v.identity_from == "preact":
+            identity = branch
+    if unit.shortcut:
+        shortcut = _conv(v, branch if v.preact else x, unit.shortcut)  # v2 projects the pre-activation
+    elif unit.stride > 1:
+        shortcut = keras.layers.MaxPooling2D(1, strides=unit.stride, name=f"{p}_0_pool")(identity)
+    else:
+        shortcut = identity
+    for c in unit.convs:
+        branch = _conv(v, branch, c)
+    if v.preact:  # no ReLU after a v2 add; keras.applications names the add itself _out
+        return keras.layers.Add(name=f"{p}_out")([shortcut, branch])
+    x = keras.layers.Add(name=f"{p}_add")([shortcut, branch])
+    return keras.layers.Activation("relu", name=f"{p}_out")(x)
+
+
+def _generic(v: ResNet):
+    inputs = keras.Input(shape=(*(v.input_size or (None, None)), v.in_channels))
+    x = _conv(v, inputs, plan.stem(v))
+    pad_layer = NegInfPadding2D if v.pool_pad_value == "-inf" else keras.layers.ZeroPadding2D
+    x, padding = _padding(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
+    x = keras.layers.MaxPooling2D(v.pool_kernel, strides=v.pool_stride, padding=padding,
+                                  name="pool1_pool")(x)
+    for unit in plan.units(v):
+        x = _unit(v, x, unit)
+    if v.preact:
+        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale, name="post_bn")(x)
+        x = keras.layers.Activation("relu", name="post_relu")(x)
+    if v.head_pool:  # average pool, then flatten in NHWC order (the canonical kernel's rows)
+        x = keras.layers.AveragePooling2D(v.head_pool, strides=v.head_pool_stride, name="avg_pool_pool")(x)
+        x = keras.layers.Flatten(name="avg_pool")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dense(v.num_classes, name="predictions")(x)
+    if v.head_activation == "softmax":
+        x = keras.layers.Activation("softmax", name="probs")(x)
+    return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
+
+
+def tap_outputs(v: ResNet, model) -> dict:
+    """Canonical tap -> the Keras tensor of `model` that holds it."""
+    present = {layer.name for layer in model.layers}
+    outputs = {}
+    for tap, candidates in _tap_layers(v).items():
+        found = [name for name in candidates if name in present]
+        if not found:
+            raise FrameworkError(f"model {model.name} has none of the layers {candidates} for tap {tap}")
+        outputs[tap] = model.get_layer(found[0]).output
+    for unit in plan.units(v):  # the add's input that is not the branch
+        add = model.get_layer(f"{_unit_prefix(unit)}_out" if v.preact else f"{_unit_prefix(unit)}_add")
+        branch = outputs[unit.convs[-1].name]
+        outputs[f"{unit.name}/shortcut"] = next(t for t in add.input if t is not branch)
+    return outputs

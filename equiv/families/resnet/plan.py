@@ -1,0 +1,274 @@
+"""The ResNet plan: its canonical parameter names and shapes, taps, sizes and FLOPs.
+
+Everything here is derived from a `ResNet` description alone and needs no framework;
+equiv.canonical asks it on behalf of generic code.
+
+Parameters are numpy float32 arrays named from indices:
+
+    stem/conv/kernel                 (k, k, in, out)   HWIO, as TF and Keras store it
+    stem/conv/bias                   (out,)
+    stem/conv/bn/gamma|beta|moving_mean|moving_variance
+    stage{s}/unit{u}/preact/...      BatchNorm of a pre-activation (v2) unit
+    stage{s}/unit{u}/shortcut/kernel, /bias, /bn/...
+    stage{s}/unit{u}/conv{k}/kernel, /bias, /bn/...
+    post/...                         BatchNorm before pooling (v2)
+    logits/kernel                    (features, classes) as a Keras Dense stores it
+    logits/bias                      (classes,)
+
+Taps (intermediate outputs), in network order, all NHWC except the last two:
+
+    stem/conv, stem/pool,
+    stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
+    post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head
+
+A conv tap is taken after that conv's BatchNorm and ReLU where it has them; a unit tap after
+the add (and the ReLU of a v1 unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from equiv.canonical import output_size
+from equiv.families.resnet.description import ResNet
+
+BN_FIELDS_SCALED = ("gamma", "beta", "moving_mean", "moving_variance")
+BN_FIELDS_UNSCALED = ("beta", "moving_mean", "moving_variance")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution of the plan and what follows it."""
+
+    name: str  # canonical layer name, e.g. stage1/unit1/conv2
+    kernel: int
+    cin: int
+    cout: int
+    stride: int
+    padding: str  # "symmetric" | "tf_same"
+    bias: bool
+    norm: bool  # BatchNorm follows
+    relu: bool  # ReLU follows (after the norm)
+
+
+@dataclass(frozen=True)
+class Unit:
+    stage: int  # 1-based
+    index: int  # 1-based within the stage
+    cin: int
+    cout: int
+    stride: int
+    projection: bool
+    convs: tuple[Conv, ...]
+    shortcut: Conv | None  # the projection, when there is one
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.stage}/unit{self.index}"
+
+
+def _bias(v: ResNet, norm: bool) -> bool:
+    return v.conv_bias == "all" or (v.conv_bias == "unnormalized" and not norm)
+
+
+def stem(v: ResNet) -> Conv:
+    norm = not v.preact if v.stem_norm is None else v.stem_norm
+    relu = not v.preact if v.stem_relu is None else v.stem_relu
+    return Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
+                v.stem_padding, _bias(v, norm), norm, relu)
+
+
+def _branch_relu(v: ResNet, kernel: int, stride: int, last: bool) -> bool:
+    if v.branch_relu == "every":
+        return True
+    if v.branch_relu == "inner_strided" and kernel > 1 and stride == 1:
+        return False
+    return not last
+
+
+def units(v: ResNet) -> list[Unit]:
+    out: list[Unit] = []
+    cin = v.stem_width
+    for s, (depth, width, stage_stride) in enumerate(zip(v.depths, v.widths, v.strides), start=1):
+        cout = width * v.expansion
+        for u in range(1, depth + 1):
+            strided_unit = u == (1 if v.stride_unit == "first" else depth)
+            stride = stage_stride if strided_unit else 1
+            projection = {
+                "first_unit": u == 1,
+                "channels": cin != cout,
+                "channels_or_stride": cin != cout or stride != 1,
+            }[v.projection]
+            if v.block == "bottleneck":
+                shapes = [(1, cin, width), (3, width, width), (1, width, cout)]
+            else:
+                shapes = [(3, cin, width), (3, width, cout)]
+            convs = []
+            for k, (ksize, a, b) in enumerate(shapes, start=1):
+                last = k == len(shapes)
+                norm = v.inner_norm and not (v.preact and last)
+                conv_stride = stride if k == v.stride_conv else 1
+                convs.append(Conv(
+                    f"stage{s}/unit{u}/conv{k}", ksize, a, b, conv_stride, v.conv_padding,
+                    _bias(v, norm), norm, relu=_branch_relu(v, ksize, conv_stride, last),
+                ))
+            shortcut = None
+            if projection:
+                shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, stride, "symmetric",
+                                _bias(v, v.shortcut_norm), v.shortcut_norm, relu=v.branch_relu == "every")
+            out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut))
+            cin = cout
+    return out
+
+
+def head_pool_size(v: ResNet) -> tuple[int, int]:
+    """(height, width) of the map the head flattens: (1, 1) for a global mean."""
+    if not v.head_pool:
+        return 1, 1
+    last = [spatial_sizes(v, n)[-1] for n in v.input_size]
+    return tuple(output_size("valid", n, v.head_pool, v.head_pool_stride) for n in last)
+
+
+def channels(v: ResNet) -> int:
+    """Channels of the last stage's output."""
+    return v.widths[-1] * v.expansion
+
+
+def features(v: ResNet) -> int:
+    """The length of the feature vector the dense head sees (the "pool" tap)."""
+    h, w = head_pool_size(v)
+    return h * w * channels(v)
+
+
+def bn_fields(v: ResNet) -> tuple[str, ...]:
+    return BN_FIELDS_SCALED if v.bn_scale else BN_FIELDS_UNSCALED
+
+
+def param_shapes(v: ResNet) -> dict[str, tuple[int, ...]]:
+    """Every canonical parameter of `v`, in network order, with its shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bn(prefix: str, c: int) -> None:
+        for f in bn_fields(v):
+            shapes[f"{prefix}/{f}"] = (c,)
+
+    def conv(c: Conv) -> None:
+        shapes[f"{c.name}/kernel"] = (c.kernel, c.kernel, c.cin, c.cout)
+        if c.bias:
+            shapes[f"{c.name}/bias"] = (c.cout,)
+        if c.norm:
+            bn(f"{c.name}/bn", c.cout)
+
+    conv(stem(v))
+    for unit in units(v):
+        if v.preact:
+            bn(f"{unit.name}/preact", unit.cin)
+        if unit.shortcut:
+            conv(unit.shortcut)
+        for c in unit.convs:
+            conv(c)
+    if v.preact:
+        bn("post", channels(v))
+    shapes["logits/kernel"] = (features(v), v.num_classes)
+    shapes["logits/bias"] = (v.num_classes,)
+    return shapes
+
+
+def tap_names(v: ResNet) -> list[str]:
+    """Every canonical tap of `v`, in network order."""
+    taps = ["stem/conv", "stem/pool"]
+    for unit in units(v):
+        if v.preact:
+            taps.append(f"{unit.name}/preact")
+        taps.append(f"{unit.name}/shortcut")
+        taps += [c.name for c in unit.convs]
+        taps.append(unit.name)
+    if v.preact:
+        taps.append("post")
+    return taps + ["pool", output_tap(v)]
+
+
+def output_tap(v: ResNet) -> str:
+    """The head's output: "logits", or "probs" where the head ends in a softmax (whose input
+    the seed's Keras model never exposes, so it is no tap there)."""
+    return "probs" if v.head_activation == "softmax" else "logits"
+
+
+def tap_depths(v: ResNet) -> dict[str, int]:
+    """How many convolutions (and the final dense layer) lie on the longest path to each tap.
+
+    Float32 rounding error accumulates like a random walk along that path, so tolerances
+    grow with its square root (see equiv.compare)."""
+    depths = {"stem/conv": 1, "stem/pool": 1}
+    d = 1
+    for unit in units(v):
+        if v.preact:
+            depths[f"{unit.name}/preact"] = d
+        depths[f"{unit.name}/shortcut"] = d + (1 if unit.shortcut else 0)
+        for k, c in enumerate(unit.convs, start=1):
+            depths[c.name] = d + k
+        d += len(unit.convs)
+        depths[unit.name] = d
+    if v.preact:
+        depths["post"] = d
+    depths["pool"] = d
+    depths[output_tap(v)] = d + 1
+    return depths
+
+
+def spatial_sizes(v: ResNet, size: int) -> list[int]:
+    """The spatial size after the stem conv, the pool, and each stage (one axis)."""
+    sizes = [output_size(v.stem_padding, size, v.stem_kernel, v.stem_stride)]
+    sizes.append(output_size(v.pool_padding, sizes[-1], v.pool_kernel, v.pool_stride))
+    for s in v.strides:
+        sizes.append(output_size(v.conv_padding, sizes[-1], 3, s))
+    return sizes
+
+
+def min_body_size(v: ResNet) -> int:
+    """The smallest input side for which every layer up to the head has a non-empty output."""
+    for n in range(1, 4096):
+        if all(s >= 1 for s in spatial_sizes(v, n)):
+            return n
+    raise ValueError(f"{v.name}: no usable input size")
+
+
+def tap_shapes(v: ResNet, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """Every tap's shape for one image of height x width, in network order: (H, W, C), or (C,)
+    for the pooled features and the head. The one place tap shapes are derived (memory
+    estimates, FLOPs and tests ask here)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    c = stem(v)
+    h, w = output_size(c.padding, height, c.kernel, c.stride), output_size(c.padding, width, c.kernel, c.stride)
+    shapes["stem/conv"] = (h, w, v.stem_width)
+    h = output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
+    w = output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
+    shapes["stem/pool"] = (h, w, v.stem_width)
+    for unit in units(v):
+        if v.preact:
+            shapes[f"{unit.name}/preact"] = (h, w, unit.cin)
+        for c in unit.convs:
+            h, w = output_size(c.padding, h, c.kernel, c.stride), output_size(c.padding, w, c.kernel, c.stride)
+            shapes[c.name] = (h, w, c.cout)
+        shapes[f"{unit.name}/shortcut"] = shapes[unit.name] = (h, w, unit.cout)
+    if v.preact:
+        shapes["post"] = (h, w, channels(v))
+    shapes["pool"] = (features(v),)
+    shapes[output_tap(v)] = (v.num_classes,)
+    return {t: shapes[t] for t in tap_names(v)}
+
+
+def flops(v: ResNet, height: int, width: int) -> int:
+    """Multiply-adds x 2 of one forward pass on one image, from the description: each conv's
+    output size (its tap's shape; a projection's is its unit's) times its kernel volume."""
+    shapes = tap_shapes(v, height, width)
+
+    def conv_flops(c: Conv, out: tuple[int, ...]) -> int:
+        return 2 * out[0] * out[1] * c.kernel * c.kernel * c.cin * c.cout
+
+    total = conv_flops(stem(v), shapes["stem/conv"])
+    for unit in units(v):
+        if unit.shortcut:
+            total += conv_flops(unit.shortcut, shapes[unit.name])
+        total += sum(conv_flops(c, shapes[c.name]) for c in unit.convs)
+    return total + 2 * features(v) * v.num_classes

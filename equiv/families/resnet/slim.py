@@ -1,0 +1,238 @@
+"""The ResNet family in TF-slim: the `tf_slim.nets` ResNets as they are, the seed's program,
+and every other description built from slim layers under the same naming scheme.
+
+Names follow `tf_slim.nets` exactly, so official slim checkpoints read unchanged:
+
+    stem/conv                 <scope>/conv1
+    stage{s}/unit{u}          <scope>/block{s}/unit_{u}/<bottleneck|basic>_<v1|v2>
+    stage{s}/unit{u}/conv{k}  <unit>/conv{k}   (and <unit>/shortcut, <unit>/preact)
+    post                      <scope>/postnorm
+    logits                    <scope>/logits   (a 1x1 conv: its kernel is (1, 1, features, classes))
+
+and inside a layer: kernel -> weights, bias -> biases, bn/<field> -> BatchNorm/<field>
+(preact and postnorm are bare BatchNorms: their fields sit directly under the layer). The seed's
+program uses other scope names: the dialect table `_DIALECTS`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv.errors import FrameworkError
+from equiv.families.resnet import plan
+from equiv.families.resnet.description import ResNet as Description
+from equiv.frameworks.slim import _libs
+
+# ---------------------------------------------------------------------------------------
+# Names
+
+
+def _is_seed(v: Description) -> bool:
+    """The seed's slim network computes `v` (any head size): its scopes are the seed's."""
+    return v.built_by() == "equiv.seed.slim_resnet_v2"
+
+
+# The scope names of library code other than tf_slim.nets, by the code a variant transcribes
+# (Variant.reference): the seed's program calls its resnet_v2_50 `resnet_v2_6`, its units
+# `residual_v2`, their pre-activation `preactivate`.
+_DIALECTS = {"equiv.seed.slim_resnet_v2": {"scope": "resnet_v2_6", "unit": "residual_v2", "preact": "preactivate"}}
+
+
+def _dialect(v: Description) -> dict[str, str]:
+    return _DIALECTS.get(v.built_by(), {})
+
+
+def scope(v: Description) -> str:
+    """The outer scope: the variant's short name, which for slim/ variants is exactly the
+    default scope of the tf_slim.nets function (resnet_v2_50, ...)."""
+    return _dialect(v).get("scope") or re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
+
+
+def _unit_kind(v: Description) -> str:
+    return _dialect(v).get("unit") or f"{v.block}_{'v2' if v.preact else 'v1'}"
+
+
+def _layer(v: Description, layer: str) -> str:
+    """Canonical layer (or unit) name -> slim scope."""
+    top = {"stem/conv": "conv1", "post": "postnorm", "logits": "logits"}
+    if layer in top:
+        return f"{scope(v)}/{top[layer]}"
+    s, u, rest = re.fullmatch(r"stage(\d+)/unit(\d+)(?:/(.+))?", layer).groups()
+    unit = f"{scope(v)}/block{s}/unit_{u}/{_unit_kind(v)}"
+    if rest == "preact":
+        rest = _preact_scope(v)
+    return f"{unit}/{rest}" if rest else unit
+
+
+def _preact_scope(v: Description) -> str:
+    return _dialect(v).get("preact", "preact")
+
+
+_FIELDS = {"kernel": "weights", "bias": "biases"}  # BatchNorm fields keep their names
+
+
+def framework_names(variant: Description) -> dict[str, str]:
+    out = {}
+    for name in plan.param_shapes(variant):
+        layer, fld = name.rsplit("/", 1)
+        if layer.endswith("/bn"):  # a conv's BatchNorm lives in the conv's scope
+            layer, fld = layer[: -len("/bn")], f"BatchNorm/{fld}"
+        out[name] = f"{_layer(variant, layer)}/{_FIELDS.get(fld, fld)}"
+    return out
+
+
+# The one layout difference from the canonical form: slim's logits are a 1x1 conv (after a
+# global mean; a flattened head is a fully_connected layer, whose kernel is canonical).
+def slim_shape(v: Description, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape slim stores canonical parameter `name` of `shape` in."""
+    return (1, 1, *shape) if name == "logits/kernel" and not v.head_pool else shape
+
+
+def canonical_shape(v: Description, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The canonical shape of a slim variable (any other shape is left as it is, for the strict
+    check to report)."""
+    if name == "logits/kernel" and not v.head_pool and tuple(shape[:2]) == (1, 1):
+        return tuple(shape[2:])
+    return shape
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+
+def _has_reference(v: Description) -> bool:
+    """True when library code native to slim computes `v` (any head size): a tf_slim.nets
+    function, or the seed's network (equiv.seed)."""
+    return v.native == "slim" and bool(v.built_by())
+
+
+def build_taps(variant: Description, x, *, reference: bool | None = None) -> tuple[dict[str, Any], bool]:
+    """Build `variant` on input placeholder `x` in the current graph: (canonical tap -> tensor,
+    whether library code built it)."""
+    tf, _ = _libs()
+    if reference is None:
+        reference = _has_reference(variant)
+    elif reference and not _has_reference(variant):
+        raise FrameworkError(f"{variant.name} has no tf_slim.nets reference implementation")
+    if reference and _is_seed(variant):
+        from equiv.seed import slim_resnet_v2
+
+        taps = slim_resnet_v2.build_taps(variant, x)
+    else:
+        taps = (_build_reference if reference else _build_generic)(variant, x)
+    taps["pool"] = tf.reshape(taps["pool"], [-1, plan.features(variant)])
+    out = plan.output_tap(variant)
+    taps[out] = tf.reshape(taps[out], [-1, variant.num_classes])
+    return taps, reference
+
+
+def _build_reference(v: Description, x) -> dict[str, Any]:
+    """Build the tf_slim.nets function itself, then find each tap in its graph."""
+    tf, slim = _libs()
+    from tf_slim.nets import resnet_v1, resnet_v2
+
+    module, function = v.reference.rsplit(".", 1)  # tf_slim.nets.resnet_v2.resnet_v2_50
+    nets = {"tf_slim.nets.resnet_v1": resnet_v1, "tf_slim.nets.resnet_v2": resnet_v2}[module]
+    with slim.arg_scope(nets.resnet_arg_scope()):
+        _, end_points = getattr(nets, function)(x, num_classes=v.num_classes, is_training=False)
+    g = tf.compat.v1.get_default_graph()
+    top = scope(v)
+    taps = {"stem/conv": end_points[f"{top}/conv1"],
+            "stem/pool": g.get_tensor_by_name(f"{top}/pool1/MaxPool:0")}
+    for unit in plan.units(v):
+        name = _layer(v, unit.name)
+        if v.preact:
+            taps[f"{unit.name}/preact"] = g.get_tensor_by_name(f"{name}/preact/Relu:0")
+        # The unit's add is shortcut + residual, in that order, whatever the shortcut is.
+        taps[f"{unit.name}/shortcut"] = g.get_operation_by_name(f"{name}/add").inputs[0]
+        for c in unit.convs:
+            taps[c.name] = end_points[_layer(v, c.name)]
+        taps[unit.name] = end_points[name]
+    if v.preact:
+        taps["post"] = g.get_tensor_by_name(f"{top}/postnorm/Relu:0")
+    taps["pool"] = g.get_tensor_by_name(f"{top}/pool5:0")
+    taps["logits"] = end_points[f"{top}/logits"]
+    return taps
+
+
+def _build_generic(v: Description, x) -> dict[str, Any]:
+    """Realise the description with slim layers, in tf_slim.nets' scoping and naming."""
+    tf, slim = _libs()
+    relu = tf.nn.relu
+
+    def batch_norm(h, scope, activation_fn):
+        return slim.batch_norm(h, center=True, scale=v.bn_scale, epsilon=v.bn_epsilon,
+                               is_training=False, activation_fn=activation_fn, scope=scope)
+
+    def pad(h, before, after, value=0.0):
+        if before == after == 0:
+            return h
+        return tf.pad(h, [[0, 0], [before, after], [before, after], [0, 0]], constant_values=value)
+
+    def conv(c: plan.Conv, h, scope):
+        # With stride 1 both rules pad (k-1)//2 before and the rest after, which is SAME
+        # (what slim's conv2d_same uses there); only strided convs need the rule.
+        if c.stride > 1 and c.padding == "symmetric":
+            h, padding = pad(h, *C.pad_amounts("symmetric", 0, c.kernel, c.stride)), "VALID"
+        else:
+            padding = "SAME"
+        act = relu if c.relu else None
+        h = slim.conv2d(h, c.cout, c.kernel, stride=c.stride, padding=padding,
+                        activation_fn=None if c.norm else act, normalizer_fn=None,
+                        biases_initializer=tf.zeros_initializer() if c.bias else None, scope=scope)
+        return batch_norm(h, f"{scope}/BatchNorm", act) if c.norm else h
+
+    def max_pool(h):
+        k, s = v.pool_kernel, v.pool_stride
+        if v.pool_padding == "symmetric":
+            value = -np.inf if v.pool_pad_value == "-inf" else 0.0
+            h = pad(h, *C.pad_amounts("symmetric", 0, k, s), value=value)
+        padding = "SAME" if v.pool_padding == "tf_same" else "VALID"  # SAME pads with -inf
+        return slim.max_pool2d(h, k, stride=s, padding=padding, scope="pool1")
+
+    taps = {}
+    with tf.compat.v1.variable_scope(scope(v)):
+        h = taps["stem/conv"] = conv(plan.stem(v), x, "conv1")
+        h = taps["stem/pool"] = max_pool(h)
+        for s, stage in itertools.groupby(plan.units(v), key=lambda unit: unit.stage):
+            with tf.compat.v1.variable_scope(f"block{s}"):
+                for unit in stage:
+                    with tf.compat.v1.variable_scope(f"unit_{unit.index}"), \
+                         tf.compat.v1.variable_scope(_unit_kind(v)):
+                        r = identity = h
+                        if v.preact:
+                            r = taps[f"{unit.name}/preact"] = batch_norm(
+                                h, _preact_scope(v), relu if v.preact_relu else None)
+                            identity = r if v.identity_from == "preact" else h
+                        if unit.shortcut:
+                            shortcut = conv(unit.shortcut, r, "shortcut")
+                        elif unit.stride > 1:  # identity, subsampled
+                            shortcut = slim.max_pool2d(identity, 1, stride=unit.stride, scope="shortcut")
+                        else:
+                            shortcut = identity
+                        taps[f"{unit.name}/shortcut"] = shortcut
+                        for c in unit.convs:
+                            r = taps[c.name] = conv(c, r, c.name.rsplit("/", 1)[1])
+                        h = shortcut + r
+                        h = taps[unit.name] = h if v.preact else relu(h)
+        if v.preact:
+            h = taps["post"] = batch_norm(h, "postnorm", relu)
+        if v.head_pool:  # average pool, flattened in NHWC order, then a dense layer
+            h = slim.avg_pool2d(h, v.head_pool, stride=v.head_pool_stride, padding="VALID", scope="pool5")
+            h = taps["pool"] = tf.reshape(h, [-1, plan.features(v)])
+            logits = slim.fully_connected(h, v.num_classes, activation_fn=None, scope="logits")
+        else:
+            h = taps["pool"] = tf.reduce_mean(h, [1, 2], keepdims=True, name="pool5")
+            logits = slim.conv2d(h, v.num_classes, 1, activation_fn=None, normalizer_fn=None, scope="logits")
+        if v.head_activation == "softmax":
+            taps["probs"] = tf.nn.softmax(logits, name="probs")
+        else:
+            taps["logits"] = logits
+    return taps
+
+

@@ -1,0 +1,234 @@
+"""The ResNet family in PyTorch: one nn.Module that realises any description, and the seed's.
+
+The module is named as torchvision's ResNet is: conv1, bn1, maxpool, layer{s}.{u-1}.conv{k} /
+bn{k} / downsample.0 (.1), fc. For the torchvision/ variants it therefore *is* the reference:
+its state_dict has exactly torchvision.models.resnetNN's keys, shapes and dtypes, and loads
+into it with strict=True. Other variants extend the same scheme: conv biases as `conv.bias`,
+a pre-activation BatchNorm as `layer{s}.{u-1}.preact`, the v2 post-norm as `postnorm`, a
+projection without BatchNorm as `downsample.0` alone. That naming, the dialect, is the table
+`_modules` below.
+
+Padding costs nothing where PyTorch can express it (a symmetric `padding=` argument, a
+max-pool's implicit -inf padding); only TF SAME with a stride, asymmetric amounts, or a
+zero-padded max-pool pad explicitly, in the layer that needs it (equiv.frameworks.torch's
+PaddedConv2d and PaddedMaxPool2d).
+"""
+
+from __future__ import annotations
+
+from equiv.errors import FrameworkError
+from equiv.families.resnet import plan
+from equiv.families.resnet.description import ResNet as Description
+from equiv.frameworks.torch import F, PaddedConv2d, PaddedMaxPool2d, Record, _ignore, _static_padding, nn, torch
+
+
+def _conv(c: plan.Conv) -> nn.Conv2d:
+    pad = _static_padding(c.padding, c.kernel, c.stride)
+    if pad is not None and pad[0] == pad[1]:
+        return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias)
+    return PaddedConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, rule=c.padding)
+
+
+def _max_pool(v: Description) -> nn.MaxPool2d:
+    k, s = v.pool_kernel, v.pool_stride
+    pad = _static_padding(v.pool_padding, k, s)
+    # MaxPool2d pads implicitly with -inf, symmetrically, at most half the kernel.
+    if pad == (0, 0) or (pad is not None and pad[0] == pad[1] <= k // 2 and v.pool_pad_value == "-inf"):
+        return nn.MaxPool2d(k, s, padding=pad[0])
+    value = float("-inf") if v.pool_pad_value == "-inf" else 0.0
+    return PaddedMaxPool2d(k, s, rule=v.pool_padding, value=value)
+
+
+def _batch_norm(v: Description, channels: int) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels, eps=v.bn_epsilon, affine=v.bn_scale)
+    if not v.bn_scale:  # beta without gamma: F.batch_norm takes weight=None with a bias
+        bn.bias = nn.Parameter(torch.zeros(channels))
+    return bn
+
+
+def _conv_norm_relu(conv, bn, relu: bool, x):
+    x = conv(x)
+    if bn is not None:
+        x = bn(x)
+    return F.relu(x) if relu else x
+
+
+# No in-place operation below: a recorded tap must not change after it is recorded.
+
+
+class Unit(nn.Module):
+    """One residual unit, named as torchvision's BasicBlock / Bottleneck."""
+
+    def __init__(self, v: Description, unit: plan.Unit):
+        super().__init__()
+        self.preact = _batch_norm(v, unit.cin) if v.preact else None
+        self.preact_relu, self.identity_from = v.preact_relu, v.identity_from
+        for k, c in enumerate(unit.convs, start=1):
+            setattr(self, f"conv{k}", _conv(c))
+            setattr(self, f"bn{k}", _batch_norm(v, c.cout) if c.norm else None)
+        self.downsample = None
+        if unit.shortcut:
+            sc = unit.shortcut
+            self.downsample = nn.Sequential(_conv(sc), *([_batch_norm(v, sc.cout)] if sc.norm else []))
+        self.shortcut_relu = bool(unit.shortcut and unit.shortcut.relu)
+        self.tap, self.stride = unit.name, unit.stride
+        self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
+
+    def forward(self, x, record: Record = _ignore):
+        branch = identity = x
+        if self.preact is not None:
+            branch = self.preact(x)
+            branch = F.relu(branch) if self.preact_relu else branch
+            record(f"{self.tap}/preact", branch)
+            if self.identity_from == "preact":
+                identity = branch
+        if self.downsample is not None:
+            # v2 projects the pre-activated input, v1 the unit's input
+            shortcut = self.downsample(x if self.preact is None else branch)
+            shortcut = F.relu(shortcut) if self.shortcut_relu else shortcut
+        else:
+            shortcut = identity[:, :, ::self.stride, ::self.stride] if self.stride > 1 else identity
+        record(f"{self.tap}/shortcut", shortcut)
+        r = branch
+        for conv, bn, relu, tap in self.steps:
+            r = _conv_norm_relu(getattr(self, conv), getattr(self, bn), relu, r)
+            record(tap, r)
+        out = shortcut + r
+        if self.preact is None:  # v1: ReLU after the add; v2: none
+            out = F.relu(out)
+        record(self.tap, out)
+        return out
+
+
+class ResNet(nn.Module):
+    """Any variant; for torchvision/ variants, torchvision.models.resnetNN's exact layout."""
+
+    def __init__(self, v: Description):
+        super().__init__()
+        stem = plan.stem(v)
+        self.conv1 = _conv(stem)
+        self.bn1 = _batch_norm(v, stem.cout) if stem.norm else None
+        self.stem_relu = stem.relu
+        self.maxpool = _max_pool(v)
+        stages: dict[int, list[Unit]] = {}
+        for unit in plan.units(v):
+            stages.setdefault(unit.stage, []).append(Unit(v, unit))
+        for s, blocks in stages.items():
+            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        self.stages = [f"layer{s}" for s in stages]
+        self.postnorm = _batch_norm(v, plan.channels(v)) if v.preact else None
+        self.head_pool = (v.head_pool, v.head_pool_stride)
+        self.softmax = v.head_activation == "softmax"
+        self.fc = nn.Linear(plan.features(v), v.num_classes)
+
+    def forward(self, x, record: Record = _ignore):
+        """Logits of NCHW `x`; `record(tap, tensor)` sees every canonical tap on the way."""
+        h = _conv_norm_relu(self.conv1, self.bn1, self.stem_relu, x)
+        record("stem/conv", h)
+        h = self.maxpool(h)
+        record("stem/pool", h)
+        for stage in self.stages:
+            for unit in getattr(self, stage):
+                h = unit(h, record)
+        if self.postnorm is not None:
+            h = F.relu(self.postnorm(h))
+            record("post", h)
+        pooled = head_features(h, *self.head_pool)
+        record("pool", pooled)
+        logits = self.fc(pooled)
+        if self.softmax:
+            probs = F.softmax(logits, dim=-1)
+            record("probs", probs)
+            return probs
+        record("logits", logits)
+        return logits
+
+
+def head_features(h, kernel: int = 0, stride: int = 0):
+    """The "pool" tap of NCHW `h`: a global mean, or an average pool flattened in NHWC order
+    (the canonical order of the dense kernel's rows)."""
+    if not kernel:
+        return h.mean(dim=(2, 3))
+    return F.avg_pool2d(h, kernel, stride).permute(0, 2, 3, 1).flatten(1)
+
+
+def _is_seed(v: Description) -> bool:
+    """The seed's own network computes `v` (any head size)."""
+    return v.built_by() == "equiv.seed.torch_resnet_v2"
+
+
+def build(variant: Description, *, reference: bool | None = None):
+    """The module for `variant`. For torchvision/ variants the generic module is the reference
+    itself, so reference=None/True/False build the same thing; seed/torch_resnet_v2's reference
+    (the default) is the seed's own module (equiv.seed.torch_resnet_v2)."""
+    if reference and variant.native != "torch":
+        raise FrameworkError(f"{variant.name} has no PyTorch reference implementation "
+                             f"(it is native to {variant.native}); use the generic builder")
+    if reference is not False and _is_seed(variant):
+        from equiv.seed import torch_resnet_v2
+
+        return torch_resnet_v2.build(variant).eval()
+    return ResNet(variant).eval()
+
+def built_here(model) -> bool:
+    """`model` is this builder's generic module (which records its own taps)."""
+    return isinstance(model, ResNet)
+
+
+def forward_taps(v: Description, model, t, record: Record) -> None:
+    """Run `model` on NCHW `t`, calling record(tap, tensor) for each canonical tap."""
+    if isinstance(model, ResNet):
+        model(t, record)
+    else:  # the seed's own module: taps through hooks
+        from equiv.seed import torch_resnet_v2
+
+        torch_resnet_v2.record_taps(model, t, record)
+
+
+# ---------------------------------------------------------------------------------------
+# The dialect: torchvision's names
+
+# canonical field -> attribute of the torch module (Conv2d, BatchNorm2d or Linear)
+_FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+           "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def _modules(v: Description) -> dict[str, str]:
+    """canonical layer -> torch module path."""
+    out = {"stem/conv": "conv1", "stem/conv/bn": "bn1", "post": "postnorm", "logits": "fc"}
+    for unit in plan.units(v):
+        m = f"layer{unit.stage}.{unit.index - 1}"
+        out[f"{unit.name}/preact"] = f"{m}.preact"
+        out[f"{unit.name}/shortcut"] = f"{m}.downsample.0"
+        out[f"{unit.name}/shortcut/bn"] = f"{m}.downsample.1"
+        for k, c in enumerate(unit.convs, start=1):
+            out[c.name] = f"{m}.conv{k}"
+            out[f"{c.name}/bn"] = f"{m}.bn{k}"
+    return out
+
+
+def framework_names(variant: Description) -> dict[str, str]:
+    modules = _modules(variant)
+    names = {}
+    for name in plan.param_shapes(variant):
+        layer, field = name.rsplit("/", 1)
+        names[name] = f"{modules[layer]}.{_FIELDS[field]}"
+    return names
+
+def foreign_taps(v: Description) -> dict[str, str]:
+    """Canonical tap -> submodule path of a module in this dialect that is not equiv's own (a
+    user's torchvision model): each unit's output and the logits, read by forward hooks."""
+    names = framework_names(v)
+    where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in plan.units(v)}
+    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    return where
+
+
+def pickle_classes(v: Description) -> dict[str, type] | None:
+    """The seed's script pickles its whole model from `__main__`; an opted-in load of that
+    file finds the classes in equiv.seed.torch_resnet_v2."""
+    if not _is_seed(v):
+        return None
+    from equiv.seed import torch_resnet_v2
+
+    return {"__main__.ResNet_v2": torch_resnet_v2.ResNet_v2, "__main__.Bottleneck": torch_resnet_v2.Bottleneck}

@@ -1,0 +1,106 @@
+"""The registered ResNets: the three reference zoos (tf_slim.nets, keras.applications,
+torchvision) and the seed's three programs, each as its library computes it."""
+
+from equiv.families.resnet.description import ResNet
+from equiv.variants import register
+
+_BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_WIDTHS = (64, 128, 256, 512)
+
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(ResNet(
+        name=f"slim/resnet_v1_{_d}", native="slim",
+        description=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}: stride in the last unit, SAME max-pool",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=False,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
+        pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}",
+    ))
+    register(ResNet(
+        name=f"slim/resnet_v2_{_d}", native="slim",
+        description=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}: pre-activation, stride in the last unit",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+        stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
+        pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}",
+    ))
+
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(ResNet(
+        name=f"keras/ResNet{_d}", native="keras",
+        description=f"keras.applications.ResNet{_d}: stride on the first 1x1 conv, biased convs",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+        stride_unit="first", stride_conv=1, projection="first_unit", shortcut_norm=True,
+        conv_bias="all", conv_padding="symmetric", bn_epsilon=1.001e-5,
+        pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}",
+    ))
+for _d, _depths in _BOTTLENECK_DEPTHS.items():
+    register(ResNet(
+        name=f"keras/ResNet{_d}V2", native="keras",
+        description=f"keras.applications.ResNet{_d}V2: slim v2 but zero-padded VALID max-pool",
+        block="bottleneck", depths=_depths, widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+        stride_unit="last", stride_conv=2, projection="first_unit", shortcut_norm=False,
+        conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1.001e-5,
+        pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}V2",
+    ))
+
+for _d, _block, _depths in [
+    (18, "basic", (2, 2, 2, 2)), (34, "basic", (3, 4, 6, 3)),
+    (50, "bottleneck", (3, 4, 6, 3)), (101, "bottleneck", (3, 4, 23, 3)),
+    (152, "bottleneck", (3, 8, 36, 3)),
+]:
+    register(ResNet(
+        name=f"torchvision/resnet{_d}", native="torch",
+        description=f"torchvision.models.resnet{_d} (V1.5: stride on the 3x3 conv of the first unit)",
+        block=_block, depths=_depths, widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+        stride_unit="first", stride_conv=2 if _block == "bottleneck" else 1,
+        projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
+        conv_padding="symmetric", bn_epsilon=1e-5, reference=f"torchvision.models.resnet{_d}",
+    ))
+
+# ---------------------------------------------------------------------------------------
+# The seed's three networks (../shared/seed), as their code computes, quirks included.
+# Native builds: equiv/seed/.
+
+_SEED_SLIM = dict(
+    native="slim", block="bottleneck", preact=True, stride_unit="last", stride_conv=2,
+    projection="channels", shortcut_norm=False, conv_bias="all", conv_padding="symmetric",
+    bn_epsilon=1e-3, bn_scale=False, inner_norm=False, branch_relu="inner_strided",
+    stem_norm=False, stem_relu=True, pool_padding="valid", num_classes=10,
+)
+_SEED_SLIM_NOTE = ("the seed's tf.contrib.slim network on tf_slim: biased convs without BatchNorm, "
+                   "bare batch_norm (eps 1e-3, no gamma) only as pre-activation and post-norm, "
+                   "ReLU on the stem, VALID max-pool, ReLU on a 3x3 conv only when strided")
+register(ResNet(
+    name="seed/slim_resnet_v2_demo", description=f"{_SEED_SLIM_NOTE}; the one unit (64, 64, 2) it runs",
+    depths=(1,), widths=(64,), strides=(2,), bottleneck_expansion=1, reference="equiv.seed.slim_resnet_v2",
+    **_SEED_SLIM,
+))
+register(ResNet(
+    name="seed/slim_resnet_v2_50", description=f"{_SEED_SLIM_NOTE}; the 50-layer list it comments out",
+    depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), reference="equiv.seed.slim_resnet_v2", **_SEED_SLIM,
+))
+register(ResNet(
+    name="seed/keras_resnet_v2_50", native="keras",
+    description="the seed's Keras 2 network on Keras 3: BatchNorm (no ReLU) on each unit's input, "
+                "identity from the normalised input, ReLU after every conv and the biased projection, "
+                "TF SAME on the strided 3x3, AveragePooling2D(2) + Flatten + Dense softmax; 224x224 only",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(2, 2, 2, 1), preact=True,
+    stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False, conv_bias="all",
+    conv_padding="tf_same", bn_epsilon=1e-3, inner_norm=False, branch_relu="every", preact_relu=False,
+    identity_from="preact", stem_norm=False, stem_relu=False, pool_padding="valid",
+    head_pool=2, head_pool_stride=2, head_activation="softmax", input_size=(224, 224), num_classes=10,
+    reference="equiv.seed.keras_resnet_v2",
+))
+register(ResNet(
+    name="seed/torch_resnet_v2", native="torch",
+    description="the seed's PyTorch network (its in_channel/inplanes bug fixed): a post-activation "
+                "bottleneck ResNet-50, stride on the 3x3 of the first unit, AvgPool2d(7); its forward "
+                "returns the 2048-d features and never uses the fc it defines (equiv taps the fc's "
+                "logits too); 224x224 only",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+    stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
+    conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5,
+    head_pool=7, head_pool_stride=1, input_size=(224, 224), num_classes=10,
+    reference="equiv.seed.torch_resnet_v2",
+))
