@@ -8,11 +8,15 @@ checks every registered family against this.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from equiv.errors import FrameworkError
 from equiv.variants import Variant
 
 
@@ -55,3 +59,73 @@ class Builder(Protocol):
     def framework_names(self, v: Variant) -> Mapping[str, str]:
         """canonical parameter name -> the backend's name for it (the dialect of `v.reference`'s
         library, or equiv's generic scheme)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Dialects: how one library names (and builds) a family in one backend
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One library's code for a family in one backend (tf_slim.nets, keras.applications,
+    torchvision, the seed's programs): its names, as a table the family's builder module reads,
+    and the library's own build where equiv runs it. Each builder module lists its dialects in
+    `DIALECTS`; a description chooses one through its `reference` field (the library code it
+    transcribes), and its default is the builder's first."""
+
+    library: str  # the prefix of Variant.reference it serves: "keras.applications.", "equiv.seed.keras_resnet_v2"
+    names: Mapping[str, str] = field(default_factory=dict)  # the library's names (the builder says their form)
+    # Builds the library's own code; None where equiv's generic build is its transcription.
+    build: Callable | None = None
+    # What reference=None does with a description changed from the library's: build it
+    # generically ("generic"), or refuse and name the change ("refuse").
+    changed: str = "generic"
+
+
+def dialect(dialects: Mapping[str, Dialect], v: Variant) -> Dialect:
+    """The dialect `v` is named in: the one whose library wrote the code that computes `v`
+    (`v.built_by()`), else the builder's default (its first)."""
+    built_by = v.built_by()
+    for d in dialects.values():
+        if built_by and built_by.startswith(d.library):
+            return d
+    return next(iter(dialects.values()))
+
+
+def library_build(dialects: Mapping[str, Dialect], backend: str, v: Variant,
+                  reference: bool | None) -> tuple[bool, Callable | None]:
+    """Whether `v` is built by its reference library's code in `backend`, and that build (None
+    where equiv's generic builder is the transcription). reference=None: where that code
+    computes `v`; True: insist (FrameworkError saying why not); False: never."""
+    named = next((d for d in dialects.values() if v.reference and v.reference.startswith(d.library)), None)
+    native = v.native == backend
+    computes = named is not None and native and bool(v.built_by())
+    if reference is None:
+        reference = computes or (named is not None and native and named.changed == "refuse")
+    if not reference:
+        return False, None
+    if not computes:
+        if named is not None and native:
+            raise FrameworkError(f"{v.name} differs from {v.reference} in {', '.join(v.reference_differences())}; "
+                                 "build it with reference=False")
+        raise FrameworkError(f"{v.name} has no {backend} reference implementation (it is native to {v.native}"
+                             f"{', as ' + v.reference if v.reference else ''}); use the generic builder")
+    return True, named.build
+
+
+def rename(table: Mapping[str, str], layer: str, **fill) -> str:
+    """A canonical layer's name in a dialect table of {regex over canonical layers: template}.
+
+    A template formats the pattern's named groups as integers, plus `s1` (the stage + 1, for
+    libraries that count the stem as stage 1) and `u0` (the unit - 1, for 0-based lists), and
+    the keyword arguments (`scope=...`)."""
+    for pattern, template in table.items():
+        m = re.fullmatch(pattern, layer)
+        if m:
+            groups = {k: int(g) if g.isdigit() else g for k, g in m.groupdict().items()}
+            if "s" in groups:
+                groups["s1"] = groups["s"] + 1
+            if "u" in groups:
+                groups["u0"] = groups["u"] - 1
+            return template.format(**groups, **fill)
+    raise ValueError(f"no name for canonical layer {layer!r} in this dialect")

@@ -244,7 +244,7 @@ def test_reference_build(case):
     one at every tap (and, for torchvision/, has torchvision's exact layout); refused otherwise."""
     v = case.v
     if v.native != "torch":
-        with pytest.raises(FrameworkError, match="no PyTorch reference"):
+        with pytest.raises(FrameworkError, match="no torch reference"):
             adapter.build(v, reference=True)
         return
     ref = adapter.build(v, reference=True)

@@ -3,7 +3,7 @@ builder for any description.
 
 Every model, the reference and the generic one alike, uses keras.applications' layer names
 (`conv1_conv`, `conv2_block1_0_conv`, `conv3_block2_preact_bn`, `post_bn`, `predictions`): that
-dialect is the table `_LAYERS`, so one renaming serves both, and taps are found by layer name.
+dialect is the table `_LAYERS` (`DIALECTS`), so one renaming serves both, and taps are found by layer name.
 Keras stores kernels HWIO and dense kernels (in, out), as the canonical form does.
 """
 
@@ -13,37 +13,55 @@ import re
 
 from equiv import canonical as C
 from equiv.errors import FrameworkError
+from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks.keras import NegInfPadding2D, keras
 
 # ---------------------------------------------------------------------------------------
-# Names: canonical layer -> Keras layer. {s} is Keras' stage number, the canonical one + 1
-# (Keras counts the stem as conv1).
+# Names: canonical layer -> Keras layer (keras.applications' scheme; s1 is Keras' stage number,
+# which counts the stem as conv1)
 
-_LAYERS = (
-    (r"stem/conv", "conv1_conv"),
-    (r"stem/conv/bn", "conv1_bn"),
-    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact", "conv{s}_block{u}_preact_bn"),
-    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut", "conv{s}_block{u}_0_conv"),
-    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn", "conv{s}_block{u}_0_bn"),
-    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)", "conv{s}_block{u}_{k}_conv"),
-    (r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn", "conv{s}_block{u}_{k}_bn"),
-    (r"post", "post_bn"),
-    (r"logits", "predictions"),
-)
+_LAYERS = {
+    r"stem/conv": "conv1_conv",
+    r"stem/conv/bn": "conv1_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "conv{s1}_block{u}_preact_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "conv{s1}_block{u}_0_conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "conv{s1}_block{u}_0_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "conv{s1}_block{u}_{k}_conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": "conv{s1}_block{u}_{k}_bn",
+    r"post": "post_bn",
+    r"logits": "predictions",
+}
+
+
+def _applications(v: ResNet):
+    """keras.applications' own model. It insists on a static 224x224 input_shape with the top;
+    an input tensor of free size is taken as it is, and the layer names stay the same."""
+    function = getattr(keras.applications, v.reference.rsplit(".", 1)[1])
+    return function(weights=None, include_top=True, classes=v.num_classes, classifier_activation=None,
+                    input_tensor=keras.Input(shape=(None, None, v.in_channels)))
+
+
+def _seed(v: ResNet):
+    from equiv.seed import keras_resnet_v2
+
+    return keras_resnet_v2.build(v)
+
+
+# keras.applications refuses (by name) a description changed from its own rather than build it
+# generically; the seed's model names its layers as keras.applications does (Keras 2 files of
+# it name them by class and counter: keras2_layer_names).
+DIALECTS = {
+    "keras.applications": Dialect("keras.applications.", _LAYERS, build=_applications, changed="refuse"),
+    "seed": Dialect("equiv.seed.keras_resnet_v2", _LAYERS, build=_seed),
+}
 
 
 def keras_layer(layer: str) -> str:
-    """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'."""
-    for pattern, name in _LAYERS:
-        m = re.fullmatch(pattern, layer)
-        if m:
-            groups = m.groupdict()
-            if "s" in groups:
-                groups["s"] = int(groups["s"]) + 1
-            return name.format(**groups)
-    raise ValueError(f"no Keras layer for canonical layer {layer!r}")
+    """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'
+    (every dialect here names its layers as keras.applications does)."""
+    return rename(_LAYERS, layer)
 
 
 def framework_names(variant: ResNet) -> dict[str, str]:
@@ -69,7 +87,7 @@ def keras2_layer_names(variant: ResNet, layer_names) -> dict[str, str]:
     class the counter gives the order in which the seed's code created them, which
     `equiv.seed.keras_resnet_v2.keras2_layer_order` lists. A class whose count does not fit is
     left unmapped, for the strict check to report by the file's own names."""
-    if not _is_seed(variant):
+    if dialect(DIALECTS, variant) is not DIALECTS["seed"]:
         return {}
     from equiv.seed import keras_resnet_v2
 
@@ -120,45 +138,15 @@ def _tap_layers(v: ResNet) -> dict[str, tuple[str, ...]]:
 # Building
 
 
-def _is_seed(v: ResNet) -> bool:
-    """The seed's own Keras network computes `v` (any head size)."""
-    return v.built_by() == "equiv.seed.keras_resnet_v2"
-
-
-def _reference_builder(v: ResNet):
-    """The keras.applications function that computes `v`, or FrameworkError saying why none does."""
-    if v.native != "keras" or not v.reference.startswith("keras.applications."):
-        raise FrameworkError(f"{v.name} has no keras.applications reference")
-    changed = v.reference_differences()
-    if changed:
-        raise FrameworkError(f"{v.name} differs from {v.reference} in {', '.join(changed)}; "
-                             "build it with reference=False")
-    return getattr(keras.applications, v.reference.rsplit(".", 1)[1])
-
-
 def build(variant: ResNet, *, reference: bool | None = None):
-    """keras.applications' model for keras/ variants, the seed's own model (equiv.seed) for
-    seed/keras_resnet_v2_50, else the generic functional model.
+    """The reference library's model where its code computes `variant` (keras.applications, the
+    seed's program), else the generic functional model.
 
     They take any input size and batch (a (None, None, C) input), except where a flattened
     head fixes the size, and output logits (probabilities after a softmax head).
     """
-    if reference is None:
-        # a changed keras.applications description is refused below, by name; a changed seed one is generic
-        reference = variant.native == "keras" and bool(variant.built_by()
-                                                        or variant.reference.startswith("keras.applications."))
-    if reference and _is_seed(variant):
-        from equiv.seed import keras_resnet_v2
-
-        return keras_resnet_v2.build(variant)
-    if not reference:
-        return _generic(variant)
-    builder = _reference_builder(variant)
-    # keras.applications insists on a static 224x224 input_shape with the top; an input
-    # tensor of free size is taken as it is, and the layer names stay the same.
-    return builder(weights=None, include_top=True, classes=variant.num_classes,
-                   classifier_activation=None,
-                   input_tensor=keras.Input(shape=(None, None, variant.in_channels)))
+    _, make = library_build(DIALECTS, "keras", variant, reference)
+    return make(variant) if make else _generic(variant)
 
 
 def _padding(rule: str, kernel: int, stride: int, x, name: str, pad_layer=None):

@@ -11,7 +11,7 @@ Names follow `tf_slim.nets` exactly, so official slim checkpoints read unchanged
 
 and inside a layer: kernel -> weights, bias -> biases, bn/<field> -> BatchNorm/<field>
 (preact and postnorm are bare BatchNorms: their fields sit directly under the layer). The seed's
-program uses other scope names: the dialect table `_DIALECTS`.
+program uses other scope names: the dialect tables `_SCOPES` and `DIALECTS`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from equiv import canonical as C
-from equiv.errors import FrameworkError
+from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
 from equiv.frameworks.slim import _libs
@@ -32,45 +32,49 @@ from equiv.frameworks.slim import _libs
 # Names
 
 
-def _is_seed(v: Description) -> bool:
-    """The seed's slim network computes `v` (any head size): its scopes are the seed's."""
-    return v.built_by() == "equiv.seed.slim_resnet_v2"
+# canonical layer -> slim scope, in tf_slim.nets' scheme; {scope}, {unit} and {preact} are the
+# dialect's (tf_slim.nets: the variant's short name, <block>_<v1|v2>, preact)
+_SCOPES = {
+    r"stem/conv": "{scope}/conv1",
+    r"post": "{scope}/postnorm",
+    r"logits": "{scope}/logits",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)": "{scope}/block{s}/unit_{u}/{unit}",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "{scope}/block{s}/unit_{u}/{unit}/{preact}",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/(?P<layer>conv\d+|shortcut)": "{scope}/block{s}/unit_{u}/{unit}/{layer}",
+}
 
 
-# The scope names of library code other than tf_slim.nets, by the code a variant transcribes
-# (Variant.reference): the seed's program calls its resnet_v2_50 `resnet_v2_6`, its units
-# `residual_v2`, their pre-activation `preactivate`.
-_DIALECTS = {"equiv.seed.slim_resnet_v2": {"scope": "resnet_v2_6", "unit": "residual_v2", "preact": "preactivate"}}
+def _seed_taps(v: Description, x) -> dict[str, Any]:
+    from equiv.seed import slim_resnet_v2
+
+    return slim_resnet_v2.build_taps(v, x)
 
 
-def _dialect(v: Description) -> dict[str, str]:
-    return _DIALECTS.get(v.built_by(), {})
+# The seed's program calls its resnet_v2_50 `resnet_v2_6`, its units `residual_v2`, their
+# pre-activation `preactivate`.
+DIALECTS = {
+    "tf_slim.nets": Dialect("tf_slim.nets.", {"preact": "preact"}, build=lambda v, x: _build_reference(v, x)),
+    "seed": Dialect("equiv.seed.slim_resnet_v2", {"scope": "resnet_v2_6", "unit": "residual_v2",
+                                                  "preact": "preactivate"}, build=_seed_taps),
+}
 
 
 def scope(v: Description) -> str:
-    """The outer scope: the variant's short name, which for slim/ variants is exactly the
-    default scope of the tf_slim.nets function (resnet_v2_50, ...)."""
-    return _dialect(v).get("scope") or re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
+    """The outer scope: tf_slim.nets' default is the function's name (resnet_v2_50, ...), which
+    is the variant's short name."""
+    return dialect(DIALECTS, v).names.get("scope") or re.sub(r"[^0-9A-Za-z_.]", "_", v.short_name)
 
 
-def _unit_kind(v: Description) -> str:
-    return _dialect(v).get("unit") or f"{v.block}_{'v2' if v.preact else 'v1'}"
+def _fill(v: Description) -> dict[str, str]:
+    """The dialect's {scope}, {unit} and {preact} for `v`."""
+    names = dialect(DIALECTS, v).names
+    return {"scope": scope(v), "unit": names.get("unit") or f"{v.block}_{'v2' if v.preact else 'v1'}",
+            "preact": names["preact"]}
 
 
 def _layer(v: Description, layer: str) -> str:
     """Canonical layer (or unit) name -> slim scope."""
-    top = {"stem/conv": "conv1", "post": "postnorm", "logits": "logits"}
-    if layer in top:
-        return f"{scope(v)}/{top[layer]}"
-    s, u, rest = re.fullmatch(r"stage(\d+)/unit(\d+)(?:/(.+))?", layer).groups()
-    unit = f"{scope(v)}/block{s}/unit_{u}/{_unit_kind(v)}"
-    if rest == "preact":
-        rest = _preact_scope(v)
-    return f"{unit}/{rest}" if rest else unit
-
-
-def _preact_scope(v: Description) -> str:
-    return _dialect(v).get("preact", "preact")
+    return rename(_SCOPES, layer, **_fill(v))
 
 
 _FIELDS = {"kernel": "weights", "bias": "biases"}  # BatchNorm fields keep their names
@@ -105,26 +109,12 @@ def canonical_shape(v: Description, name: str, shape: tuple[int, ...]) -> tuple[
 # Building
 
 
-def _has_reference(v: Description) -> bool:
-    """True when library code native to slim computes `v` (any head size): a tf_slim.nets
-    function, or the seed's network (equiv.seed)."""
-    return v.native == "slim" and bool(v.built_by())
-
-
 def build_taps(variant: Description, x, *, reference: bool | None = None) -> tuple[dict[str, Any], bool]:
     """Build `variant` on input placeholder `x` in the current graph: (canonical tap -> tensor,
     whether library code built it)."""
     tf, _ = _libs()
-    if reference is None:
-        reference = _has_reference(variant)
-    elif reference and not _has_reference(variant):
-        raise FrameworkError(f"{variant.name} has no tf_slim.nets reference implementation")
-    if reference and _is_seed(variant):
-        from equiv.seed import slim_resnet_v2
-
-        taps = slim_resnet_v2.build_taps(variant, x)
-    else:
-        taps = (_build_reference if reference else _build_generic)(variant, x)
+    reference, make = library_build(DIALECTS, "slim", variant, reference)
+    taps = (make or _build_generic)(variant, x)
     taps["pool"] = tf.reshape(taps["pool"], [-1, plan.features(variant)])
     out = plan.output_tap(variant)
     taps[out] = tf.reshape(taps[out], [-1, variant.num_classes])
@@ -203,11 +193,11 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
             with tf.compat.v1.variable_scope(f"block{s}"):
                 for unit in stage:
                     with tf.compat.v1.variable_scope(f"unit_{unit.index}"), \
-                         tf.compat.v1.variable_scope(_unit_kind(v)):
+                         tf.compat.v1.variable_scope(_fill(v)["unit"]):
                         r = identity = h
                         if v.preact:
                             r = taps[f"{unit.name}/preact"] = batch_norm(
-                                h, _preact_scope(v), relu if v.preact_relu else None)
+                                h, _fill(v)["preact"], relu if v.preact_relu else None)
                             identity = r if v.identity_from == "preact" else h
                         if unit.shortcut:
                             shortcut = conv(unit.shortcut, r, "shortcut")

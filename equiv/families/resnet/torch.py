@@ -6,7 +6,7 @@ its state_dict has exactly torchvision.models.resnetNN's keys, shapes and dtypes
 into it with strict=True. Other variants extend the same scheme: conv biases as `conv.bias`,
 a pre-activation BatchNorm as `layer{s}.{u-1}.preact`, the v2 post-norm as `postnorm`, a
 projection without BatchNorm as `downsample.0` alone. That naming, the dialect, is the table
-`_modules` below.
+`_MODULES` below.
 
 Padding costs nothing where PyTorch can express it (a symmetric `padding=` argument, a
 max-pool's implicit -inf padding); only TF SAME with a stride, asymmetric amounts, or a
@@ -16,7 +16,7 @@ PaddedConv2d and PaddedMaxPool2d).
 
 from __future__ import annotations
 
-from equiv.errors import FrameworkError
+from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
 from equiv.frameworks.torch import F, PaddedConv2d, PaddedMaxPool2d, Record, _ignore, _static_padding, nn, torch
@@ -152,23 +152,13 @@ def head_features(h, kernel: int = 0, stride: int = 0):
     return F.avg_pool2d(h, kernel, stride).permute(0, 2, 3, 1).flatten(1)
 
 
-def _is_seed(v: Description) -> bool:
-    """The seed's own network computes `v` (any head size)."""
-    return v.built_by() == "equiv.seed.torch_resnet_v2"
-
-
 def build(variant: Description, *, reference: bool | None = None):
-    """The module for `variant`. For torchvision/ variants the generic module is the reference
-    itself, so reference=None/True/False build the same thing; seed/torch_resnet_v2's reference
-    (the default) is the seed's own module (equiv.seed.torch_resnet_v2)."""
-    if reference and variant.native != "torch":
-        raise FrameworkError(f"{variant.name} has no PyTorch reference implementation "
-                             f"(it is native to {variant.native}); use the generic builder")
-    if reference is not False and _is_seed(variant):
-        from equiv.seed import torch_resnet_v2
+    """The module for `variant`. For torchvision/ variants the generic module is the reference's
+    transcription, so reference=None/True/False build the same thing; seed/torch_resnet_v2's
+    reference (the default) is the seed's own module (equiv.seed.torch_resnet_v2)."""
+    _, make = library_build(DIALECTS, "torch", variant, reference)
+    return (make(variant) if make else ResNet(variant)).eval()
 
-        return torch_resnet_v2.build(variant).eval()
-    return ResNet(variant).eval()
 
 def built_here(model) -> bool:
     """`model` is this builder's generic module (which records its own taps)."""
@@ -186,33 +176,43 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The dialect: torchvision's names
+# Dialects: torchvision's names (the seed's module uses them too)
 
+# canonical layer -> torch module path (u0: the unit's index in its nn.Sequential)
+_MODULES = {
+    r"stem/conv": "conv1",
+    r"stem/conv/bn": "bn1",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "layer{s}.{u0}.preact",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "layer{s}.{u0}.downsample.0",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "layer{s}.{u0}.downsample.1",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "layer{s}.{u0}.conv{k}",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": "layer{s}.{u0}.bn{k}",
+    r"post": "postnorm",
+    r"logits": "fc",
+}
 # canonical field -> attribute of the torch module (Conv2d, BatchNorm2d or Linear)
 _FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
            "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
-def _modules(v: Description) -> dict[str, str]:
-    """canonical layer -> torch module path."""
-    out = {"stem/conv": "conv1", "stem/conv/bn": "bn1", "post": "postnorm", "logits": "fc"}
-    for unit in plan.units(v):
-        m = f"layer{unit.stage}.{unit.index - 1}"
-        out[f"{unit.name}/preact"] = f"{m}.preact"
-        out[f"{unit.name}/shortcut"] = f"{m}.downsample.0"
-        out[f"{unit.name}/shortcut/bn"] = f"{m}.downsample.1"
-        for k, c in enumerate(unit.convs, start=1):
-            out[c.name] = f"{m}.conv{k}"
-            out[f"{c.name}/bn"] = f"{m}.bn{k}"
-    return out
+def _seed(v: Description):
+    from equiv.seed import torch_resnet_v2
+
+    return torch_resnet_v2.build(v)
+
+
+DIALECTS = {
+    "torchvision": Dialect("torchvision.models.", _MODULES),  # the generic module is its transcription
+    "seed": Dialect("equiv.seed.torch_resnet_v2", _MODULES, build=_seed),
+}
 
 
 def framework_names(variant: Description) -> dict[str, str]:
-    modules = _modules(variant)
+    table = dialect(DIALECTS, variant).names
     names = {}
     for name in plan.param_shapes(variant):
         layer, field = name.rsplit("/", 1)
-        names[name] = f"{modules[layer]}.{_FIELDS[field]}"
+        names[name] = f"{rename(table, layer)}.{_FIELDS[field]}"
     return names
 
 def foreign_taps(v: Description) -> dict[str, str]:
@@ -227,7 +227,7 @@ def foreign_taps(v: Description) -> dict[str, str]:
 def pickle_classes(v: Description) -> dict[str, type] | None:
     """The seed's script pickles its whole model from `__main__`; an opted-in load of that
     file finds the classes in equiv.seed.torch_resnet_v2."""
-    if not _is_seed(v):
+    if dialect(DIALECTS, v) is not DIALECTS["seed"]:
         return None
     from equiv.seed import torch_resnet_v2
 
