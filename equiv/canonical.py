@@ -50,6 +50,12 @@ def output_tap(v: Variant) -> str:
     return plan(v).output_tap(v)
 
 
+def head_taps(v: Variant) -> list[str]:
+    """The taps of the head (after the body): no BatchNorm there, and a flattened head may take
+    one input size only."""
+    return plan(v).head_taps(v)
+
+
 def tap_depths(v: Variant) -> dict[str, int]:
     """How many layers with weights lie on the longest path to each tap (tolerances grow with
     its square root: see equiv.compare)."""

@@ -29,14 +29,14 @@ def available() -> str | None:
 
 
 def _ticks(taps: list[str]) -> list[tuple[int, str]]:
-    """Where to label the x axis: the stem, the first tap of each stage, the head."""
+    """Where to label the x axis: the first tap of each top-level group of names (a ResNet's
+    stem, each stage, its head), labelled with the group."""
     ticks, seen = [], set()
     for i, name in enumerate(taps):
-        m = re.match(r"(stage\d+)/", name)
-        group = m.group(1) if m else name.split("/")[0]
-        if group not in seen and (m or name in ("stem/conv", "post", "pool", "logits")):
+        group = name.split("/", 1)[0]
+        if group not in seen:
             seen.add(group)
-            ticks.append((i, group if m else name))
+            ticks.append((i, group))
     return ticks
 
 

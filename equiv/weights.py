@@ -137,10 +137,10 @@ def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generat
         return exact_conv2d(h, kernel, stride, rule, bias, conv2d=conv2d)
 
     # Up to the head, which has no BatchNorm (and may take only one input size).
-    taps = {}
+    head, taps = set(C.head_taps(v)), {}
     for out, src, fn in reference.segments(v, _calibration_kernels(params), bn=measuring_bn,
                                            dtype=np.float64, convolve=convolve):
-        if out == "pool":
+        if out in head:
             break
         taps.update(fn(x if src is None else taps[src]))
 

@@ -103,7 +103,7 @@ def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, variant.in_channels], name="inputs")
-        taps, reference = families.builder(variant, "slim").build_taps(variant, x, reference=reference)
+        taps, reference = families.builder(variant, "slim").build(variant, x, reference=reference)
         found = {var.op.name: var for var in tf.compat.v1.global_variables()}
         init = tf.compat.v1.global_variables_initializer()
     expected = set(framework_names(variant).values())

@@ -188,6 +188,11 @@ def tap_names(v: ResNet) -> list[str]:
     return taps + ["pool", output_tap(v)]
 
 
+def head_taps(v: ResNet) -> list[str]:
+    """The pooled features and the output."""
+    return ["pool", output_tap(v)]
+
+
 def output_tap(v: ResNet) -> str:
     """The head's output: "logits", or "probs" where the head ends in a softmax (whose input
     the seed's Keras model never exposes, so it is no tap there)."""

@@ -109,7 +109,7 @@ def canonical_shape(v: Description, name: str, shape: tuple[int, ...]) -> tuple[
 # Building
 
 
-def build_taps(variant: Description, x, *, reference: bool | None = None) -> tuple[dict[str, Any], bool]:
+def build(variant: Description, x, *, reference: bool | None = None) -> tuple[dict[str, Any], bool]:
     """Build `variant` on input placeholder `x` in the current graph: (canonical tap -> tensor,
     whether library code built it)."""
     tf, _ = _libs()
