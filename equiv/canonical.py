@@ -8,6 +8,11 @@ in every family: padding arithmetic, strict parameter checking, and tensor layou
 Parameters are numpy float32 arrays in canonical names (the family's plan lists them):
 convolution kernels HWIO as TF and Keras store them, dense kernels (in, out) as a Keras Dense
 stores them. Taps are named outputs in network order, NHWC, or (N, features) after a flatten.
+
+Names every family keeps, because generic code reads them: `<layer>/kernel` and `<layer>/bias`;
+a BatchNorm's `<layer>/bn/{gamma,beta,moving_mean,moving_variance}` (or a bare BatchNorm's
+`<layer>/{...}`), whose statistics equiv.weights calibrates; and the classifier `logits/kernel`,
+`logits/bias`, whose head size ports change (1001 <-> 1000 classes, --num-classes).
 """
 
 from __future__ import annotations

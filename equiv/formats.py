@@ -31,9 +31,11 @@ class Format:
     * reader, writer: "module:function"; writer None for a read-only format.
     * fit: "module:function": (path, format, **options) -> a function of a candidate variant that
       says whether the file fits it; the file read once (equiv.porting.looks_like).
-    * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing; formats are
-      sniffed in the registry's order (a safetensors header's length may begin with a pickle's
-      0x80, so safetensors is asked before torch)."""
+    * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing, or its
+      "module:function" (a new format's sniff can live in its own module); formats are
+      sniffed in the registry's order (torch's claims any zip, so a zip-based format goes before
+      it; a safetensors header's length may begin with a pickle's 0x80, so safetensors is asked
+      before torch)."""
 
     name: str
     owner: str | None
@@ -42,7 +44,7 @@ class Format:
     reader: str
     writer: str | None
     fit: str
-    sniff: Callable[[Path, bytes], bool] | None = None
+    sniff: Callable[[Path, bytes], bool] | str | None = None
 
     def read(self) -> Callable:
         return _resolve(self.reader)
@@ -52,6 +54,11 @@ class Format:
 
     def fit_to(self) -> Callable:
         return _resolve(self.fit)
+
+    def sniffs(self, path: Path, head: bytes) -> bool:
+        if self.sniff is None:
+            return False
+        return (_resolve(self.sniff) if isinstance(self.sniff, str) else self.sniff)(path, head)
 
 
 def _resolve(where: str) -> Callable:
@@ -150,7 +157,7 @@ def by_content(path: Path) -> str | None:
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(16)
-    return next((f.name for f in REGISTRY.values() if f.sniff and f.sniff(path, head)), None)
+    return next((f.name for f in REGISTRY.values() if f.sniffs(path, head)), None)
 
 
 def choices_help(writable: bool = False) -> str:

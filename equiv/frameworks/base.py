@@ -73,10 +73,14 @@ class Backend(Protocol):
         forward_fn(variant, model, x, *, device, dtype, **path) -> callable for timing
         matmul_fn(n, *, device, dtype) -> callable: one n x n matrix product
         FAST_PATHS: {path name: options for forward_fn}
+    A network family realises itself in this backend through its builder module
+    (equiv/families/<family>/<backend>.py), which provides what BUILDER names:
+        BUILDER: the functions that module must define, beyond build, framework_names and DIALECTS
     """
 
     NAMING: str
     FAST_PATHS: Mapping[str, Mapping[str, Any]]
+    BUILDER: tuple[str, ...]
 
     def available(self) -> str | None: ...
     def versions(self) -> dict[str, str]: ...

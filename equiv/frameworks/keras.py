@@ -31,6 +31,10 @@ except Exception as error:  # not installed, or its backend fails to import: ava
 
 
 
+# What a family's Keras builder provides beyond build, framework_names and DIALECTS: every tap's Keras
+# tensor in a model (and, optionally, keras2_layer_names for Keras 2 files named by class and counter).
+BUILDER = ("tap_outputs",)
+
 def available() -> str | None:
     return None if keras is not None else _IMPORT_ERROR
 

@@ -36,6 +36,10 @@ def _libs():
     return tf, tf_slim
 
 
+# What a family's slim builder provides beyond build(v, x, *, reference) -> (taps, by library), framework_names
+# and DIALECTS: the outer scope of its checkpoints, and the shape slim stores a parameter in.
+BUILDER = ("scope", "slim_shape", "canonical_shape")
+
 def available() -> str | None:
     try:
         _libs()

@@ -35,6 +35,11 @@ except ImportError as exc:  # the adapter must import, and say why, without torc
     _MISSING = f"torch is not installed ({exc})"
 
 
+# What a family's torch builder provides beyond build, framework_names and DIALECTS: running its module
+# with a tap recorder, telling its own modules, the submodules to hook in a foreign one (and,
+# optionally, pickle_classes for an opted-in pickle).
+BUILDER = ("forward_taps", "built_here", "foreign_taps")
+
 def available() -> str | None:
     return _MISSING
 

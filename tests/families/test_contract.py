@@ -16,7 +16,7 @@ import pytest
 from equiv import canonical as C
 from equiv import families, reference, weights
 from equiv.families.base import Dialect
-from equiv.frameworks import FRAMEWORKS
+from equiv.frameworks import FRAMEWORKS, adapter
 from equiv.variants import all_variants
 
 FAMILIES = list(families.REGISTRY)
@@ -44,6 +44,8 @@ def test_a_family_exposes_the_contract(family):
 def test_every_backend_has_a_builder_with_its_dialects(family, backend):
     module = importlib.import_module(f"{families.REGISTRY[family]}.{backend}")
     assert callable(module.build) and callable(module.framework_names)
+    for hook in adapter(backend).BUILDER:
+        assert callable(getattr(module, hook, None)), f"{module.__name__} lacks {hook}: the {backend} backend calls it"
     assert module.DIALECTS and all(isinstance(d, Dialect) for d in module.DIALECTS.values())
     v = _smallest(family)
     names = module.framework_names(v)
