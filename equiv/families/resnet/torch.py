@@ -16,6 +16,7 @@ PaddedConv2d and PaddedMaxPool2d).
 
 from __future__ import annotations
 
+from equiv.errors import EquivError
 from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
@@ -169,10 +170,13 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
     """Run `model` on NCHW `t`, calling record(tap, tensor) for each canonical tap."""
     if isinstance(model, ResNet):
         model(t, record)
-    else:  # the seed's own module: taps through hooks
+    elif dialect(DIALECTS, v) is DIALECTS["seed"]:  # the seed's own module: taps through hooks
         from equiv.seed import torch_resnet_v2
 
         torch_resnet_v2.record_taps(model, t, record)
+    else:
+        raise EquivError(f"a {type(model).__name__} is not a module equiv built for {v.name}; "
+                         "read a foreign module through equiv.frameworks.torch.model_runner")
 
 
 # ---------------------------------------------------------------------------------------
