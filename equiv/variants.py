@@ -83,6 +83,10 @@ class Variant:
     # keras.applications.ResNet50, torchvision.models.resnet18, equiv.seed.*), built natively where
     # its library imports; "" for a description no library ships. It changes no number.
     reference: str = ""
+    # The input its reference library's weights expect (a name of equiv.preprocessing.RECORDS:
+    # channel order, scale, mean, std; "none" for the seed programs, which preprocess nothing).
+    # It changes no number of the network.
+    preprocessing: str = "none"
 
     def __post_init__(self) -> None:
         n = len(self.depths)
@@ -100,6 +104,10 @@ class Variant:
             raise ValueError(f"{self.name}: a pooled, flattened head needs input_size and head_pool_stride")
         if self.bottleneck_expansion < 1:
             raise ValueError(f"{self.name}: bottleneck_expansion must be positive")
+        from equiv.preprocessing import RECORDS
+
+        if self.preprocessing not in RECORDS:
+            raise ValueError(f"{self.name}: unknown preprocessing {self.preprocessing!r}; known: {', '.join(RECORDS)}")
 
     @property
     def expansion(self) -> int:
@@ -122,8 +130,9 @@ class Variant:
         return dataclasses.replace(self, **changes)
 
     def conventions(self) -> dict:
-        """Every field that changes a number (everything but the name, native, reference and prose)."""
-        skip = {"name", "native", "description", "notes", "reference"}
+        """Every field that changes a number (everything but the name, native, reference, prose and the
+        preprocessing its weights expect, which is outside the network)."""
+        skip = {"name", "native", "description", "notes", "reference", "preprocessing"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def reference_differences(self) -> list[str]:
@@ -205,6 +214,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
         pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}",
+        preprocessing="slim-vgg",
     ))
     register(Variant(
         name=f"slim/resnet_v2_{_d}", native="slim",
@@ -213,6 +223,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
         pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}",
+        preprocessing="slim-inception",
     ))
 
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
@@ -223,6 +234,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="first", stride_conv=1, projection="first_unit", shortcut_norm=True,
         conv_bias="all", conv_padding="symmetric", bn_epsilon=1.001e-5,
         pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}",
+        preprocessing="keras-caffe",
     ))
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
     register(Variant(
@@ -232,6 +244,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="first_unit", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1.001e-5,
         pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}V2",
+        preprocessing="keras-tf",
     ))
 
 for _d, _block, _depths in [
@@ -246,6 +259,7 @@ for _d, _block, _depths in [
         stride_unit="first", stride_conv=2 if _block == "bottleneck" else 1,
         projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
         conv_padding="symmetric", bn_epsilon=1e-5, reference=f"torchvision.models.resnet{_d}",
+        preprocessing="torchvision",
     ))
 
 # ---------------------------------------------------------------------------------------
