@@ -169,7 +169,7 @@ def _input_verdict(v: Variant, fws: Sequence[str], results) -> list[str]:
     pa, pb = P.of_framework(a, v), P.of_framework(b, v)
     return [f"the preprocessings differ at the input: {a} feeds {pa.describe()}, {b} feeds {pb.describe()}; the "
             f"same weights then see different images, so every tap after differs. {v.name}'s weights expect "
-            f"{P.of_variant(v).describe()}: feed every framework that"]
+            f"{P.of_variant(v).describe()}, in every framework"]
 
 
 def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | None = None, *,

@@ -217,20 +217,26 @@ def library_function(p: Preprocessing) -> tuple[Callable[[np.ndarray], np.ndarra
     return None, f"tf_slim ships no preprocessing; {p.name} is tensorflow/models' research/slim/preprocessing"
 
 
-def port_advice(v, source_framework: str, target_framework: str) -> dict:
+def port_advice(v, source_framework: str, target_framework: str | None) -> dict:
     """What a port of `v`'s weights means for their input: the convention they expect (their
     reference library's), the one the target's library feeds by habit, and, where those differ,
-    the exact transform to feed the target."""
+    the exact transform to feed the target. `target_framework` None: a file of no framework."""
     weights_expect = of_variant(v)
+    if target_framework is None:
+        return {"weights_expect": weights_expect.to_json(), "target_convention": None, "target_framework": None,
+                "differ": False,
+                "line": f"input: the weights of {v.name} expect {weights_expect.describe()}; the target belongs to "
+                        f"no framework: whatever loads it must feed {weights_expect.formula()}"}
     habit = of_framework(target_framework, v)
     same = weights_expect.same_as(habit)
+    whose = f"{target_framework}'" if target_framework.endswith("s") else f"{target_framework}'s"
     if same:
-        line = (f"input: the weights of {v.name} expect {weights_expect.describe()}; {target_framework}'s own "
-                f"convention for this network is {habit.name}, the same")
+        line = (f"input: the weights of {v.name} expect {weights_expect.describe()}; {whose} own convention "
+                f"for this network is {habit.name}, the same")
     else:
-        line = (f"input: the weights of {v.name} ({source_framework}) expect {weights_expect.describe()}; "
-                f"{target_framework}'s own convention for this network is {habit.describe()}: feed the target "
+        line = (f"input: the weights of {v.name} (from {source_framework}) expect {weights_expect.describe()}; "
+                f"{whose} own convention for this network is {habit.describe()}: feed the target "
                 f"{weights_expect.formula()} (x: the RGB image, 0-255, as float32, channels last), not "
-                f"{habit.name}, or the predictions differ")
+                f"{habit.function or habit.name}, or the predictions differ")
     return {"weights_expect": weights_expect.to_json(), "target_convention": habit.to_json(),
             "target_framework": target_framework, "differ": not same, "line": line}
