@@ -132,16 +132,6 @@ RECORDS: dict[str, Preprocessing] = {p.name: p for p in (
                "preprocess nothing"),
 )}
 
-# What each backend's library feeds a ResNet of each kind (plain, pre-activation), by habit: its
-# applications' preprocess_input, its weights' transforms. A side of a check that is not the
-# variant's native framework is fed this.
-LIBRARY_CONVENTION: dict[str, tuple[str, str]] = {
-    "slim": ("slim-vgg", "slim-inception"),
-    "keras": ("keras-caffe", "keras-tf"),
-    "torch": ("torchvision", "torchvision"),
-}
-
-
 def get(name: str) -> Preprocessing:
     try:
         return RECORDS[name]
@@ -156,10 +146,13 @@ def of_variant(v) -> Preprocessing:
 
 def of_framework(framework: str, v) -> Preprocessing:
     """What `framework`'s own library feeds a network like `v`: the variant's own convention in its
-    native framework, else that library's habit for a plain or a pre-activation ResNet."""
-    if framework == v.native or framework not in LIBRARY_CONVENTION:
+    native framework, else that library's habit for a plain or a pre-activation ResNet (the
+    backend's registry line, equiv.frameworks.REGISTRY)."""
+    from equiv.frameworks import REGISTRY
+
+    if framework == v.native or framework not in REGISTRY:
         return of_variant(v)
-    return get(LIBRARY_CONVENTION[framework][1 if v.preact else 0])
+    return get(REGISTRY[framework].preprocessing[1 if v.preact else 0])
 
 
 def check_raw(raw, channels: int = 3) -> np.ndarray:
@@ -185,15 +178,12 @@ def library_function(p: Preprocessing) -> tuple[Callable[[np.ndarray], np.ndarra
     computes it; (None, why) where that library does not import or ships none (equiv's `apply`
     is then used, and the reason said)."""
     if p.name in ("keras-caffe", "keras-tf"):
-        from equiv.frameworks import module
+        import importlib
 
-        why = module("keras").available()
-        if why:
-            return None, why
-        if p.name == "keras-caffe":
-            from keras.applications.resnet import preprocess_input
-        else:
-            from keras.applications.resnet_v2 import preprocess_input
+        try:
+            preprocess_input = importlib.import_module(p.function.rsplit(".", 1)[0]).preprocess_input
+        except Exception as e:  # noqa: BLE001 - any import failure is a reason to say, not a crash
+            return None, f"{p.function} does not import ({type(e).__name__}: {e})"
 
         def keras_fn(raw: np.ndarray) -> np.ndarray:
             out = preprocess_input(np.array(check_raw(raw)), data_format="channels_last")  # a copy: it works in place

@@ -36,6 +36,21 @@ def test_every_registered_variant_states_the_input_its_reference_library_expects
         assert P.of_variant(v).name == want
 
 
+def test_each_backend_names_its_librarys_conventions():
+    """The registry line of each backend says what its library feeds a plain and a pre-activation
+    ResNet; a side of a check that is not the variant's native framework is fed that."""
+    from equiv.frameworks import REGISTRY
+
+    assert {n: r.preprocessing for n, r in REGISTRY.items()} == {
+        "slim": ("slim-vgg", "slim-inception"), "keras": ("keras-caffe", "keras-tf"),
+        "torch": ("torchvision", "torchvision")}
+    v1, v2 = V.get("torchvision/resnet50"), V.get("keras/ResNet50V2")
+    assert [P.of_framework(f, v1).name for f in REGISTRY] == ["slim-vgg", "keras-caffe", "torchvision"]
+    assert [P.of_framework(f, v2).name for f in REGISTRY] == ["slim-inception", "keras-tf", "torchvision"]
+    seed = V.get("seed/torch_resnet_v2")  # its native side is fed what the seed feeds: nothing
+    assert P.of_framework("torch", seed).name == "none" and P.of_framework("keras", seed).name == "keras-caffe"
+
+
 @pytest.mark.parametrize("name,module", [("keras-caffe", "resnet"), ("keras-tf", "resnet_v2")])
 def test_keras_records_are_bit_exact_with_keras_applications_preprocess_input(name, module):
     import importlib
@@ -77,7 +92,8 @@ def test_torchvision_record_against_real_torchvision_normalize():
     try:
         from torchvision import transforms
     except Exception as e:  # noqa: BLE001 - torchvision 0.28 does not import under torch 2.13 (the default env)
-        pytest.skip(f"torchvision does not import here ({type(e).__name__}: {e}); it runs in tox -e torch214")
+        pytest.skip(f"torchvision does not import here ({type(e).__name__}: {e}); run this test where it does "
+                    f"(tox -e torch214 -- tests/test_preprocessing.py)")
     import torch
 
     t = torch.from_numpy(RAW.copy()).permute(0, 3, 1, 2)

@@ -24,9 +24,11 @@ from equiv.frameworks.base import MB, Record
 # Runtime sizes: resident once imported, measured on Linux x86-64 with tensorflow-cpu 2.21, torch 2.13 CPU.
 REGISTRY: dict[str, Record] = {r.name: r for r in (
     Record("slim", "equiv.frameworks.slim", "tensorflow", 600 * MB, library="tf_slim",
-           model_module="equiv.frameworks.slim"),
-    Record("keras", "equiv.frameworks.keras", "tensorflow", 600 * MB, library="keras", model_module="keras"),
-    Record("torch", "equiv.frameworks.torch", "torch", 200 * MB, library="torch", model_module="torch"),
+           model_module="equiv.frameworks.slim", preprocessing=("slim-vgg", "slim-inception")),
+    Record("keras", "equiv.frameworks.keras", "tensorflow", 600 * MB, library="keras", model_module="keras",
+           preprocessing=("keras-caffe", "keras-tf")),
+    Record("torch", "equiv.frameworks.torch", "torch", 200 * MB, library="torch", model_module="torch",
+           preprocessing=("torchvision", "torchvision")),
 )}
 FRAMEWORKS = tuple(REGISTRY)  # in the order of the registry: the default of every command
 

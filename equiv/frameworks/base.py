@@ -34,6 +34,8 @@ class Record:
     * library: the module users import to use it (the pytest plugin's `equiv_<name>` fixture).
     * model_module: a module that is imported whenever a model object of this backend can
       exist, so that recognising a user's object never imports a framework.
+    * preprocessing: the input its library feeds a plain and a pre-activation ResNet by habit (its
+      applications' preprocess_input, its weights' transforms): names of equiv.preprocessing.RECORDS.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Record:
     runtime_bytes: int
     library: str
     model_module: str
+    preprocessing: tuple[str, str] = ("none", "none")
 
 
 @runtime_checkable
