@@ -195,6 +195,10 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     check_input(b, batch, h, w, frameworks=[fw, fw])
     differing = {k: (va, b.conventions()[k]) for k, va in a.conventions().items() if b.conventions()[k] != va}
     notes += [f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items()]
+    pa, pb = P.of_variant(a), P.of_variant(b)
+    if pa.name != pb.name:  # outside the networks, so not compared, but a user feeding them must know
+        notes.append(f"input: {a.name} expects {pa.describe()}, {b.name} {pb.describe()}"
+                     + (" (the same numbers)" if pa.same_as(pb) else ""))
     params = weights.random_params(a, seed)
     C.check_params(b, params, source=f"weights of {a.name}")
     x = weights.random_input(a, batch, h, w, seed)

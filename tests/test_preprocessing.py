@@ -257,3 +257,11 @@ def test_cli_port_says_what_the_target_must_be_fed(tmp_path):
               "--to", str(tmp_path / "r18.pt"), "-q")
     assert r.returncode == 0, r.stderr
     assert "torch's own convention for this network is torchvision, the same" in r.stdout
+
+
+def test_diff_says_where_two_variants_expect_different_inputs():
+    from equiv.checking import diff
+
+    r = diff("keras/ResNet50V2", "slim/resnet_v2_50", input_size=(32, 32), batch=1)
+    assert ("input: keras/ResNet50V2 expects keras-tf: RGB, x / 127.5 - 1, slim/resnet_v2_50 slim-inception: "
+            "RGB, (x / 255 - 0.5) / 0.5 (the same numbers)") in r.notes
