@@ -34,7 +34,7 @@ def _ticks(taps: list[str]) -> list[tuple[int, str]]:
     for i, name in enumerate(taps):
         m = re.match(r"(stage\d+)/", name)
         group = m.group(1) if m else name.split("/")[0]
-        if group not in seen and (m or name in ("stem/conv", "post", "pool", "logits")):
+        if group not in seen and (m or name in ("input", "stem/conv", "post", "pool", "logits")):
             seen.add(group)
             ticks.append((i, group if m else name))
     return ticks

@@ -204,8 +204,9 @@ def test_cli_raw_images_from_a_npy_file_through_matching_conventions_is_equivale
 def test_cli_raw_images_names_both_transforms_where_they_differ(tmp_path):
     out = tmp_path / "r.json"
     r = equiv("check", "torchvision/resnet18", "--frameworks", "torch,keras", "--input-size", "32", "32",
-              "--batch", "1", "--raw-images", "--json", str(out), "-q")
+              "--batch", "1", "--raw-images", "--json", str(out), "--plot", str(tmp_path / "r.png"), "-q")
     assert r.returncode == 1, r.stderr + r.stdout
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
     assert "first divergence at tap input (torch vs keras)" in r.stdout
     text = " ".join(r.stdout.split())
     assert ("torch feeds torchvision: RGB, (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], keras feeds "
