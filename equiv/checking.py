@@ -95,17 +95,17 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     t = _Timer()
     # The native framework goes first: it is the reference of every pair it is in.
     fws.sort(key=lambda f: f != v.native)
+    inputs, notes = {}, []
+    if raw_images is not False and raw_images is not None:
+        with t("preprocess"):  # before the adapters: see _preprocessed
+            if raw is None:
+                raw = P.random_raw(batch, h, w, seed)
+            inputs, notes = _preprocessed(v, fws, raw)
     with t("import"):
         adapters = {fw: adapter(fw) for fw in fws}
     with t("weights"):
         params = weights.random_params(v, seed, cache=False)  # the only copy, gone once the native model has it
         x = weights.random_input(v, batch, h, w, seed)
-    inputs, notes = {}, []
-    if raw_images is not False and raw_images is not None:
-        with t("preprocess"):
-            if raw is None:
-                raw = P.random_raw(batch, h, w, seed)
-            inputs, notes = _preprocessed(v, fws, raw)
     outputs = {}
     source = None
     for fw in fws:
@@ -148,13 +148,18 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
 
 def _preprocessed(v: Variant, fws: Sequence[str], raw: np.ndarray) -> tuple[dict[str, np.ndarray], list[str]]:
     """Each framework's input: its own library's preprocessing of `raw`, by that library's function
-    where it imports (else equiv's record of it, said in the notes)."""
-    inputs, notes = {}, []
-    for fw in fws:
+    where it imports (else equiv's record of it, said in the notes).
+
+    torchvision is imported first, before any TensorFlow: its import can load triton (through
+    torch._dynamo), which segfaults when loaded after TensorFlow (tox.ini, torch214)."""
+    found = {}
+    for fw in sorted(fws, key=lambda f: P.of_framework(f, v).name != "torchvision"):
         p = P.of_framework(fw, v)
         fn, by = P.library_function(p)
-        if fn is None:
-            fn, by = p.apply, f"equiv's record of it ({by})"
+        found[fw] = (p, fn, by) if fn is not None else (p, p.apply, f"equiv's record of it ({by})")
+    inputs, notes = {}, []
+    for fw in fws:
+        p, fn, by = found[fw]
         inputs[fw] = fn(raw)
         notes.append(f"input of {fw}: {p.describe()}, computed by {by}")
     return inputs, notes
