@@ -14,6 +14,7 @@ import numpy as np
 
 from equiv import canonical as C
 from equiv import compare, reference, weights
+from equiv import preprocessing as P
 from equiv.compare import Report
 from equiv.errors import EquivError
 from equiv.frameworks import FRAMEWORKS, adapter, loaded, parse_frameworks
@@ -63,14 +64,30 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
 
 def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
-          dtype: str = "float32", progress: Progress | None = None) -> Report:
+          dtype: str = "float32", raw_images: bool | np.ndarray = False,
+          progress: Progress | None = None) -> Report:
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
-    run one input through all, and compare every tap of every pair."""
+    run one input through all, and compare every tap of every pair.
+
+    `raw_images`: True (seeded uint8 RGB images) or a uint8 RGB NHWC batch (which sets the batch
+    and input size): each framework is fed its own library's preprocessing of them
+    (equiv.preprocessing.of_framework, computed by the library's own function where it imports),
+    and that preprocessed input is compared first, as the tap "input"."""
     v = get(variant)
     weights.check_seed(seed)
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:
         raise EquivError("a check needs at least two frameworks")
+    raw = None
+    if raw_images is not False and raw_images is not None:
+        if isolated:
+            raise EquivError("`isolated=True` runs one input through every framework; with `raw_images` each "
+                             "framework has its own: run them apart")
+        if v.in_channels != 3:
+            raise EquivError(f"raw images are RGB; {v.name} takes {v.in_channels} channels")
+        if raw_images is not True:
+            raw = P.check_raw(raw_images)
+            batch, input_size = raw.shape[0], raw.shape[1:3]
     h, w = input_size or v.input_size or CHECK_SIZE
     check_input(v, batch, h, w, frameworks=fws)
     tol = compare.tolerance(dtype)
@@ -78,6 +95,12 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     t = _Timer()
     # The native framework goes first: it is the reference of every pair it is in.
     fws.sort(key=lambda f: f != v.native)
+    inputs, notes = {}, []
+    if raw_images is not False and raw_images is not None:
+        with t("preprocess"):  # before the adapters: see _preprocessed
+            if raw is None:
+                raw = P.random_raw(batch, h, w, seed)
+            inputs, notes = _preprocessed(v, fws, raw)
     with t("import"):
         adapters = {fw: adapter(fw) for fw in fws}
     with t("weights"):
@@ -101,17 +124,57 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                     del source  # every framework holds its copy now
             say(f"running {fw}")
             with t("forward"):
-                outputs[fw] = ad.run(v, model, x)
+                if inputs:
+                    outputs[fw] = {"input": inputs[fw], **ad.run(v, model, inputs[fw])}
+                else:
+                    outputs[fw] = ad.run(v, model, x)
     say("comparing")
+    taps, tols = C.tap_names(v), compare.tap_tolerances(v, dtype)
+    if inputs:
+        taps, tols = ["input", *taps], {"input": compare.tap_tolerance(tol, 0), **tols}
     with t("compare"):
-        results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v, dtype))
+        results = compare.compare_taps(outputs, taps, tols)
         iso = _isolated(v, params, x, outputs) if isolated else []
+    settings = {"input_size": [h, w], "batch": batch, "seed": seed, "dtype": dtype,
+                "native": v.native, "isolated": isolated}
+    if inputs:
+        settings["raw_images"] = {fw: P.of_framework(fw, v).name for fw in fws}
+        notes += _input_verdict(v, fws, results)
     return Report(
         kind="check", variant=v.name, frameworks=fws, tolerance=tol, taps=results,
-        settings={"input_size": [h, w], "batch": batch, "seed": seed, "dtype": dtype,
-                  "native": v.native, "isolated": isolated},
-        timings=dict(t), isolated=iso, peak_memory_mb=peak_memory_mb(),
+        settings=settings, timings=dict(t), notes=notes, isolated=iso, peak_memory_mb=peak_memory_mb(),
     )
+
+
+def _preprocessed(v: Variant, fws: Sequence[str], raw: np.ndarray) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each framework's input: its own library's preprocessing of `raw`, by that library's function
+    where it imports (else equiv's record of it, said in the notes).
+
+    torchvision is imported first, before any TensorFlow: its import can load triton (through
+    torch._dynamo), which segfaults when loaded after TensorFlow (tox.ini, torch214)."""
+    found = {}
+    for fw in sorted(fws, key=lambda f: P.of_framework(f, v).name != "torchvision"):
+        p = P.of_framework(fw, v)
+        fn, by = P.library_function(p)
+        found[fw] = (p, fn, by) if fn is not None else (p, p.apply, f"equiv's record of it ({by})")
+    inputs, notes = {}, []
+    for fw in fws:
+        p, fn, by = found[fw]
+        inputs[fw] = fn(raw)
+        notes.append(f"input of {fw}: {p.describe()}, computed by {by}")
+    return inputs, notes
+
+
+def _input_verdict(v: Variant, fws: Sequence[str], results) -> list[str]:
+    """Where the preprocessed inputs differ: which transforms, and what that means."""
+    bad = [r for r in results if r.name == "input" and not r.ok]
+    if not bad:
+        return []
+    a, b = bad[0].pair
+    pa, pb = P.of_framework(a, v), P.of_framework(b, v)
+    return [f"the preprocessings differ at the input: {a} feeds {pa.describe()}, {b} feeds {pb.describe()}; the "
+            f"same weights then see different images, so every tap after differs. {v.name}'s weights expect "
+            f"{P.of_variant(v).describe()}, in every framework"]
 
 
 def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | None = None, *,
@@ -137,6 +200,10 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
     check_input(b, batch, h, w, frameworks=[fw, fw])
     differing = {k: (va, b.conventions()[k]) for k, va in a.conventions().items() if b.conventions()[k] != va}
     notes += [f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items()]
+    pa, pb = P.of_variant(a), P.of_variant(b)
+    if pa.name != pb.name:  # outside the networks, so not compared, but a user feeding them must know
+        notes.append(f"input: {a.name} expects {pa.describe()}, {b.name} {pb.describe()}"
+                     + (" (the same numbers)" if pa.same_as(pb) else ""))
     params = weights.random_params(a, seed)
     C.check_params(b, params, source=f"weights of {a.name}")
     x = weights.random_input(a, batch, h, w, seed)

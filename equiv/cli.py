@@ -104,17 +104,26 @@ def _emit(report, args) -> int:
 
 
 def cmd_variants(args) -> int:
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
     from equiv import canonical, variants
+    from equiv import preprocessing as P
+    from equiv import report as R
 
     table = Table(title="registered variants")
-    for col in ("name", "native", "parameters", "description"):
+    for col in ("name", "native", "parameters", "input its weights expect", "description"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for v in variants.all_variants():
-        table.add_row(v.name, v.native, f"{canonical.param_count(v):,}", v.description)
-    Console(width=max(100, Console().width)).print(table)
+        table.add_row(v.name, v.native, f"{canonical.param_count(v):,}", P.of_variant(v).describe(), v.description)
+    Console(width=max(140, Console().width)).print(table)
+    if args.json:
+        listed = [{"name": v.name, "native": v.native, "parameters": canonical.param_count(v),
+                   "reference": v.reference, "description": v.description,
+                   "preprocessing": P.of_variant(v).to_json()} for v in variants.all_variants()]
+        R.write_atomic(args.json, json.dumps(listed, indent=2) + "\n", force=args.force)
     return EXIT_OK
 
 
@@ -138,12 +147,31 @@ def _plot_usable(args) -> None:
             raise EquivError(f"--plot: {why}")
 
 
+def _raw_images(args):
+    """--raw-images: False, True (seeded images) or the uint8 batch of its .npy file, read from its
+    header first (equiv.inputs); the file's shape then sets the batch and input size."""
+    if args.raw_images in (None, True):
+        return bool(args.raw_images)
+    from equiv.errors import EquivError
+    from equiv.frameworks import parse_frameworks
+    from equiv.inputs import read_npy
+    from equiv.variants import get
+
+    v = get(args.variant)
+    raw = read_npy(args.raw_images, v, parse_frameworks(args.frameworks)[0], dtype="uint8")
+    if args.input_size and tuple(args.input_size) != raw.shape[1:3]:
+        raise EquivError(f"--raw-images {args.raw_images} holds {raw.shape[1]}x{raw.shape[2]} images; "
+                         f"--input-size {args.input_size[0]} {args.input_size[1]} differs (leave it out)")
+    return raw
+
+
 def cmd_check(args) -> int:
     from equiv.checking import check
 
     _plot_usable(args)
+    raw = _raw_images(args)
     report = check(args.variant, args.frameworks, input_size=_input_size(args, args.variant), batch=args.batch,
-                   seed=args.seed, isolated=args.isolated, progress=_progress(not args.quiet))
+                   seed=args.seed, isolated=args.isolated, raw_images=raw, progress=_progress(not args.quiet))
     return _emit(report, args)
 
 
@@ -169,6 +197,7 @@ def cmd_port(args) -> int:
                   allow_pickle=args.allow_pickle, progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
+    print(result.preprocessing["line"])
     if result.report is not None:
         print(R.to_text(result.report, color=sys.stdout.isatty()), end="")
     if args.json:
@@ -300,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=_Version, nargs=0, help="print equiv's version and each backend's, then exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("variants", help="list the registered variants")
+    s = sub.add_parser("variants", help="list the registered variants and the input each one's weights expect")
+    _outputs(s, "json")
     s.set_defaults(func=cmd_variants)
 
     s = sub.add_parser("check", help="check one variant across frameworks, tap by tap")
@@ -309,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     _run_settings(s, CHECK_SIZE)
     s.add_argument("--isolated", action="store_true",
                    help="also split each unit's error into what it made and what it inherited")
+    s.add_argument("--raw-images", nargs="?", const=True, default=None, metavar="IMAGES.npy",
+                   help="start from raw RGB uint8 images (seeded, or a NHWC uint8 .npy, whose shape sets --batch "
+                        "and --input-size): each framework gets its own library's preprocessing of them "
+                        "(keras.applications' preprocess_input, torchvision's Normalize, slim's VGG or Inception "
+                        "convention), compared first as the tap 'input'; where the conventions differ (BGR "
+                        "against RGB) the check fails there and names both")
     _outputs(s, "json", "markdown", "plot")
     _terminal(s)
     s.set_defaults(func=cmd_check)
@@ -405,6 +441,8 @@ def _check_paths(args) -> None:
         outputs.append(("--to", args.target, files.detect(args.target, args.to_format, reading=False)))
     elif args.command == "run":
         inputs += [("--weights", args.weights, args.format), ("--input", args.input, None)]
+    elif args.command == "check" and isinstance(args.raw_images, str):
+        inputs.append(("--raw-images", args.raw_images, None))
     for name in ("output", "json", "markdown", "plot"):
         if getattr(args, name, None):
             outputs.append((f"--{name}", getattr(args, name), None))

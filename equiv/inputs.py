@@ -21,8 +21,10 @@ from equiv.variants import Variant
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def read_npy(path: str | os.PathLike, v: Variant, framework: str) -> np.ndarray:
-    """A NHWC float32 batch for `v` from `path`, for a job in `framework` (see checking.check_input)."""
+def read_npy(path: str | os.PathLike, v: Variant, framework: str, dtype: str = "float32") -> np.ndarray:
+    """A NHWC batch for `v` from `path`, for a job in `framework` (see checking.check_input): float32
+    network inputs, or `dtype="uint8"` raw RGB images (`equiv check --raw-images`)."""
+    want = np.dtype(dtype)
     from equiv.checking import check_input
 
     paths.check_input(path)
@@ -34,8 +36,9 @@ def read_npy(path: str | os.PathLike, v: Variant, framework: str) -> np.ndarray:
             shape, fortran, dtype = _HEADER_READERS[version](f)
         except ValueError as e:
             raise EquivError(f"{path}: not a readable .npy array ({e})") from None
-        if dtype.kind != "f" or dtype.itemsize != 4:
-            raise EquivError(f"{path}: holds {dtype} values; equiv runs float32 inputs")
+        if dtype.kind != want.kind or dtype.itemsize != want.itemsize:  # either byte order
+            what = "raw images as uint8 (0-255 RGB)" if want == np.uint8 else "float32 inputs"
+            raise EquivError(f"{path}: holds {dtype} values; equiv runs {what}")
         if len(shape) != 4 or shape[-1] != v.in_channels:
             raise EquivError(f"{path}: input must be NHWC with {v.in_channels} channels, got shape {shape}")
         if 0 in shape:
@@ -59,4 +62,4 @@ def read_npy(path: str | os.PathLike, v: Variant, framework: str) -> np.ndarray:
             got += n
     if got != declared:
         raise EquivError(f"{path}: changed while it was read ({got:,} of {declared:,} bytes)")
-    return np.ascontiguousarray((x.T if fortran else x).astype(np.float32, copy=False))
+    return np.ascontiguousarray((x.T if fortran else x).astype(want, copy=False))

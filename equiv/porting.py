@@ -193,12 +193,16 @@ class PortResult:
     written: list[str]
     timings: dict = field(default_factory=dict)
     report: Report | None = None
+    # The input the weights expect, the one the target's library feeds by habit, and the exact
+    # transform to feed where they differ (equiv.preprocessing.port_advice).
+    preprocessing: dict = field(default_factory=dict)
 
     def to_json(self, *, timings: bool = False) -> dict:
         """Byte-identical for the same command; times (and the verify's peak memory) only with `timings`."""
         out = {
             "variant": self.variant, "source": self.source, "source_format": self.source_format,
             "target": self.target, "target_format": self.target_format, "written": self.written,
+            "preprocessing": self.preprocessing,
             "verify": self.report.to_json(timings=timings) if self.report else None,
         }
         if timings:
@@ -246,7 +250,10 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     except NonFiniteError as e:
         raise NonFiniteError(f"{source}: {e}") from None
     t["write"] = time.perf_counter() - t0
-    result = PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t)
+    from equiv.preprocessing import port_advice
+
+    result = PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t,
+                        preprocessing=port_advice(v_dst, owner(src_fmt, v_src), formats.get(dst_fmt).owner))
     if verify:
         t0 = time.perf_counter()
         say("verifying: loading both files and comparing every tap")

@@ -35,6 +35,16 @@ class Variant:
     # keras.applications.ResNet50, torchvision.models.resnet18, equiv.seed.*), built natively where
     # its library imports; "" for a description no library ships. It changes no number.
     reference: str = ""
+    # The input its reference library's weights expect (a name of equiv.preprocessing.RECORDS:
+    # channel order, scale, mean, std; "none" for the seed programs, which preprocess nothing).
+    # It changes no number of the network.
+    preprocessing: str = "none"
+
+    def __post_init__(self) -> None:
+        from equiv.preprocessing import RECORDS
+
+        if self.preprocessing not in RECORDS:
+            raise ValueError(f"{self.name}: unknown preprocessing {self.preprocessing!r}; known: {', '.join(RECORDS)}")
 
     @property
     def framework(self) -> str:
@@ -49,8 +59,9 @@ class Variant:
         return dataclasses.replace(self, **changes)
 
     def conventions(self) -> dict:
-        """Every field that changes a number (everything but the name, native, reference and prose)."""
-        skip = {"name", "native", "description", "notes", "reference"}
+        """Every field that changes a number (everything but the name, native, reference, prose and the
+        preprocessing its weights expect, which is outside the network)."""
+        skip = {"name", "native", "description", "notes", "reference", "preprocessing"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def reference_differences(self) -> list[str]:

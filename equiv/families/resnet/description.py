@@ -72,6 +72,7 @@ class ResNet(Variant):
     head_activation: Literal["none", "softmax"] = "none"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         n = len(self.depths)
         if not (len(self.widths) == len(self.strides) == n) or n == 0:
             raise ValueError(f"{self.name}: depths, widths and strides must have one entry per stage")

@@ -236,3 +236,8 @@ def tap_outputs(v: ResNet, model) -> dict:
         branch = outputs[unit.convs[-1].name]
         outputs[f"{unit.name}/shortcut"] = next(t for t in add.input if t is not branch)
     return outputs
+
+
+def preprocessing(v: ResNet) -> str:
+    """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
+    return "keras-tf" if v.preact else "keras-caffe"

@@ -226,3 +226,6 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
     return taps
 
 
+def preprocessing(v: Description) -> str:
+    """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
+    return "slim-inception" if v.preact else "slim-vgg"

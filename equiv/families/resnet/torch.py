@@ -236,3 +236,8 @@ def pickle_classes(v: Description) -> dict[str, type] | None:
     from equiv.seed import torch_resnet_v2
 
     return {"__main__.ResNet_v2": torch_resnet_v2.ResNet_v2, "__main__.Bottleneck": torch_resnet_v2.Bottleneck}
+
+
+def preprocessing(v: Description) -> str:
+    """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
+    return "torchvision"

@@ -15,6 +15,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=True,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
         pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v1.resnet_v1_{_d}",
+        preprocessing="slim-vgg",
     ))
     register(ResNet(
         name=f"slim/resnet_v2_{_d}", native="slim",
@@ -23,6 +24,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="channels", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1e-5,
         pool_padding="tf_same", num_classes=1001, reference=f"tf_slim.nets.resnet_v2.resnet_v2_{_d}",
+        preprocessing="slim-inception",
     ))
 
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
@@ -33,6 +35,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="first", stride_conv=1, projection="first_unit", shortcut_norm=True,
         conv_bias="all", conv_padding="symmetric", bn_epsilon=1.001e-5,
         pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}",
+        preprocessing="keras-caffe",
     ))
 for _d, _depths in _BOTTLENECK_DEPTHS.items():
     register(ResNet(
@@ -42,6 +45,7 @@ for _d, _depths in _BOTTLENECK_DEPTHS.items():
         stride_unit="last", stride_conv=2, projection="first_unit", shortcut_norm=False,
         conv_bias="unnormalized", conv_padding="symmetric", bn_epsilon=1.001e-5,
         pool_padding="symmetric", pool_pad_value="zero", reference=f"keras.applications.ResNet{_d}V2",
+        preprocessing="keras-tf",
     ))
 
 for _d, _block, _depths in [
@@ -56,6 +60,7 @@ for _d, _block, _depths in [
         stride_unit="first", stride_conv=2 if _block == "bottleneck" else 1,
         projection="channels_or_stride", shortcut_norm=True, conv_bias="none",
         conv_padding="symmetric", bn_epsilon=1e-5, reference=f"torchvision.models.resnet{_d}",
+        preprocessing="torchvision",
     ))
 
 # ---------------------------------------------------------------------------------------
