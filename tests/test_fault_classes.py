@@ -304,8 +304,6 @@ STRUCTURAL = {
     # the first identity shortcut of a v2 network: unit 1 of stage 1 projects
     "identity_from_preact_not_input": (
         "slim/resnet_v2_50", {"identity_from": "preact"}, "stage1/unit2/shortcut", "diverged"),
-    "identity_from_preact_not_input_keras": (
-        "keras/ResNet50V2", {"identity_from": "preact"}, "stage1/unit2/shortcut", "diverged"),
     # slim v1 subsamples the identity of the strided last unit (a 1x1 max-pool of stride 2);
     # torchvision's rule projects there
     "projection_not_strided_slice": (
