@@ -86,17 +86,33 @@ def _torchvision_taps(v, model, x) -> dict[str, np.ndarray]:
     return {t: C.nchw_to_nhwc(got[t].numpy()) if got[t].ndim == 4 else got[t].numpy() for t in C.tap_names(v)}
 
 
-@functools.cache
+_MODELS: dict = {}  # (backend, variant) -> model, for this module's tests only (released after them)
+_NUMPY: dict[str, dict[str, np.ndarray]] = {}  # the faulty network per numpy, once for the three backends
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_models():
+    yield
+    for (fw, _), model in _MODELS.items():
+        adapter(fw).release(model)
+    _MODELS.clear()
+    _NUMPY.clear()
+    reference.cache_clear()
+
+
 def built(fw: str, v):
-    """One model of `v` in backend `fw` per test session (a ResNet-50 graph takes seconds to build):
-    the real library where `v` is native and unchanged, else the backend's builder. Every load
-    is strict and whole, so a model reused by another test keeps nothing of its last weights."""
-    model = adapter(fw).build(v)
-    if fw == v.native == "slim":
-        assert model.reference  # tf_slim.nets itself
-    elif fw == v.native == "keras":
-        assert model.name == v.short_name.lower()  # keras.applications' model
-    return model
+    """One model of registered variant `v` in backend `fw` for all this module's tests (a
+    ResNet-50 graph takes seconds to build): the real library where `v` is native to `fw`, else
+    the backend's builder. Every load is strict and whole, so a model reused by another test
+    keeps nothing of its last weights."""
+    if (fw, v) not in _MODELS:
+        model = adapter(fw).build(v)
+        if fw == v.native == "slim":
+            assert model.reference  # tf_slim.nets itself
+        elif fw == v.native == "keras":
+            assert model.name == v.short_name.lower()  # keras.applications' model
+        _MODELS[fw, v] = model
+    return _MODELS[fw, v]
 
 
 def port_into(fw: str, v, params, x) -> dict[str, np.ndarray]:
@@ -124,16 +140,6 @@ def reference(name: str):
     return v, params, x, port_into(v.native, v, params, x)  # tf_slim.nets or keras.applications itself
 
 
-REFERENCE_CODE = {
-    "slim/resnet_v1_50": "tf_slim.nets.resnet_v1.resnet_v1_50",
-    "slim/resnet_v2_50": "tf_slim.nets.resnet_v2.resnet_v2_50",
-    "keras/ResNet50": "keras.applications.ResNet50",
-    "keras/ResNet50V2": "keras.applications.ResNet50V2",
-    TV: "torchvision's resnet50 code (tests/torchvision_layout.py transcription: torchvision does not import "
-        "beside torch 2.13)",
-}
-
-
 # ---------------------------------------------------------------------------------------
 # The faulty side: a port into one backend
 
@@ -158,9 +164,6 @@ def caught(good_name: str, fw: str, bad: dict[str, np.ndarray], first: str, stat
     return report
 
 
-_NUMPY: dict[str, dict[str, np.ndarray]] = {}  # the faulty network per numpy, once for the three backends
-
-
 def exactly(key: str, v, params, x, bad: dict[str, np.ndarray]) -> None:
     """The faulty side computes `v` with `params` (the faulty network), tap by tap, per numpy in float64."""
     if key not in _NUMPY:
@@ -173,6 +176,12 @@ def exactly(key: str, v, params, x, bad: dict[str, np.ndarray]) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Faults in a backend's import (its naming or its load): the real library build, wrong weights
+
+
+def forget_load_op(model) -> None:
+    """slim builds its assign ops once per model, from the names of that moment; Keras and torch
+    look names up at every load."""
+    getattr(model, "_cache", {}).pop("load", None)
 
 
 def _swapped_bn_names(original):
@@ -213,9 +222,14 @@ def test_swapped_bn_mean_and_variance_in_an_import_is_caught_at_the_first_batchn
     v, params, x, _ = reference(good_name)
     ad = adapter(fw)
     monkeypatch.setattr(ad, "framework_names", _swapped_bn_names(ad.framework_names))
-    with loaded(fw, v, params) as model:  # a fresh build: slim keeps its load op, names and all
+    model = built(fw, v)
+    forget_load_op(model)  # slim's load op holds the names it was made with: make it with the swapped ones
+    try:
+        ad.load_params(v, model, params)
         assert all(np.array_equal(params[k], a) for k, a in ad.export_params(v, model).items())  # round trip
         bad = ad.run(v, model, x)
+    finally:
+        forget_load_op(model)
     report = caught(good_name, fw, bad, first, status)
     summary = report_text.summary_lines(report)[0]
     assert re.search(r"at tap (\S+)", summary).group(1) == first, summary
