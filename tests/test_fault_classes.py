@@ -44,6 +44,11 @@ BACKENDS = ["slim", "keras", "torch"]
 TV = "torchvision/resnet50"
 
 
+def _label(name: str) -> str:
+    """The library code of a reference, for test ids."""
+    return {TV: "torchvision_resnet50"}.get(name) or name.replace("slim/", "tf_slim_").replace("/", "_")
+
+
 # ---------------------------------------------------------------------------------------
 # The good side: a real reference, unfaulted
 
@@ -141,8 +146,7 @@ def reference(name: str):
     return v, params, x, port_into(v.native, v, params, x)  # tf_slim.nets or keras.applications itself
 
 
-@pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50", TV],
-                         ids=["tf_slim_resnet_v1_50", "tf_slim_resnet_v2_50", "keras_ResNet50", "torchvision_resnet50"])
+@pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50", TV], ids=_label)
 def test_each_real_reference_is_the_numpy_reference_at_every_tap(name):
     """tf_slim.nets, keras.applications and torchvision's code (transcribed, read through hooks)
     vs equiv.reference's float64 numpy forward of the registered description: the good side of
@@ -221,7 +225,7 @@ BN_SWAP = [
 
 
 @pytest.mark.parametrize("good_name, fw, first, status", BN_SWAP,
-                         ids=[f"tf_slim_{g.split('/')[1]}-{fw}" for g, fw, _, _ in BN_SWAP])
+                         ids=[f"{_label(g)}-{fw}" for g, fw, _, _ in BN_SWAP])
 def test_swapped_bn_mean_and_variance_in_an_import_is_caught_at_the_first_batchnorm(good_name, fw, first, status,
                                                                                    monkeypatch):
     """tf_slim.nets resnet_v1_50 / resnet_v2_50 (real) vs the same weights imported into `fw`
@@ -343,7 +347,7 @@ STRUCTURAL = {
 
 
 @pytest.mark.parametrize("fw", BACKENDS)
-@pytest.mark.parametrize("fault", list(STRUCTURAL))
+@pytest.mark.parametrize("fault", list(STRUCTURAL), ids=[f"{_label(r)}-{f}" for f, (r, *_) in STRUCTURAL.items()])
 def test_a_port_that_builds_the_wrong_network_is_caught_at_the_first_changed_tap(fault, fw):
     """The real reference (tf_slim.nets, keras.applications or torchvision's code, unfaulted) vs
     its weights ported into `fw`, whose builder realises a description with one convention
