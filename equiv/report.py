@@ -35,12 +35,18 @@ def _mark(r: TapResult) -> str:
 
 def summary_lines(report: Report) -> list[str]:
     lines = []
-    first = report.first
+    first, nan = report.first, ""
     if report.nonfinite:
         r = report.nonfinite[0]
         counts = f": {r.nonfinite[0]} and {r.nonfinite[1]} values" if r.nonfinite else ""
-        lines.append(f"NON-FINITE: NaN or Inf first at tap {r.name} ({r.pair[0]} vs {r.pair[1]}{counts}), "
-                     f"where no error can be measured: the weights, the input or an overflow")
+        nan = (f"NaN or Inf first at tap {r.name} ({r.pair[0]} vs {r.pair[1]}{counts}), "
+               f"where no error can be measured: the weights, the input or an overflow")
+    if first is not None and first.status == "nonfinite":
+        lines.append(f"NON-FINITE: {nan}")
+    elif first is not None and report.nonfinite:  # finite values diverged first (a ReLU can turn NaN into 0)
+        lines.append(f"NOT EQUIVALENT, then NON-FINITE: first divergence at tap {first.name} "
+                     f"({first.pair[0]} vs {first.pair[1]}): relative error {_fmt(first.rel)} > tolerance "
+                     f"{_fmt(first.tol)}, max abs {_fmt(first.max_abs)}; {nan}")
     elif first is None:
         lines.append(f"EQUIVALENT: {len(report.taps)} tap comparisons, worst relative error "
                      f"{_fmt(report.worst_rel)} (tolerance {_fmt(report.tolerance)} x sqrt(depth))")

@@ -1,0 +1,365 @@
+"""Fault classes a real port can make, planted in each backend's port and caught at their tap.
+
+Each test names the code on both sides:
+
+* the **good side** is a real reference, unfaulted, built natively with seeded weights:
+  `tf_slim.nets` (slim/resnet_v1_50, slim/resnet_v2_50), `keras.applications` (keras/ResNet50),
+  or torchvision's ResNet-50 code. torchvision does not import beside torch 2.13 here, so that
+  side is tests/torchvision_layout.py's transcription of torchvision's resnet.py (a separate
+  class from equiv's torch builder), read tap by tap through hooks below. Each reference is
+  first shown equal to the float64 numpy reference at every tap;
+* the **faulty side** is a port of those weights into one backend (slim, keras, torch), with
+  the fault living in that backend: either in its import (equiv.frameworks.<fw>'s
+  `framework_names` or `load_params`, patched for the test, loading into the backend's real
+  library build where the variant is native to it) or in the network that backend builds for
+  a wrong description (its own builder: the real library cannot express the fault).
+
+Every test asserts the first diverging tap exactly, the reason (a value, a shape, or NaN), and
+that every tap before it agrees; where the faulty side is finite, it must also equal the
+float64 numpy reference (equiv.reference) of the faulty network at every tap, so the plant is
+the fault it claims to be and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from equiv import canonical as C
+from equiv import compare
+from equiv import reference as R
+from equiv import report as report_text
+from equiv import variants as V
+from equiv import weights as W
+from equiv.compare import Report
+from equiv.frameworks import adapter, loaded
+from tests.torchvision_layout import transcribed_torchvision
+
+SIZE = 32  # 32x32, batch 1: the stages every fault here changes keep at least a 4x4 map
+BACKENDS = ["slim", "keras", "torch"]
+TV = "torchvision/resnet50"
+
+
+def _label(name: str) -> str:
+    """The library code of a reference, for test ids."""
+    return {TV: "torchvision_resnet50"}.get(name) or name.replace("slim/", "tf_slim_").replace("/", "_")
+
+
+# ---------------------------------------------------------------------------------------
+# The good side: a real reference, unfaulted
+
+
+def _torchvision_taps(v, model, x) -> dict[str, np.ndarray]:
+    """Every canonical tap of a torchvision-layout module, read with hooks on its own submodules
+    (its forward runs unchanged: in-place ReLUs are why each hook copies, and applies the ReLU
+    that follows a BatchNorm itself)."""
+    got: dict[str, torch.Tensor] = {}
+
+    def keep(tap, relu=False):
+        def hook(module, inputs, output):
+            got[tap] = torch.relu(output.detach().clone()) if relu else output.detach().clone()
+        return hook
+
+    def keep_input(tap):
+        def hook(module, inputs):
+            got[tap] = inputs[0].detach().clone()
+        return hook
+
+    stem = C.stem(v)
+    handles = [model.bn1.register_forward_hook(keep("stem/conv", stem.relu)),
+               model.maxpool.register_forward_hook(keep("stem/pool")),
+               model.avgpool.register_forward_hook(keep("pool")), model.fc.register_forward_hook(keep("logits"))]
+    for unit in C.units(v):
+        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
+        for k, c in enumerate(unit.convs, start=1):
+            handles.append(getattr(block, f"bn{k}").register_forward_hook(keep(c.name, c.relu)))
+        if block.downsample is not None:
+            handles.append(block.downsample.register_forward_hook(keep(f"{unit.name}/shortcut")))
+        else:  # torchvision's identity is the block's input as it is
+            handles.append(block.register_forward_pre_hook(keep_input(f"{unit.name}/shortcut")))
+        handles.append(block.register_forward_hook(keep(unit.name)))
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(C.nhwc_to_nchw(x)))
+    finally:
+        for h in handles:
+            h.remove()
+    got["pool"] = got["pool"].flatten(1)
+    return {t: C.nchw_to_nhwc(got[t].numpy()) if got[t].ndim == 4 else got[t].numpy() for t in C.tap_names(v)}
+
+
+_MODELS: dict = {}  # (backend, variant) -> model, for this module's tests only (released after them)
+_NUMPY: dict[str, dict[str, np.ndarray]] = {}  # the faulty network per numpy, once for the three backends
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_models():
+    yield
+    for (fw, _), model in _MODELS.items():
+        adapter(fw).release(model)
+    _MODELS.clear()
+    _NUMPY.clear()
+    reference.cache_clear()
+
+
+def built(fw: str, v):
+    """One model of registered variant `v` in backend `fw` for all this module's tests (a
+    ResNet-50 graph takes seconds to build): the real library where `v` is native to `fw`, else
+    the backend's builder. Every load is strict and whole, so a model reused by another test
+    keeps nothing of its last weights."""
+    if (fw, v) not in _MODELS:
+        model = adapter(fw).build(v)
+        if fw == v.native == "slim":
+            assert model.reference  # tf_slim.nets itself
+        elif fw == v.native == "keras":
+            assert model.name == v.short_name.lower()  # keras.applications' model
+        _MODELS[fw, v] = model
+    return _MODELS[fw, v]
+
+
+def port_into(fw: str, v, params, x) -> dict[str, np.ndarray]:
+    """Load `params` into `v` built in backend `fw` through the backend's import; run every tap.
+    A registered description's model is kept for the next test; a changed one is built afresh."""
+    ad = adapter(fw)
+    if v.reference_differences():
+        with loaded(fw, v, params, reference=False) as model:
+            return ad.run(v, model, x)
+    model = built(fw, v)
+    ad.load_params(v, model, params)
+    return ad.run(v, model, x)
+
+
+@functools.cache
+def reference(name: str):
+    """(variant, seeded params, input, taps) of the real reference of `name`, unfaulted."""
+    v = V.get(name)
+    params = W.random_params(v, 0)
+    x = W.random_input(v, 1, SIZE, SIZE)
+    if name == TV:
+        model = transcribed_torchvision(v)
+        adapter("torch").load_params(v, model, params)  # torchvision's own keys, strict
+        return v, params, x, _torchvision_taps(v, model, x)
+    return v, params, x, port_into(v.native, v, params, x)  # tf_slim.nets or keras.applications itself
+
+
+@pytest.mark.parametrize("name", ["slim/resnet_v1_50", "slim/resnet_v2_50", "keras/ResNet50", TV], ids=_label)
+def test_each_real_reference_is_the_numpy_reference_at_every_tap(name):
+    """tf_slim.nets, keras.applications and torchvision's code (transcribed, read through hooks)
+    vs equiv.reference's float64 numpy forward of the registered description: the good side of
+    every test below is right at every tap, not only before its fault."""
+    v, params, x, taps = reference(name)
+    exactly(f"reference {name}", v, params, x, taps)
+
+
+# ---------------------------------------------------------------------------------------
+# The faulty side: a port into one backend
+
+
+def caught(good_name: str, fw: str, bad: dict[str, np.ndarray], first: str, status: str) -> Report:
+    """Compare the faulty port's taps with the real reference's; assert the first diverging tap
+    is `first`, for `status`, and that every tap before it agrees."""
+    v, _, _, good = reference(good_name)
+    taps = C.tap_names(v)
+    results = compare.compare_taps({good_name: good, f"{fw} port": bad}, taps, compare.tap_tolerances(v))
+    report = Report(kind="check", variant=good_name, frameworks=[good_name, f"{fw} port"], settings={},
+                    tolerance=compare.tolerance("float32"), taps=results)
+    got = report.first
+    summary = f"{good_name} vs {fw} port: first divergence {got.name if got else None} ({got.status if got else ''})"
+    assert got is not None, summary
+    assert (got.name, got.status) == (first, status), summary
+    before = results[:taps.index(first)]
+    assert all(r.ok for r in before), [r.name for r in before if not r.ok]  # (none before stem/conv)
+    if status == "diverged":
+        assert got.rel > 10 * got.tol, (got.rel, got.tol)  # far beyond rounding, not marginal
+    print(f"{good_name} | {fw} | {got.name} | {got.status} | rel {got.rel:.3g} max_abs {got.max_abs:.3g}")
+    return report
+
+
+def exactly(key: str, v, params, x, bad: dict[str, np.ndarray]) -> None:
+    """The faulty side computes `v` with `params` (the faulty network), tap by tap, per numpy in float64."""
+    if key not in _NUMPY:
+        _NUMPY[key] = R.forward(v, params, x)
+    want = _NUMPY[key]
+    results = compare.compare_taps({"numpy": want, "port": bad}, C.tap_names(v), compare.tap_tolerances(v))
+    wrong = [(r.name, r.status, r.rel) for r in results if not r.ok]
+    assert not wrong, wrong[:3]
+
+
+# ---------------------------------------------------------------------------------------
+# Faults in a backend's import (its naming or its load): the real library build, wrong weights
+
+
+def forget_load_op(model) -> None:
+    """slim builds its assign ops once per model, from the names of that moment; Keras and torch
+    look names up at every load."""
+    getattr(model, "_cache", {}).pop("load", None)
+
+
+def _swapped_bn_names(original):
+    def framework_names(variant):
+        names = dict(original(variant))
+        for name in [n for n in names if n.endswith("/moving_mean")]:
+            var = name.removesuffix("moving_mean") + "moving_variance"
+            names[name], names[var] = names[var], names[name]
+        return names
+    return framework_names
+
+
+# Where the variance swapped in is negative, the square root makes NaN. torch and Keras carry it
+# to the tap; slim's graph run returns 0 there after the ReLU (observed), so its first tap is a
+# finite divergence and NaN shows only at the first BatchNorm without a ReLU (the projection's).
+# A v2 network's first BatchNorm (the pre-activation) sees the max-pooled stem: positive means,
+# so finite values, wrong.
+BN_SWAP = [
+    ("slim/resnet_v1_50", "slim", "stem/conv", "diverged"),
+    ("slim/resnet_v1_50", "keras", "stem/conv", "nonfinite"),
+    ("slim/resnet_v1_50", "torch", "stem/conv", "nonfinite"),
+    ("slim/resnet_v2_50", "slim", "stage1/unit1/preact", "diverged"),
+    ("slim/resnet_v2_50", "keras", "stage1/unit1/preact", "diverged"),
+    ("slim/resnet_v2_50", "torch", "stage1/unit1/preact", "diverged"),
+]
+
+
+@pytest.mark.parametrize("good_name, fw, first, status", BN_SWAP,
+                         ids=[f"{_label(g)}-{fw}" for g, fw, _, _ in BN_SWAP])
+def test_swapped_bn_mean_and_variance_in_an_import_is_caught_at_the_first_batchnorm(good_name, fw, first, status,
+                                                                                   monkeypatch):
+    """tf_slim.nets resnet_v1_50 / resnet_v2_50 (real) vs the same weights imported into `fw`
+    (tf_slim.nets itself for slim, the backend's builder otherwise) by an import whose naming
+    maps moving_mean to the variance variable and back. A round trip through that import is
+    bit-exact, so only a cross-framework check sees it. The report names the first BatchNorm's
+    tap in its summary, as "non-finite" where NaN reaches that tap, else as a divergence
+    (followed by where NaN first shows, if it does)."""
+    v, params, x, _ = reference(good_name)
+    ad = adapter(fw)
+    monkeypatch.setattr(ad, "framework_names", _swapped_bn_names(ad.framework_names))
+    model = built(fw, v)
+    forget_load_op(model)  # slim's load op holds the names it was made with: make it with the swapped ones
+    try:
+        ad.load_params(v, model, params)
+        assert all(np.array_equal(params[k], a) for k, a in ad.export_params(v, model).items())  # round trip
+        bad = ad.run(v, model, x)
+    finally:
+        forget_load_op(model)
+    report = caught(good_name, fw, bad, first, status)
+    summary = report_text.summary_lines(report)[0]
+    assert re.search(r"at tap (\S+)", summary).group(1) == first, summary
+    if status == "nonfinite":
+        assert report.status == "non-finite" and summary.startswith("NON-FINITE")
+        assert report.first.nonfinite[0] == 0 and report.first.nonfinite[1] > 0  # NaN on the port's side only
+    elif report.nonfinite:
+        assert summary.startswith("NOT EQUIVALENT, then NON-FINITE"), summary
+    print(summary)
+
+
+def _loading(ad, change):
+    """The backend's load_params, with `change(variant, params)` applied to what it loads."""
+    original = ad.load_params
+
+    def load_params(variant, model, params):
+        return original(variant, model, change(variant, dict(params)))
+    return load_params
+
+
+def _bgr_stem(v, params):
+    params["stem/conv/kernel"] = np.ascontiguousarray(params["stem/conv/kernel"][:, :, ::-1, :])
+    return params
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_rgb_bgr_swap_in_an_import_is_caught_at_the_stem_conv(fw, monkeypatch):
+    """keras.applications ResNet50 (real) vs its weights imported into `fw` (keras.applications
+    itself for keras) by an import that reverses the stem kernel's input channels (the same as
+    feeding BGR where RGB is meant): caught at stem/conv, the first tap."""
+    v, params, x, _ = reference("keras/ResNet50")
+    ad = adapter(fw)
+    monkeypatch.setattr(ad, "load_params", _loading(ad, _bgr_stem))
+    bad = port_into(fw, v, params, x)
+    caught("keras/ResNet50", fw, bad, "stem/conv", "diverged")
+    exactly("bgr", v, params, x[..., ::-1], bad)  # the port is the reference fed BGR
+
+
+def _shortcut_bn_left_at_init(v, params):
+    for name in [n for n in params if "/shortcut/bn/" in n]:
+        init = {"gamma": 1.0, "beta": 0.0, "moving_mean": 0.0, "moving_variance": 1.0}[name.rsplit("/", 1)[1]]
+        params[name] = np.full_like(params[name], init)
+    return params
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_missing_shortcut_norm_in_an_import_is_caught_at_the_first_projection(fw, monkeypatch):
+    """keras.applications ResNet50 (real) vs its weights imported into `fw` (keras.applications
+    itself for keras) by an import that never finds the projection's BatchNorm, which keeps the
+    framework's initial values (mean 0, variance 1, gamma 1, beta 0): the projection is
+    un-normalised, as if the network had no shortcut norm. Caught at stage1/unit1/shortcut,
+    the first projection."""
+    v, params, x, _ = reference("keras/ResNet50")
+    ad = adapter(fw)
+    monkeypatch.setattr(ad, "load_params", _loading(ad, _shortcut_bn_left_at_init))
+    bad = port_into(fw, v, params, x)
+    caught("keras/ResNet50", fw, bad, "stage1/unit1/shortcut", "diverged")
+    # within float32 rounding of the network without a shortcut norm (variance 1 scales by 1/sqrt(1 + eps))
+    exactly("shortcut_bn", v.replace(shortcut_norm=False), params, x, bad)
+
+
+# ---------------------------------------------------------------------------------------
+# Faults in the network a backend builds: the description the port realises is wrong
+
+
+def _with_new_layers(v, params, seed=1):
+    """`params` completed for `v`: a layer the source lacks gets a He-scaled kernel drawn fresh and
+    a BatchNorm at its initial values, as a target's initialiser leaves an unmatched layer."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in C.param_shapes(v).items():
+        if name in params:
+            out[name] = params[name]
+        elif name.endswith("/kernel"):
+            out[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+        else:
+            init = 1.0 if name.rsplit("/", 1)[1] in ("gamma", "moving_variance") else 0.0
+            out[name] = np.full(shape, init, np.float32)
+    return out
+
+
+STRUCTURAL = {
+    # id: (real reference, what the port's description gets wrong, the first tap it changes, how)
+    "stride_in_first_not_last_unit": (
+        "slim/resnet_v1_50", {"stride_unit": "first"}, "stage1/unit1/shortcut", "shape"),
+    # keras' first unit projects, so its strided projection is the first tap the move changes
+    "stride_in_last_not_first_unit": (
+        "keras/ResNet50", {"stride_unit": "last"}, "stage2/unit1/shortcut", "shape"),
+    # V1 (stride on the first 1x1) ported as V1.5 (on the 3x3), and back
+    "v1_as_v1.5": ("keras/ResNet50", {"stride_conv": 2}, "stage2/unit1/conv1", "shape"),
+    "v1.5_as_v1": (TV, {"stride_conv": 1}, "stage2/unit1/conv1", "shape"),
+    # the first identity shortcut of a v2 network: unit 1 of stage 1 projects
+    "identity_from_preact_not_input": (
+        "slim/resnet_v2_50", {"identity_from": "preact"}, "stage1/unit2/shortcut", "diverged"),
+    # slim v1 subsamples the identity of the strided last unit (a 1x1 max-pool of stride 2);
+    # torchvision's rule projects there
+    "projection_not_strided_slice": (
+        "slim/resnet_v1_50", {"projection": "channels_or_stride"}, "stage1/unit3/shortcut", "diverged"),
+}
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+@pytest.mark.parametrize("fault", list(STRUCTURAL), ids=[f"{_label(r)}-{f}" for f, (r, *_) in STRUCTURAL.items()])
+def test_a_port_that_builds_the_wrong_network_is_caught_at_the_first_changed_tap(fault, fw):
+    """The real reference (tf_slim.nets, keras.applications or torchvision's code, unfaulted) vs
+    its weights ported into `fw`, whose builder realises a description with one convention
+    wrong: stride in the wrong unit, V1 for V1.5 and back, the identity taken after the
+    pre-activation, a projection where a strided slice is meant (its new layer initialised
+    fresh). Caught at the first tap the convention changes: by shape where it moves a stride,
+    by value otherwise."""
+    good_name, change, first, status = STRUCTURAL[fault]
+    v, params, x, _ = reference(good_name)
+    wrong = v.replace(**change)
+    assert wrong.reference_differences() == sorted(change)  # no library computes it: the builder does
+    ported = _with_new_layers(wrong, params)
+    bad = port_into(fw, wrong, ported, x)
+    caught(good_name, fw, bad, first, status)
+    exactly(fault, wrong, ported, x, bad)
