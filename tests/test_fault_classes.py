@@ -36,6 +36,7 @@ from equiv import report as report_text
 from equiv import variants as V
 from equiv import weights as W
 from equiv.compare import Report
+from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter, loaded
 from tests.torchvision_layout import transcribed_torchvision
 
@@ -69,11 +70,11 @@ def _torchvision_taps(v, model, x) -> dict[str, np.ndarray]:
             got[tap] = inputs[0].detach().clone()
         return hook
 
-    stem = C.stem(v)
+    stem = P.stem(v)
     handles = [model.bn1.register_forward_hook(keep("stem/conv", stem.relu)),
                model.maxpool.register_forward_hook(keep("stem/pool")),
                model.avgpool.register_forward_hook(keep("pool")), model.fc.register_forward_hook(keep("logits"))]
-    for unit in C.units(v):
+    for unit in P.units(v):
         block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
         for k, c in enumerate(unit.convs, start=1):
             handles.append(getattr(block, f"bn{k}").register_forward_hook(keep(c.name, c.relu)))
