@@ -15,6 +15,7 @@ for strategies). Example::
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -393,21 +394,27 @@ def mutants(variant: Variant, size: tuple[int, int] | None = None) -> dict[str, 
 
 
 @st.composite
-def _mutations(draw, variant, size) -> tuple[str, Variant]:
+def _mutations(draw, variant, size, fields) -> tuple[str, Variant]:
     v = _draw_variant(draw, variant)
     choices = mutants(v, draw(_strategy(size)))
+    if fields is not None:
+        choices = {k: ms for k, ms in choices.items() if k in fields}
+        if not choices:  # this description cannot change those: another one
+            reject()
     if not choices:
-        raise InvalidArgument(f"no convention of {v.name} can change at input size {size!r}")
+        raise InvalidArgument(f"no convention of {v.name} can change at input size {size!r}"
+                              + ("" if fields is None else f" among fields={fields!r}"))
     name = draw(st.sampled_from(sorted(choices)))
     return name, draw(st.sampled_from(choices[name]))
 
 
-def mutations(variant, *, size=None) -> st.SearchStrategy[tuple[str, Variant]]:
+def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, Variant]]:
     """One convention of `variant` changed to another allowed value: (its name, the changed
-    description). The convention is drawn evenly among those that can change.
+    description). The convention is drawn among those that can change.
 
     * variant: a Variant or registered name (or a strategy of them).
     * size: (height, width) the changed description must still take; any when None.
+    * fields: only these conventions (names of `CONVENTIONS`); all when None.
 
     Example::
 
@@ -416,4 +423,9 @@ def mutations(variant, *, size=None) -> st.SearchStrategy[tuple[str, Variant]]:
         True
     """
     _check_variant(variant)
-    return _mutations(variant, size)
+    if fields is not None:
+        unknown = sorted(set(fields) - set(CONVENTIONS))
+        if unknown or isinstance(fields, str):
+            raise InvalidArgument(f"fields={fields!r} must be a collection of names of CONVENTIONS")
+        fields = frozenset(fields)
+    return _mutations(variant, size, fields)
