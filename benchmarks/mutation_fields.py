@@ -111,11 +111,12 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     text, summary = table(rows)
     frameworks = Counter(r["framework"] for r in rows)
+    verdict = "no property failed" if not failures else "FAILED: " + ", ".join(failures)
     fields = "" if not args.fields else f" --fields {' '.join(args.fields)}"
     head = (f"# Mutation property: what each changed convention did\n\n"
             f"`python benchmarks/mutation_fields.py --examples {args.examples} --seed {args.seed}{fields}`: "
             f"{len(rows)} examples ({args.examples} per convention drawn as tests/test_properties.py draws "
-            f"them, the convention fixed), {'no property failed' if not failures else 'FAILED: ' + ', '.join(failures)}; "
+            f"them, the convention fixed), {verdict}; "
             f"{elapsed:.0f} s on {platform.machine()} with {os.cpu_count()} CPUs; builds: "
             f"{', '.join(f'{k} {n}' for k, n in sorted(frameworks.items()))}.\n\n"
             "Each example: a random small description (1-3 stages of 1-2 units, widths 4-8, stem 16-32, inputs "
