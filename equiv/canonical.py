@@ -41,6 +41,11 @@ def param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
     return plan(v).param_shapes(v)
 
 
+def unit_count(v: Variant) -> int:
+    """How many repeated blocks the network has (a ResNet's residual units): a cheap size."""
+    return plan(v).unit_count(v)
+
+
 def param_count(v: Variant) -> int:
     return sum(math.prod(s) for s in param_shapes(v).values())
 

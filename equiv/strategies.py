@@ -21,12 +21,10 @@ from hypothesis.errors import InvalidArgument
 from equiv import canonical as C
 from equiv import weights as W
 from equiv.errors import EquivError
-from equiv.families.resnet import plan
-from equiv.families.resnet.description import ResNet
 from equiv.frameworks import FRAMEWORKS
 from equiv.variants import Variant, all_variants, get
 
-__all__ = ["input_shapes", "inputs", "registered_variants", "variants", "weights"]
+__all__ = ["input_shapes", "inputs", "mutations", "registered_variants", "variants", "weights"]
 
 DTYPES = ("float16", "float32", "float64")
 BATCHES = st.integers(1, 3)  # default batch sizes
@@ -75,81 +73,27 @@ def _check_variant(variant) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Variant descriptions
+# Descriptions: each family draws its own (equiv/families/<family>/strategies.py)
 
 
-@st.composite
-def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, block, preact) -> Variant:
-    n = draw(st.integers(1, _draw_integer(draw, "max_stages", max_stages, 1)))
-    units = _draw_integer(draw, "max_units", max_units, 1)
-    lo, hi = _draw_integer(draw, "min_width", min_width, 1), _draw_integer(draw, "max_width", max_width, 1)
-    if lo > hi:
-        raise InvalidArgument(f"min_width={lo} is larger than max_width={hi}")
-    block_ = draw(st.sampled_from(["basic", "bottleneck"]) if block is None else _strategy(block))
-    if block_ not in ("basic", "bottleneck"):
-        raise InvalidArgument(f"block={block_!r} must be 'basic' or 'bottleneck'")
-    preact_ = draw(st.booleans() if preact is None else _strategy(preact))
-    if not isinstance(preact_, bool):
-        raise InvalidArgument(f"preact={preact_!r} must be True or False")
-    width = st.integers(lo, hi)
-    pool_padding = draw(st.sampled_from(["valid", "symmetric", "tf_same"]))
-    v = ResNet(
-        name="hypothesis/random", native=draw(st.sampled_from(FRAMEWORKS)),
-        description="drawn by equiv.strategies.variants",
-        block=block_,
-        depths=tuple(draw(st.lists(st.integers(1, units), min_size=n, max_size=n))),
-        widths=tuple(draw(st.lists(width, min_size=n, max_size=n))),
-        strides=tuple(draw(st.lists(st.sampled_from([1, 2]), min_size=n, max_size=n))),
-        preact=preact_,
-        stride_unit=draw(st.sampled_from(["first", "last"])),
-        stride_conv=draw(st.integers(1, 3 if block_ == "bottleneck" else 2)),
-        projection=draw(st.sampled_from(["first_unit", "channels", "channels_or_stride"])),
-        shortcut_norm=draw(st.booleans()),
-        conv_bias=draw(st.sampled_from(["all", "none", "unnormalized"])),
-        conv_padding=draw(st.sampled_from(["symmetric", "tf_same"])),
-        bn_epsilon=draw(st.sampled_from([1e-5, 1.001e-5, 1e-3])),
-        bn_scale=draw(st.booleans()),
-        stem_width=draw(width),
-        stem_kernel=draw(st.sampled_from([3, 5, 7])),
-        stem_stride=draw(st.sampled_from([1, 2])),
-        stem_padding=draw(st.sampled_from(["symmetric", "tf_same"])),
-        pool_kernel=draw(st.sampled_from([1, 2, 3])),
-        pool_stride=draw(st.sampled_from([1, 2])),
-        pool_padding=pool_padding,
-        pool_pad_value="-inf" if pool_padding == "tf_same" else draw(st.sampled_from(["-inf", "zero"])),
-        num_classes=draw(st.integers(1, _draw_integer(draw, "max_classes", max_classes, 1))),
-        # the seed's conventions
-        bottleneck_expansion=draw(st.integers(1, 4)),
-        inner_norm=draw(st.booleans()),
-        branch_relu=draw(st.sampled_from(["inner", "inner_strided", "every"])),
-        preact_relu=draw(st.booleans()),
-        identity_from=draw(st.sampled_from(["input", "preact"])),
-        stem_norm=draw(st.sampled_from([None, True, False])),
-        stem_relu=draw(st.sampled_from([None, True, False])),
-        head_activation=draw(st.sampled_from(["none", "softmax"])),
-    )
-    if draw(st.booleans()):  # a pooled, flattened head, which fixes the input size
-        side = C.min_body_size(v)
-        size = (draw(st.integers(side, side + 9)), draw(st.integers(side, side + 9)))
-        last = min(plan.spatial_sizes(v, n)[-1] for n in size)
-        k = draw(st.integers(1, last))
-        v = v.replace(head_pool=k, head_pool_stride=draw(st.integers(1, k)), input_size=size)
-    return v
+def _family(family):
+    from equiv import families
+
+    if family is None:
+        family = next(iter(families.REGISTRY))  # the first registered: ResNet
+    try:
+        return families.get(family).strategies
+    except EquivError as e:
+        raise InvalidArgument(f"family={family!r}: {e}") from None
 
 
-def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16, block=None,
-             preact=None) -> st.SearchStrategy[Variant]:
-    """Small random variant descriptions, every convention field drawn (paddings, stride
-    placement, shortcuts, biases, BatchNorm epsilon and scale, stem and pool, and the seed's:
-    BatchNorm-free branches, ReLU rules, pooled and flattened or softmax heads), so that any
+def variants(*, family=None, **options) -> st.SearchStrategy[Variant]:
+    """Small random descriptions of a network family, every convention field drawn, so that any
     convention one framework realises differently from another shows up.
 
-    * max_stages: 1 to this many stages.
-    * max_units: 1 to this many units per stage.
-    * min_width, max_width: the width of each stage and of the stem.
-    * max_classes: 1 to this many classes in the head.
-    * block: "basic" or "bottleneck"; drawn when None.
-    * preact: True (v2, pre-activation) or False (v1); drawn when None.
+    * family: a name of equiv.families.REGISTRY; the first registered (ResNet) when None.
+    * options: the family's own (for ResNet: max_stages, max_units, min_width, max_width,
+      max_classes, block, preact, flatten, min_side; see equiv.families.resnet.strategies).
 
     Example::
 
@@ -157,16 +101,7 @@ def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classe
         >>> v.block, len(v.depths) <= 2, max(v.widths) <= 8
         ('basic', True, True)
     """
-    for name, value in (("max_stages", max_stages), ("max_units", max_units), ("min_width", min_width),
-                        ("max_width", max_width), ("max_classes", max_classes)):
-        _integer(name, value, 1)
-    if isinstance(min_width, int) and isinstance(max_width, int) and min_width > max_width:
-        raise InvalidArgument(f"min_width={min_width} is larger than max_width={max_width}")
-    if block is not None and not isinstance(block, st.SearchStrategy) and block not in ("basic", "bottleneck"):
-        raise InvalidArgument(f"block={block!r} must be 'basic' or 'bottleneck'")
-    if preact is not None and not isinstance(preact, (bool, st.SearchStrategy)):
-        raise InvalidArgument(f"preact={preact!r} must be True or False")
-    return _variants(max_stages, max_units, min_width, max_width, max_classes, block, preact)
+    return _family(family).variants(**options)
 
 
 def _check_native(native) -> None:
@@ -180,7 +115,7 @@ def _registered_variants(draw, native, max_units) -> Variant:
     _check_native(native_)
     units = None if max_units is None else _draw_integer(draw, "max_units", max_units, 1)
     pool = [v for v in all_variants()
-            if (native_ is None or v.native == native_) and (units is None or sum(v.depths) <= units)]
+            if (native_ is None or v.native == native_) and (units is None or C.unit_count(v) <= units)]
     if not pool:
         raise InvalidArgument(f"no registered variant has native={native_!r} and max_units={units!r}")
     return draw(st.sampled_from(pool))
@@ -304,3 +239,39 @@ def weights(variant, *, seed=SEEDS) -> st.SearchStrategy[dict[str, np.ndarray]]:
     _check_variant(variant)
     _integer("seed", seed, 0)
     return _weights(variant, seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Mutations: one convention changed (by the variant's family)
+
+
+@st.composite
+def _mutations(draw, variant, size, fields) -> tuple[str, Variant]:
+    from equiv import families
+
+    v = _draw_variant(draw, variant)
+    return draw(families.of(v).strategies.mutations(v, size=size, fields=fields))
+
+
+def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, Variant]]:
+    """One convention of `variant` changed to another allowed value: (its name, the changed
+    description), drawn among those that can change (its family's `CONVENTIONS`).
+
+    * variant: a Variant or registered name (or a strategy of them).
+    * size: (height, width) the changed description must still take; any when None.
+    * fields: only these conventions; all when None.
+
+    Example::
+
+        >>> name, m = mutations("torchvision/resnet18", size=(32, 32)).example()
+        >>> getattr(m, name) != getattr(get("torchvision/resnet18"), name)
+        True
+    """
+    if not isinstance(variant, st.SearchStrategy):  # checked at once, fields too, by its family
+        from equiv import families
+
+        v = _variant_value(variant)
+        return families.of(v).strategies.mutations(v, size=size, fields=fields)
+    if isinstance(fields, str):
+        raise InvalidArgument(f"fields={fields!r} must be a collection of convention names")
+    return _mutations(variant, size, None if fields is None else frozenset(fields))

@@ -12,6 +12,8 @@ from hypothesis.errors import InvalidArgument, NonInteractiveExampleWarning
 import equiv
 from equiv import canonical as C
 from equiv import strategies as es
+from equiv.families.resnet import plan as P
+from equiv.families.resnet import strategies as rs
 
 R18 = equiv.get("torchvision/resnet18")
 
@@ -36,6 +38,10 @@ def test_every_docstring_example_holds():
     (lambda: es.input_shapes("torchvision/resnet81"), "variant='torchvision/resnet81'"),
     (lambda: es.inputs(R18, dtype="int8"), "dtype='int8'"),
     (lambda: es.weights(R18, seed=-1), "seed=-1"),
+    (lambda: es.variants(flatten="yes"), "flatten='yes'"),
+    (lambda: es.variants(min_side=0), "min_side=0"),
+    (lambda: es.mutations(R18, fields=["stem_colour"]), r"fields=\['stem_colour'\]"),
+    (lambda: es.mutations(R18, fields="conv_padding"), "fields='conv_padding'"),
 ])
 def test_a_bad_value_is_refused_at_once_by_name(make, option):
     with pytest.raises(InvalidArgument, match=option.replace("(", r"\(").replace(".", r"\.")):
@@ -83,3 +89,22 @@ def test_weights_are_a_function_of_the_seed():
     a = find(es.weights(tiny, seed=5), lambda _: True)
     b = find(es.weights(tiny, seed=5), lambda _: True)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(v=es.variants(max_stages=2, max_width=8, flatten=st.just(True), min_side=16), data=st.data())
+def test_a_mutation_changes_one_convention_and_keeps_the_input_size(v, data):
+    assert min(v.input_size) >= 16
+    field, m = data.draw(es.mutations(v, size=v.input_size))
+    changed = {k for k, value in v.conventions().items() if m.conventions()[k] != value}
+    assert changed == {field} and field in rs.CONVENTIONS and getattr(m, field) in rs.CONVENTIONS[field]
+    C.check_input_size(m, *v.input_size)
+    assert all(n >= m.head_pool for n in (P.spatial_sizes(m, side)[-1] for side in v.input_size))
+
+
+def test_mutants_list_every_other_valid_value():
+    pools = rs.mutants(R18, (32, 32))["pool_padding"]
+    assert sorted(m.pool_padding for m in pools) == ["tf_same", "valid"]  # R18 pads symmetrically
+    tf_pool = R18.replace(pool_padding="tf_same")
+    assert "pool_pad_value" not in rs.mutants(tf_pool)  # TF SAME pools pad with -inf only
+    assert [m.stride_conv for m in rs.mutants(R18)["stride_conv"]] == [2]  # a basic block has two convs

@@ -31,6 +31,7 @@ class Plan(Protocol):
     def tap_shapes(self, v: Variant, height: int, width: int) -> dict[str, tuple[int, ...]]: ...
     def flops(self, v: Variant, height: int, width: int) -> int: ...
     def min_body_size(self, v: Variant) -> int: ...
+    def unit_count(self, v: Variant) -> int: ...
 
 
 class Family(Protocol):
@@ -42,6 +43,7 @@ class Family(Protocol):
     # inference_bn(v, params); equiv.reference chains the segments.
     reference: ModuleType
     zoo: ModuleType  # registers its named networks on import
+    strategies: ModuleType  # hypothesis: variants(**options), mutations(v, *, size, fields), CONVENTIONS
 
     def initial_params(self, v: Variant, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Random He-scaled parameters before BatchNorm calibration (equiv.weights)."""

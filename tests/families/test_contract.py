@@ -32,10 +32,11 @@ def test_a_family_exposes_the_contract(family):
     f = families.get(family)
     assert f.Description.family == family
     for name in ("param_shapes", "tap_names", "output_tap", "head_taps", "tap_depths", "tap_shapes", "flops",
-                 "min_body_size"):
+                 "min_body_size", "unit_count"):
         assert callable(getattr(f.plan, name)), f"{family}: plan.{name}"
     assert callable(f.reference.segments) and callable(f.reference.inference_bn)
     assert callable(f.initial_params)
+    assert callable(f.strategies.variants) and callable(f.strategies.mutations) and f.strategies.CONVENTIONS
     assert any(v.family == family for v in all_variants()), f"{family} registers no network in its zoo"
 
 

@@ -144,6 +144,11 @@ def bn_fields(v: ResNet) -> tuple[str, ...]:
     return BN_FIELDS_SCALED if v.bn_scale else BN_FIELDS_UNSCALED
 
 
+def unit_count(v: ResNet) -> int:
+    """Residual units in all (resnet18 has 8, resnet50 16)."""
+    return sum(v.depths)
+
+
 def param_shapes(v: ResNet) -> dict[str, tuple[int, ...]]:
     """Every canonical parameter of `v`, in network order, with its shape."""
     shapes: dict[str, tuple[int, ...]] = {}
