@@ -32,11 +32,9 @@ if TL.torchvision is None:
                 "stage (bash scripts/test-torchvision.sh); the default suite's tests marked 'tvcopy' use the "
                 f"{TL.COPY} instead", allow_module_level=True)
 
-import equiv
 from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.frameworks import torch as adapter
-from equiv.testing import NotEquivalentError, assert_equivalent
 from equiv.variants import Variant
 
 torchvision = TL.torchvision
@@ -62,7 +60,13 @@ class Case:
         return self._real_taps
 
 
-@pytest.fixture(scope="module", params=TORCHVISION, ids=[v.name for v in TORCHVISION])
+# Tap by tap in CI: resnet18, 34 and 50 hold both of torchvision's blocks and every convention; 101 and
+# 152 repeat the same blocks and carry the slow marker (`bash scripts/test-torchvision.sh -m ""`, and
+# `tox -e slow`), which keeps the stage within its CI budget. Their layout and strict load run in CI.
+CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if sum(v.depths) > 16 else []) for v in TORCHVISION]
+
+
+@pytest.fixture(scope="module", params=CASES)
 def case(request) -> Case:
     return Case(request.param)
 
@@ -110,12 +114,17 @@ def _layout(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], torch.dt
     return [(k, tuple(t.shape), t.dtype) for k, t in model.state_dict().items()]
 
 
-def test_equiv_torch_module_has_real_torchvision_layout(case):
-    """equiv torch module vs real torchvision: the same state_dict keys, in order, shapes, dtypes."""
-    v = case.v
-    assert _layout(case.ours) == _layout(case.real), f"{v.name}: equiv torch module vs {REAL} {v.short_name}"
+@pytest.mark.parametrize("v", TORCHVISION, ids=[v.name for v in TORCHVISION])
+def test_equiv_torch_module_has_real_torchvision_layout_and_loads_strictly(v):
+    """equiv torch module vs real torchvision: the same state_dict keys, in order, shapes and dtypes,
+    and each loads the other's state_dict with strict=True."""
+    ours = adapter.build(v)
+    real = getattr(torchvision.models, v.short_name)(weights=None, num_classes=v.num_classes).eval()
+    assert _layout(ours) == _layout(real), f"{v.name}: equiv torch module vs {REAL} {v.short_name}"
     assert set(adapter.framework_names(v).values()) == {
-        k for k in case.real.state_dict() if not k.endswith(".num_batches_tracked")}
+        k for k in real.state_dict() if not k.endswith(".num_batches_tracked")}
+    real.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(real.state_dict(), strict=True)
 
 
 def test_real_torchvision_matches_float64_reference_at_every_tap(case):
@@ -174,16 +183,6 @@ def test_tvcopy_and_real_torchvision_agree_bit_for_bit(name):
         assert torch.equal(tvcopy(x), real(x)), f"tvcopy vs {REAL} {v.short_name}"
 
 
-def test_assert_equivalent_with_real_torchvision_and_a_planted_fault():
-    """equiv.testing.assert_equivalent(real torchvision module, variant): the module runs its own
-    forward (unit outputs and logits through hooks) against equiv's torch build of its own weights;
-    a BatchNorm epsilon changed inside real torchvision's layer3[1] is found at stage3/unit2."""
-    v = variants.get("torchvision/resnet18")
-    real = getattr(torchvision.models, v.short_name)(weights=None, num_classes=v.num_classes).eval()
-    real.load_state_dict(equiv.build(v, "torch", weights=weights.random_params(v, 0)).state_dict(), strict=True)
-    report = assert_equivalent(real, v.name, input_size=SIZE, batch=1)
-    assert [r.name for r in report.taps] == [u.name for u in C.units(v)] + ["logits"]
-    real.layer3[1].bn2.eps = 1e-2
-    with pytest.raises(NotEquivalentError) as info:
-        assert_equivalent(real, v.name, input_size=SIZE, batch=1)
-    assert info.value.report.first.name == "stage3/unit2"
+# equiv.testing.assert_equivalent on a real torchvision module, a planted fault in it included:
+# tests/test_testing.py::test_a_torchvision_module_runs_its_own_forward_against_equivs_build, which the
+# stage runs with real torchvision.
