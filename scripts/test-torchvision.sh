@@ -16,7 +16,7 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   echo "[equiv] installing torch 2.14.1 + torchvision 0.29.1 into $venv (first time: about 2 minutes)" >&2
   # --no-compile: no .pyc for the thousands of modules of torch and its CUDA packages that the tests
-  # never import (Python compiles what is imported, on first import); it halves a cold install here
+  # never import (Python compiles what is imported, on first import)
   "$venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check \
     -c "$root/constraints-torch214.txt" -e "$root[torch,test]" torchvision==0.29.1 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
