@@ -7,7 +7,7 @@ Each test names the code on each side:
 - "real torchvision": `torchvision.models.resnetNN`, its own forward, read through forward hooks on
   its own submodules (every canonical tap: a block's shared ReLU gives conv1, conv2 and the unit,
   the last BatchNorm the last conv, `downsample` the shortcut);
-- "equiv torch module": `equiv.frameworks.torch.ResNet`, equiv's generic build, which the default
+- "equiv torch module": `equiv.families.resnet.torch.ResNet`, equiv's generic build, which the default
   suite compares with slim, Keras and the reference;
 - "float64 reference": `equiv.reference`, numpy in float64, written from the description alone;
 - "tvcopy": tests/torchvision_resnet.py, the verbatim copy of torchvision 0.29.1's resnet.py that
@@ -34,6 +34,7 @@ if TL.torchvision is None:
 
 from equiv import canonical as C
 from equiv import compare, reference, variants, weights
+from equiv.families.resnet import plan as P
 from equiv.frameworks import torch as adapter
 from equiv.variants import Variant
 
@@ -88,7 +89,7 @@ def torchvision_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[
 
     on(model.relu, "stem/conv")
     on(model.maxpool, "stem/pool")
-    for unit in C.units(v):
+    for unit in P.units(v):
         block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
         convs = [c.name for c in unit.convs]
         on(block.relu, *convs[:-1], unit.name)
