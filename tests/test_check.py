@@ -1,4 +1,9 @@
-"""Every registered variant, in every framework, agrees with the others at every tap."""
+"""Every registered variant, in every framework, agrees with the others at every tap.
+
+Which code runs on each side is in the test ids (`native=`): the native framework runs the variant's
+library code where equiv has it (tf_slim.nets, keras.applications, the seed's programs); the other two
+frameworks, and the native one for torchvision/ variants, run equiv's generic builds.
+"""
 
 import json
 
@@ -14,21 +19,37 @@ from tests.contract import assert_exports_exactly
 PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
 
 
-@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: v.name)
-def test_every_framework_pair_agrees_at_every_tap(v, record_property):
+def native_code(v) -> str:
+    """The code `check` runs for `v` in its native framework; the other two run equiv's generic builds.
+    For torchvision/ variants that is equiv's own torch module in torchvision's layout, not torchvision
+    (which does not import beside the pinned torch): real torchvision meets it in tests/test_torchvision.py."""
+    if v.framework == "torchvision":
+        return "equiv-torch-module"
+    return v.built_by() or f"equiv-generic-{v.native}"
+
+
+def sides(v) -> str:
+    others = ", ".join(f"{fw}: equiv generic build" for fw in FRAMEWORKS if fw != v.native)
+    return f"{v.native}: {native_code(v)}; {others}"
+
+
+@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: f"{v.name}:native={native_code(v)}")
+def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_property):
+    """Every framework pair, every tap: the variant's native build (its library's code where equiv has
+    it: tf_slim.nets, keras.applications, the seed's programs) against equiv's generic builds."""
     report = check(v, FRAMEWORKS, input_size=v.input_size or (35, 34), batch=2, seed=1)
     record_property("worst_rel", report.worst_rel)
-    assert report.equivalent, report.first
+    assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
     assert {tuple(sorted(r.pair)) for r in report.taps} == {tuple(sorted(p)) for p in PAIRS}
     assert len(report.taps) == 3 * len(C.tap_names(v))
     assert all(r.rel <= r.tol for r in report.taps)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: v.name)
-def test_every_framework_pair_agrees_at_224(v):
+@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: f"{v.name}:native={native_code(v)}")
+def test_native_build_and_equiv_generic_builds_agree_at_224(v):
     report = check(v, FRAMEWORKS, input_size=(224, 224), batch=2, seed=0)
-    assert report.equivalent, report.first
+    assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
 
 
 @pytest.mark.parametrize("v", [v for v in V.all_variants() if sum(v.depths) <= 16], ids=lambda v: v.name)
@@ -55,7 +76,9 @@ def test_diff_keras_v2_against_slim_v2_diverges_at_the_stem_pool():
     assert any("pool_padding" in n for n in report.notes)
 
 
-def test_diff_of_a_variant_with_itself_is_equivalent():
+def test_diff_plumbing_one_variant_twice_in_one_framework_is_bit_exact():
+    """Plumbing, not equivalence: one build (equiv's torch module) of one variant, one set of weights,
+    twice; diff must report nothing at all."""
     report = diff("torchvision/resnet18", "torchvision/resnet18", "torch", input_size=(32, 32), batch=1)
     assert report.equivalent and report.worst_rel == 0.0
 

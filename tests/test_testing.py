@@ -17,7 +17,7 @@ from equiv.errors import EquivError
 from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter
 from equiv.testing import NotEquivalentError, assert_equivalent
-from tests.torchvision_layout import transcribed_torchvision
+from tests.torchvision_layout import IMPL, torchvision_model
 
 V = equiv.get("torchvision/resnet18")
 TINY = V.replace(name="tests/tiny18", widths=(8, 8, 16, 16), stem_width=8, num_classes=10)
@@ -33,7 +33,9 @@ def _model(params):
     return equiv.build(TINY, "torch", weights=params)
 
 
-def test_a_variant_equals_itself_bit_for_bit():
+def test_plumbing_one_variant_named_twice_runs_one_build_twice_bit_exact():
+    """Plumbing, not equivalence: a name and a Variant of one variant are both built natively (equiv's
+    torch module) with the same seeded weights, so every tap must be identical, in plan order."""
     report = assert_equivalent(V.name, V, input_size=SIZE, batch=1)
     assert report.equivalent and report.worst_rel == 0.0
     assert [r.name for r in report.taps] == C.tap_names(V)
@@ -103,10 +105,13 @@ def test_nan_is_named(params):
     assert "NaN or Inf in a:torch and b:torch" in str(info.value)
 
 
-def test_a_users_own_torchvision_layout_module_runs_its_own_forward():
-    """Not equiv's module: its state_dict is read in torchvision's names, and its own forward
-    gives the unit outputs and the logits through hooks, so a fault in *its* code is caught."""
-    mine = transcribed_torchvision(V)
+@pytest.mark.parametrize("impl", [IMPL])
+def test_a_torchvision_module_runs_its_own_forward_against_equivs_build(impl):
+    """torchvision's resnet18 (`impl`: real torchvision, or tvcopy, the verbatim copy of its resnet.py)
+    against equiv's torch build of the same weights: its state_dict is read in torchvision's names, and
+    its own forward gives the unit outputs and the logits through hooks, so a fault in *its* code is
+    caught."""
+    mine = torchvision_model(V)
     mine.load_state_dict(equiv.build(V, "torch", weights=W.random_params(V, 0)).state_dict())
     report = assert_equivalent(mine, V.name, input_size=(33, 32), batch=1)
     units = [u.name for u in P.units(V)]
@@ -117,8 +122,9 @@ def test_a_users_own_torchvision_layout_module_runs_its_own_forward():
     assert not mine.training  # its mode was given back
 
 
-def test_a_module_that_does_not_fit_is_refused_with_what_is_needed():
-    ten = transcribed_torchvision(V.replace(num_classes=10))
+@pytest.mark.parametrize("impl", [IMPL])
+def test_a_module_that_does_not_fit_is_refused_with_what_is_needed(impl):
+    ten = torchvision_model(V.replace(num_classes=10))  # `impl`: real torchvision, or tvcopy
     with pytest.raises(EquivError, match=r"logits/kernel expected \(512, 1000\), found \(512, 10\)"):
         assert_equivalent(ten, V.name)
     # told the head, it passes
@@ -171,7 +177,8 @@ def test_keras_model_objects_and_their_fixed_input_size(params, equiv_keras):
     km = equiv.build(TINY, "keras", weights=params)
     assert assert_equivalent(km, _model(params), variant=TINY, input_size=(17, 16)).equivalent
     app = equiv_keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classifier_activation=None)
-    report = assert_equivalent(app, app, batch=1)  # which variant it is, and its input size, from the model
+    # plumbing: one model against itself, to show the variant and input size are read from the model
+    report = assert_equivalent(app, app, batch=1)
     assert report.variant == "keras/ResNet50V2" and report.settings["input_shape"] == [1, 32, 32, 3]
     with pytest.raises(EquivError, match=re.escape("takes 32x32 inputs only")):
         assert_equivalent(app, app, input_size=(40, 40))

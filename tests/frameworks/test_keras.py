@@ -107,13 +107,15 @@ def float64():
         keras.config.set_dtype_policy(policy)
 
 
+# The 18-, 34- and 50-layer variants hold every convention; deeper ones repeat the same blocks.
+SHALLOW = [v for v in VARIANTS if sum(v.depths) <= 16]
+
+
+@pytest.mark.parametrize("case", SHALLOW, indirect=True, ids=lambda v: v.name)
 def test_float64_matches_reference(case, record_property):
     """In float64 the model meets the reference at 1e-6 of each tap's scale, so a convention
-    realised slightly wrong cannot hide in float32 roundoff. The 18-, 34- and 50-layer
-    variants hold every convention; deeper ones repeat the same blocks."""
+    realised slightly wrong cannot hide in float32 roundoff."""
     v = case.v
-    if sum(v.depths) > 16:
-        pytest.skip("float64 check runs on the 18-, 34- and 50-layer variants")
     if keras.backend.backend() != "tensorflow":
         # keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE: off TensorFlow, Keras
         # promotes float64 with float64 to float32, so keras.ops.matmul rounds to float32.
@@ -128,11 +130,11 @@ def test_float64_matches_reference(case, record_property):
     assert first is None, describe(first)
 
 
+@pytest.mark.parametrize("case", SHALLOW, indirect=True, ids=lambda v: v.name)
 def test_small_inputs(case):
-    """keras.applications wants 32x32 at least; any size down to the variant's smallest runs."""
+    """keras.applications wants 32x32 at least; any size down to the variant's smallest runs
+    (checked on the 18-, 34- and 50-layer variants)."""
     v = case.v
-    if sum(v.depths) > 16:
-        pytest.skip("small sizes are checked on the 18-, 34- and 50-layer variants")
     size = C.min_input_size(v)
     got, want = case.run(size, batch=1), expected(v, 1, size)
     assert got["logits"].shape == (1, v.num_classes)
@@ -189,10 +191,14 @@ def test_framework_names_are_the_models(case):
     assert sorted(names.values()) == sorted(w.path for w in case.model.weights)
 
 
+# keras.applications has references for keras/ variants only
+KERAS_APPS = [v for v in VARIANTS if v.framework == "keras"]
+
+
+@pytest.mark.parametrize("case", KERAS_APPS, indirect=True, ids=lambda v: v.name)
 def test_generic_matches_keras_applications(case):
+    """equiv's generic Keras build vs keras.applications' model, with the same weights."""
     v = case.v
-    if v.framework != "keras":
-        pytest.skip("keras.applications has references for keras/ variants only")
     assert type(case.model).__name__ == "Functional" and case.model.name == v.short_name.lower()
     generic = K.build(v, reference=False)
     # Same variables under the same paths in the same order, and the same weighted layers in
