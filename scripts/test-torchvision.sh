@@ -6,7 +6,8 @@
 # install is about 80 s here instead of 4 min, and triton, which `import torchvision` loads, never meets
 # TensorFlow in one process: that segfaults). Idempotent: a second run only checks. Extra arguments go
 # to pytest. EQUIV_REQUIRE_TORCHVISION=1 makes a torchvision that does not import an error here, never
-# a fallback to the verbatim copy (tests/torchvision_layout.py).
+# a fallback to the verbatim copy (tests/torchvision_layout.py). `--install-only` builds the venv and
+# stops (.ci/run starts it in the background, beside the main suite: it is mostly unpacking wheels).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${EQUIV_TV_VENV:-$root/.venv-torch214}"
@@ -24,6 +25,7 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
     || { echo "$out" >&2; echo "[equiv] torchvision install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
+[ "${1:-}" = "--install-only" ] && exit 0
 cd "$root"
 export EQUIV_REQUIRE_TORCHVISION=1 EQUIV_HYPOTHESIS_PROFILE="${EQUIV_HYPOTHESIS_PROFILE:-ci}"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider \
