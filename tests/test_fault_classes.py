@@ -38,7 +38,7 @@ from equiv import weights as W
 from equiv.compare import Report
 from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter, loaded
-from tests.torchvision_layout import transcribed_torchvision
+from tests.torchvision_layout import torchvision_model
 
 SIZE = 32  # 32x32, batch 1: the stages every fault here changes keep at least a 4x4 map
 BACKENDS = ["slim", "keras", "torch"]
@@ -141,7 +141,7 @@ def reference(name: str):
     params = W.random_params(v, 0)
     x = W.random_input(v, 1, SIZE, SIZE)
     if name == TV:
-        model = transcribed_torchvision(v)
+        model = torchvision_model(v)
         adapter("torch").load_params(v, model, params)  # torchvision's own keys, strict
         return v, params, x, _torchvision_taps(v, model, x)
     return v, params, x, port_into(v.native, v, params, x)  # tf_slim.nets or keras.applications itself

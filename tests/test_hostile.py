@@ -96,7 +96,7 @@ def test_a_whole_pickled_module_loads_only_with_allow_pickle_and_says_so(tmp_pat
     params = tiny_params(1)
     path = tmp_path / "whole.pt"
     torch.save(_tiny_module(params), path)
-    with pytest.raises(UnsafeFileError, match="equiv.frameworks.torch.ResNet"):
+    with pytest.raises(UnsafeFileError, match="equiv.families.resnet.torch.ResNet"):
         load_weights(TINY, path)
     with pytest.warns(UserWarning, match=f"{path}: unpickled as asked"):
         got = load_weights(TINY, path, allow_pickle=True)
