@@ -27,7 +27,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from equiv import canonical as C
 from equiv import compare
@@ -36,9 +35,8 @@ from equiv import report as report_text
 from equiv import variants as V
 from equiv import weights as W
 from equiv.compare import Report
-from equiv.families.resnet import plan as P
 from equiv.frameworks import adapter, loaded
-from tests.torchvision_layout import torchvision_model
+from tests.torchvision_layout import torchvision_model, torchvision_taps
 
 SIZE = 32  # 32x32, batch 1: the stages every fault here changes keep at least a 4x4 map
 BACKENDS = ["slim", "keras", "torch"]
@@ -52,45 +50,6 @@ def _label(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # The good side: a real reference, unfaulted
-
-
-def _torchvision_taps(v, model, x) -> dict[str, np.ndarray]:
-    """Every canonical tap of a torchvision-layout module, read with hooks on its own submodules
-    (its forward runs unchanged: in-place ReLUs are why each hook copies, and applies the ReLU
-    that follows a BatchNorm itself)."""
-    got: dict[str, torch.Tensor] = {}
-
-    def keep(tap, relu=False):
-        def hook(module, inputs, output):
-            got[tap] = torch.relu(output.detach().clone()) if relu else output.detach().clone()
-        return hook
-
-    def keep_input(tap):
-        def hook(module, inputs):
-            got[tap] = inputs[0].detach().clone()
-        return hook
-
-    stem = P.stem(v)
-    handles = [model.bn1.register_forward_hook(keep("stem/conv", stem.relu)),
-               model.maxpool.register_forward_hook(keep("stem/pool")),
-               model.avgpool.register_forward_hook(keep("pool")), model.fc.register_forward_hook(keep("logits"))]
-    for unit in P.units(v):
-        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
-        for k, c in enumerate(unit.convs, start=1):
-            handles.append(getattr(block, f"bn{k}").register_forward_hook(keep(c.name, c.relu)))
-        if block.downsample is not None:
-            handles.append(block.downsample.register_forward_hook(keep(f"{unit.name}/shortcut")))
-        else:  # torchvision's identity is the block's input as it is
-            handles.append(block.register_forward_pre_hook(keep_input(f"{unit.name}/shortcut")))
-        handles.append(block.register_forward_hook(keep(unit.name)))
-    try:
-        with torch.no_grad():
-            model(torch.from_numpy(C.nhwc_to_nchw(x)))
-    finally:
-        for h in handles:
-            h.remove()
-    got["pool"] = got["pool"].flatten(1)
-    return {t: C.nchw_to_nhwc(got[t].numpy()) if got[t].ndim == 4 else got[t].numpy() for t in C.tap_names(v)}
 
 
 _MODELS: dict = {}  # (backend, variant) -> model, for this module's tests only (released after them)
@@ -143,7 +102,7 @@ def reference(name: str):
     if name == TV:
         model = torchvision_model(v)
         adapter("torch").load_params(v, model, params)  # torchvision's own keys, strict
-        return v, params, x, _torchvision_taps(v, model, x)
+        return v, params, x, torchvision_taps(v, model, x)
     return v, params, x, port_into(v.native, v, params, x)  # tf_slim.nets or keras.applications itself
 
 

@@ -34,7 +34,6 @@ if TL.torchvision is None:
 
 from equiv import canonical as C
 from equiv import compare, reference, variants, weights
-from equiv.families.resnet import plan as P
 from equiv.frameworks import torch as adapter
 from equiv.variants import Variant
 
@@ -57,7 +56,7 @@ class Case:
 
     def real_taps(self) -> dict[str, np.ndarray]:
         if self._real_taps is None:
-            self._real_taps = torchvision_taps(self.v, self.real, self.x)
+            self._real_taps = TL.torchvision_taps(self.v, self.real, self.x)
         return self._real_taps
 
 
@@ -70,45 +69,6 @@ CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if sum(v.depths) > 
 @pytest.fixture(scope="module", params=CASES)
 def case(request) -> Case:
     return Case(request.param)
-
-
-def torchvision_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every canonical tap of a torchvision ResNet, through hooks on its own modules, NHWC."""
-    got: dict[str, np.ndarray] = {}
-    handles = []
-
-    def keep(*names):
-        calls = iter(names)  # a block calls its one ReLU module several times, in tap order
-
-        def hook(module, inputs, output):
-            got[next(calls)] = output.detach().clone().numpy()  # before any in-place op changes it
-        return hook
-
-    def on(module, *names):
-        handles.append(module.register_forward_hook(keep(*names)))
-
-    on(model.relu, "stem/conv")
-    on(model.maxpool, "stem/pool")
-    for unit in P.units(v):
-        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
-        convs = [c.name for c in unit.convs]
-        on(block.relu, *convs[:-1], unit.name)
-        on(getattr(block, f"bn{len(convs)}"), convs[-1])
-        if block.downsample is not None:
-            on(block.downsample, f"{unit.name}/shortcut")
-        else:  # an identity shortcut is the block's input
-            handles.append(block.register_forward_pre_hook(
-                lambda m, inputs, name=f"{unit.name}/shortcut": got.__setitem__(name, inputs[0].clone().numpy())))
-    on(model.avgpool, "pool")
-    on(model.fc, "logits")
-    try:
-        with torch.inference_mode():
-            model(torch.from_numpy(C.nhwc_to_nchw(x)))
-    finally:
-        for h in handles:
-            h.remove()
-    got["pool"] = got["pool"].reshape(len(x), -1)
-    return {name: C.nchw_to_nhwc(got[name]) if got[name].ndim == 4 else got[name] for name in C.tap_names(v)}
 
 
 def _layout(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import torch
 from torch import nn
 
+from equiv import canonical as C
+from equiv.families.resnet import plan as P
 from equiv.variants import Variant
 
 REQUIRED = os.environ.get("EQUIV_REQUIRE_TORCHVISION") == "1"
@@ -53,3 +57,42 @@ def torchvision_model(v: Variant) -> nn.Module:
     if torchvision is None:
         return copied_torchvision(v)
     return getattr(torchvision.models, v.short_name)(weights=None, num_classes=v.num_classes).eval()
+
+
+def torchvision_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every canonical tap of a torchvision ResNet, through hooks on its own modules, NHWC."""
+    got: dict[str, np.ndarray] = {}
+    handles = []
+
+    def keep(*names):
+        calls = iter(names)  # a block calls its one ReLU module several times, in tap order
+
+        def hook(module, inputs, output):
+            got[next(calls)] = output.detach().clone().numpy()  # before any in-place op changes it
+        return hook
+
+    def on(module, *names):
+        handles.append(module.register_forward_hook(keep(*names)))
+
+    on(model.relu, "stem/conv")
+    on(model.maxpool, "stem/pool")
+    for unit in P.units(v):
+        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
+        convs = [c.name for c in unit.convs]
+        on(block.relu, *convs[:-1], unit.name)
+        on(getattr(block, f"bn{len(convs)}"), convs[-1])
+        if block.downsample is not None:
+            on(block.downsample, f"{unit.name}/shortcut")
+        else:  # an identity shortcut is the block's input
+            handles.append(block.register_forward_pre_hook(
+                lambda m, inputs, name=f"{unit.name}/shortcut": got.__setitem__(name, inputs[0].clone().numpy())))
+    on(model.avgpool, "pool")
+    on(model.fc, "logits")
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(C.nhwc_to_nchw(x)))
+    finally:
+        for h in handles:
+            h.remove()
+    got["pool"] = got["pool"].reshape(len(x), -1)
+    return {name: C.nchw_to_nhwc(got[name]) if got[name].ndim == 4 else got[name] for name in C.tap_names(v)}
