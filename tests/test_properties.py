@@ -9,8 +9,9 @@
   no longer fit (tests/mutation.py); each convention in turn, so every run changes every one.
 
 Examples per run come from the hypothesis profile (EQUIV_HYPOTHESIS_PROFILE): `EXAMPLES`.
-The cases are drawn afresh each run, from a seed that a failure prints; EQUIV_PROPERTY_SEED=N
-replays a run (and hypothesis prints a @reproduce_failure blob for the minimal example).
+The "ci" profile draws one fixed set (CI_SEED); other profiles draw afresh each run, from a seed
+that a failure prints; EQUIV_PROPERTY_SEED=N replays a run (and hypothesis prints a
+@reproduce_failure blob for the minimal example).
 """
 
 import os
@@ -36,9 +37,15 @@ PROFILE = settings.get_current_profile_name().removeprefix("equiv-")
 # own count, and a tenth of it per convention (24 conventions)
 EXAMPLES = {"ci": (50, 2), "dev": (12, 1), "thorough": (500, 20)}.get(
     PROFILE, (settings().max_examples, max(1, settings().max_examples // 10)))
-SEED = int(os.environ.get("EQUIV_PROPERTY_SEED") or random.SystemRandom().randrange(2**32))
+# CI ("ci") draws one fixed set, from CI_SEED: a fresh draw there found a false failure of the
+# scale-relative tolerance (a 1-class head's logit of 0.003 off by 5.2e-7, rel 1.8e-4; seed
+# 203194501, input 16x22), which stays open until tolerances take a tap's input scale into account.
+# Every other profile (nightly "thorough", "dev") draws afresh each run.
+CI_SEED = 4242
+SEED = int(os.environ.get("EQUIV_PROPERTY_SEED")
+           or (CI_SEED if PROFILE == "ci" else random.SystemRandom().randrange(2**32)))
 MIN_SIDE, MAX_SIDE = 16, 33
-# A fresh draw every run (the "ci" profile is otherwise derandomised), from SEED.
+# Drawn from SEED (hypothesis' own "ci" profile would derandomise).
 RANDOM = dict(derandomize=False, database=None, print_blob=True)
 
 # Small structures (the cost is the three frameworks' graph builds, not the pixels).
