@@ -92,6 +92,19 @@ if keras is not None:
             return {**super().get_config(), "padding": self.padding}
 
 
+def padding_layers(rule: str, kernel: int, stride: int, x, name: str, pad_layer=None):
+    """Realise a padding rule (equiv.canonical) before a conv or pool, for any family's builder:
+    (x, the Keras padding argument)."""
+    if rule == "tf_same":
+        return x, "same"  # Keras' "same" is TensorFlow's SAME on every backend
+    # "symmetric" pads by the kernel alone; "valid" not at all. The size does not matter.
+    before, after = C.pad_amounts(rule, 0, kernel, stride)
+    if before or after:
+        pad_layer = pad_layer or keras.layers.ZeroPadding2D
+        x = pad_layer(((before, after), (before, after)), name=name)(x)
+    return x, "valid"
+
+
 # ---------------------------------------------------------------------------------------
 # Parameters
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 
-from equiv import canonical as C
 from equiv.errors import FrameworkError
 from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
-from equiv.frameworks.keras import NegInfPadding2D, keras
+from equiv.frameworks.keras import NegInfPadding2D, keras, padding_layers
 
 # ---------------------------------------------------------------------------------------
 # Names: canonical layer -> Keras layer (keras.applications' scheme; s1 is Keras' stage number,
@@ -149,22 +148,10 @@ def build(variant: ResNet, *, reference: bool | None = None):
     return make(variant) if make else _generic(variant)
 
 
-def _padding(rule: str, kernel: int, stride: int, x, name: str, pad_layer=None):
-    """Realise a padding rule before a conv or pool: (x, Keras padding argument)."""
-    if rule == "tf_same":
-        return x, "same"  # Keras' "same" is TensorFlow's SAME on every backend
-    # "symmetric" pads by the kernel alone; "valid" not at all. The size does not matter.
-    before, after = C.pad_amounts(rule, 0, kernel, stride)
-    if before or after:
-        pad_layer = pad_layer or keras.layers.ZeroPadding2D
-        x = pad_layer(((before, after), (before, after)), name=name)(x)
-    return x, "valid"
-
-
 def _conv(v: ResNet, x, c: plan.Conv):
     name = keras_layer(c.name)
     base = name.removesuffix("_conv")
-    x, padding = _padding(c.padding, c.kernel, c.stride, x, f"{base}_pad")
+    x, padding = padding_layers(c.padding, c.kernel, c.stride, x, f"{base}_pad")
     x = keras.layers.Conv2D(c.cout, c.kernel, strides=c.stride, padding=padding,
                             use_bias=c.bias, name=name)(x)
     if c.norm:
@@ -203,7 +190,7 @@ def _generic(v: ResNet):
     inputs = keras.Input(shape=(*(v.input_size or (None, None)), v.in_channels))
     x = _conv(v, inputs, plan.stem(v))
     pad_layer = NegInfPadding2D if v.pool_pad_value == "-inf" else keras.layers.ZeroPadding2D
-    x, padding = _padding(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
+    x, padding = padding_layers(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
     x = keras.layers.MaxPooling2D(v.pool_kernel, strides=v.pool_stride, padding=padding,
                                   name="pool1_pool")(x)
     for unit in plan.units(v):
