@@ -272,7 +272,7 @@ def cmd_golden_update(args) -> int:
     from equiv import golden
 
     changes = golden.update(args.variants, args.fixtures or golden.DEFAULT_DIR, command=golden.command_line(),
-                            progress=_progress(not args.quiet))
+                            progress=_progress(not args.quiet), frameworks=args.frameworks)
     for c in changes:
         print(c.line())
     counts = {s: sum(c.status == s for c in changes) for s in ("new", "changed", "unchanged")}
@@ -303,8 +303,8 @@ def _outputs(s, *reports: str, main: str | None = None, plot_help: str = "") -> 
     s.add_argument("--force", action="store_true", help=f"replace {listed} if it exists")
 
 
-def _frameworks(s, default_help: str = f"default {ALL}") -> None:
-    s.add_argument("--frameworks", default=ALL, help=f"comma-separated ({default_help})")
+def _frameworks(s, default_help: str = f"default {ALL}", default: str | None = ALL) -> None:
+    s.add_argument("--frameworks", default=default, help=f"comma-separated ({default_help})")
 
 
 def _run_settings(s, size) -> None:
@@ -426,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = gsub.add_parser("update", help="rewrite the golden files (Keras on TensorFlow) and say what changed")
     golden_common(s)
+    _frameworks(s, "default: every registered framework, each file made anew; a subset remakes only those "
+                   "frameworks' taps in the existing files and keeps the others' bit for bit (a new backend)",
+                default=None)
     s.set_defaults(func=cmd_golden_update)
     return p
 

@@ -61,6 +61,9 @@ class TapResult:
     worst_values: tuple[float, float] | None = None
     dtype: str = "float32"  # the coarser dtype of the pair, whose tolerance applies
     nonfinite: tuple[int, int] | None = None  # NaN or Inf values in each of the pair
+    # Why the reference side of this tap proves nothing (`uninformative`), or None: "all zero",
+    # or "constant" (each channel one value whatever the input, as after a zeroed BatchNorm gamma).
+    uninformative: str | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -80,6 +83,27 @@ def _json_float(x: float):
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     return x
+
+
+def uninformative(a: np.ndarray) -> str | None:
+    """Why tap `a` (NHWC, or (N, C) for a head) carries no information about its input, or None.
+
+    "all zero" or "constant": every channel (the last axis) holds one value over the batch and
+    the positions, so any two implementations that agree on the parameters agree here whatever
+    their arithmetic, and a match proves nothing (timm zero-initialises each block's last
+    BatchNorm gamma: those taps match at 0.0 on any two sides). With one value per channel
+    (a 1x1 tap of a batch of one) only a tap that is constant over all of it counts."""
+    a = np.asarray(a)
+    if a.size == 0 or not np.isfinite(a).all():
+        return None
+    if not a.any():
+        return "all zero"
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+    if rows.shape[0] < 2:
+        rows = rows.reshape(-1, 1)
+    if (rows.min(axis=0) == rows.max(axis=0)).all():
+        return "constant"
+    return None
 
 
 # Taps are compared in float64 a slice at a time: a 224x224 stem tap of a batch of 16 is 100 MB
@@ -122,7 +146,7 @@ def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str],
         return TapResult(name, pair, a.shape, math.nan, math.nan, math.nan, math.nan, False, tol,
                          status="nonfinite", dtype=dtype, nonfinite=(bad_a, bad_b))
     if fa.size == 0:
-        return TapResult(name, pair, a.shape, 0.0, 0.0, 1.0, 0.0, True, tol, dtype=dtype)
+        return TapResult(name, pair, a.shape, 0.0, 0.0, 1.0, 0.0, True, tol, dtype=dtype, uninformative="empty")
     if scale > 0:
         rel = max_abs / scale
     else:  # an all-zero reference tap: equal only if the other is all zero too
@@ -133,7 +157,7 @@ def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str],
     idx = tuple(int(k) for k in np.unravel_index(worst, a.shape))
     return TapResult(name, pair, a.shape, max_abs, rel, cosine, scale, ok, tol,
                      status="ok" if ok else "diverged", worst_index=idx,
-                     worst_values=(float(a[idx]), float(b[idx])), dtype=dtype)
+                     worst_values=(float(a[idx]), float(b[idx])), dtype=dtype, uninformative=uninformative(a))
 
 
 def compare_taps(outputs: Mapping[str, Mapping[str, np.ndarray]], taps: Sequence[str],
@@ -207,6 +231,19 @@ class Report:
         return worst(self.taps)
 
     @property
+    def uninformative(self) -> dict[str, str]:
+        """tap -> why its reference side proves nothing ("all zero", "constant"), in network order."""
+        out: dict[str, str] = {}
+        for r in self.taps:
+            if r.uninformative and r.name not in out:
+                out[r.name] = r.uninformative
+        return out
+
+    @property
+    def tap_names(self) -> list[str]:
+        return list(dict.fromkeys(r.name for r in self.taps))
+
+    @property
     def nonfinite(self) -> list[TapResult]:
         return [r for r in self.taps if r.status == "nonfinite"]
 
@@ -231,6 +268,8 @@ class Report:
             "worst_rel": _json_float(self.worst_rel),
             "first_divergence": first.name if first else None,
             "first_divergence_pair": list(first.pair) if first else None,
+            "informative_taps": len(self.tap_names) - len(self.uninformative),
+            "uninformative_taps": self.uninformative,
             "tolerance": self.tolerance,
             "settings": self.settings,
             "notes": self.notes,

@@ -354,8 +354,9 @@ def verify_one(v: Variant, frameworks: Sequence[str], directory: str | Path = DE
     absent = [fw for fw in fws if fw not in golden.taps]
     if absent:  # a backend registered after the file was made
         return Verdict(v.name, "stale", str(path), f"{path} holds no taps of {', '.join(absent)} (made before it was "
-                       f"registered, {_made_by(golden)}); to add them, regenerate with `equiv golden update {v.name}` "
-                       f"and commit the file, or verify the others with --frameworks", frameworks=fws,
+                       f"registered, {_made_by(golden)}); to add them, run `equiv golden update --frameworks "
+                       f"{','.join(absent)} {v.name}` (the others' taps stay as stored) and commit the file, or "
+                       f"verify the others with --frameworks", frameworks=fws,
                        made_on=golden.meta["environment"])
     why, regenerate, params = _stale(v, golden, fws)
     if why:
@@ -444,27 +445,69 @@ def make(v: Variant, progress: Progress | None = None, command: str | None = Non
     return meta, encode(meta, x, fingerprint(v, params), taps)
 
 
-def update(variants: Iterable[str | Variant] | None = None, directory: str | Path = DEFAULT_DIR,
-           command: str | None = None, progress: Progress | None = None) -> list[Change]:
-    """Rewrite the golden files of `variants` (default: every registered one), each atomically;
-    a file whose taps are unchanged bit for bit is left as it is unless its versions changed."""
-    from equiv.report import write_atomic
+def merge(v: Variant, path: Path, frameworks: Sequence[str], progress: Progress | None = None,
+          command: str | None = None) -> tuple[dict, bytes]:
+    """`v`'s golden file at `path` with the taps of `frameworks` made anew (a backend registered
+    after the file was made, say) and every other framework's stored taps kept bit for bit: the
+    same input, seed and weights as the file, which must describe `v` today."""
+    try:
+        old = read(path)
+    except GoldenFileError as e:
+        raise GoldenFileError(f"{e}; `equiv golden update {v.name}` (every framework) makes it") from None
+    why, _, params = _stale(v, old, [fw for fw in old.meta["frameworks"] if fw not in frameworks])
+    if why:
+        raise GoldenFileError(f"{path} cannot take more frameworks: {why}; regenerate it whole with "
+                              f"`equiv golden update {v.name}`")
+    s = old.meta["settings"]
+    new = produce(v, list(frameworks), old.input, params, progress, s.get("sample"))
+    for fw, by_tap in new.items():
+        bad = [t for t, a in by_tap.items() if not np.isfinite(a).all()]
+        if bad:
+            raise EquivError(f"{v.name}: {fw} gives NaN or Inf at tap {bad[0]}; {path} left as it was")
+    known = list(REGISTRY)  # as `make` orders them: the native one first, then the registry's order
+    order = sorted({*old.meta["frameworks"], *frameworks},
+                   key=lambda f: (f != v.native, known.index(f) if f in known else len(known), f))
+    taps = {fw: new[fw] if fw in new else old.taps[fw] for fw in order}
+    meta = {**old.meta, "frameworks": order,
+            "versions": {**{fw: old.meta["versions"][fw] for fw in order if fw not in new}, **versions(new)},
+            "command": command or "equiv.golden.update",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta["versions"] = {fw: meta["versions"][fw] for fw in order}
+    return meta, encode(meta, old.input, old.fingerprint, taps)
 
-    for fw in FRAMEWORKS:  # before any work: a golden file holds the taps of all three
+
+def _usable(frameworks: Sequence[str]) -> None:
+    """Every framework of `frameworks` imports and runs on the engine golden files are made on."""
+    for fw in frameworks:
         try:
             adapter(fw)
         except EquivError as e:
-            raise EquivError(f"golden update needs all of {', '.join(FRAMEWORKS)} (each golden file holds the taps "
-                             f"of all three): {e}") from None
-    for fw in FRAMEWORKS:  # e.g. Keras on its TensorFlow backend, not on KERAS_BACKEND=torch or jax
+            raise EquivError(f"golden update needs {', '.join(frameworks)} (a golden file holds the taps of each): "
+                             f"{e}") from None
+    for fw in frameworks:  # e.g. Keras on its TensorFlow backend, not on KERAS_BACKEND=torch or jax
         engine, runtime = adapter(fw).engine(), REGISTRY[fw].runtime
         if engine != runtime:
             raise EquivError(f"golden files are made with {fw} on {runtime}, and {fw} runs on {engine} here; "
                              f"`equiv golden verify --frameworks {fw}` compares it with them")
+
+
+def update(variants: Iterable[str | Variant] | None = None, directory: str | Path = DEFAULT_DIR,
+           command: str | None = None, progress: Progress | None = None,
+           frameworks: Sequence[str] | str | None = None) -> list[Change]:
+    """Rewrite the golden files of `variants` (default: every registered one), each atomically;
+    a file whose taps are unchanged bit for bit is left as it is unless its versions changed.
+
+    `frameworks`: remake only these frameworks' taps in the existing files, keeping the others'
+    bit for bit (how a newly registered backend joins the stored files: one run of that backend
+    per file, no 152-layer rerun of the others). Default: every framework, the file made anew."""
+    from equiv.report import write_atomic
+
+    only = parse_frameworks(frameworks) if frameworks else None
+    _usable(only or FRAMEWORKS)
     changes = []
     for v in _select(variants):
         path = path_for(directory, v)
-        meta, data = make(v, progress, command)
+        meta, data = merge(v, path, only, progress, command) if only else make(v, progress, command)
         change = _what_changed(v, path, meta, data)
         if change.status != "unchanged" or change.notes:
             write_atomic(path, data, force=True)  # rewriting is what update is for

@@ -33,6 +33,23 @@ def _mark(r: TapResult) -> str:
     return {"ok": "", "diverged": " !", "nonfinite": " NaN/Inf", "shape": " shape"}[r.status]
 
 
+def information_line(report: Report) -> str:
+    """How many taps carried information: a tap whose reference side is all zero or constant
+    matches whatever the arithmetic, so it proves nothing (marked in the table)."""
+    total, dull = len(report.tap_names), report.uninformative
+    if not dull:
+        return f"information: all {total} taps carried information (none all zero or constant)"
+    shown = ", ".join(f"{t} ({why})" for t, why in list(dull.items())[:6])
+    more = f", and {len(dull) - 6} more" if len(dull) > 6 else ""
+    return (f"information: {total - len(dull)} of {total} taps carried information; uninformative "
+            f"(the reference side all zero or constant, proving nothing): {shown}{more}")
+
+
+def _tap_cell(name: str, cells) -> str:
+    why = next((r.uninformative for r in cells.values() if r.uninformative), None)
+    return f"{name} [{why}]" if why else name
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
     first, nan = report.first, ""
@@ -57,6 +74,7 @@ def summary_lines(report: Report) -> list[str]:
         lines.append(f"NOT EQUIVALENT: first divergence at tap {first.name} ({first.pair[0]} vs {first.pair[1]}): "
                      f"relative error {_fmt(first.rel)} > tolerance {_fmt(first.tol)}, "
                      f"max abs {_fmt(first.max_abs)}{where}{vals}")
+    lines.append(information_line(report))
     if report.timings:
         lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
     if report.peak_memory_mb:
@@ -81,7 +99,7 @@ def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> s
     for name, cells in by_tap.items():
         bad = any(not r.ok for r in cells.values())
         first = next(iter(cells.values()))
-        row = [name, "x".join(map(str, first.shape[1:]))]
+        row = [_tap_cell(name, cells), "x".join(map(str, first.shape[1:]))]
         for p in pairs:
             r = cells.get(p)
             row.append("" if r is None else _fmt(r.rel) + _mark(r))
@@ -126,7 +144,9 @@ def to_markdown(report: Report) -> str:
         for p in pairs:
             r = cells.get(p)
             vals.append("" if r is None else ("**" + _fmt(r.rel) + "**" if not r.ok else _fmt(r.rel)))
-        out.append(f"| `{name}` | {'x'.join(map(str, first.shape[1:]))} | " + " | ".join(vals) + " |")
+        why = next((r.uninformative for r in cells.values() if r.uninformative), None)
+        name = f"{name}` [{why}]" if why else f"{name}`"
+        out.append(f"| `{name} | {'x'.join(map(str, first.shape[1:]))} | " + " | ".join(vals) + " |")
     return "\n".join(out) + "\n"
 
 

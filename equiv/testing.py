@@ -39,7 +39,7 @@ from equiv.errors import EquivError, ParamMismatchError
 from equiv.frameworks import FRAMEWORKS, adapter, backend_of, loaded
 from equiv.variants import Variant, all_variants, get
 
-__all__ = ["NotEquivalentError", "assert_equivalent"]
+__all__ = ["NotEquivalentError", "UninformativeError", "assert_equivalent"]
 
 DEFAULT_INPUT_SIZE = (64, 64)
 
@@ -50,6 +50,11 @@ class NotEquivalentError(AssertionError):
     def __init__(self, message: str, report: Report):
         super().__init__(message)
         self.report = report
+
+
+class UninformativeError(NotEquivalentError):
+    """assert_equivalent(..., strict=True): the operands agree, but some compared taps are all zero
+    or constant on the reference side, so their agreement proves nothing."""
 
 
 @dataclass
@@ -253,7 +258,7 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
                       taps: str | Sequence[str] | None = "all", scale_rtol: float | None = None,
                       atol: float | None = None, input_size: tuple[int, int] | None = None, batch: int = 2,
                       seed: int = 0, x: np.ndarray | None = None,
-                      progress: Callable[[str], None] | None = None) -> Report:
+                      progress: Callable[[str], None] | None = None, strict: bool = False) -> Report:
     """Assert that `a` and `b` compute the same function, tap by tap; return the Report.
 
     * a, b: variants (registered names or `Variant`s), model objects (torch `nn.Module`, Keras
@@ -271,6 +276,9 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
       seed also seeds the weights when neither operand carries any.
     * x: an explicit NHWC float32 input instead (from `equiv.strategies.inputs`, say).
     * progress: called with a line per step; quiet by default.
+    * strict: also fail (UninformativeError, a NotEquivalentError) when a compared tap is all zero
+      or constant on `a`'s side: such a tap matches whatever the arithmetic, so it proves nothing
+      (`report.uninformative` names them either way).
 
     Raises NotEquivalentError (an AssertionError) naming the first diverging tap, its worst
     element and the tolerance, and EquivError for operands that cannot be compared.
@@ -279,12 +287,13 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
     try:
         return _assert_equivalent(a, b, variant, taps, _check_tolerance("scale_rtol", scale_rtol),
                                   _check_tolerance("atol", atol), input_size, batch, seed, x,
-                                  progress or (lambda msg: None))
+                                  progress or (lambda msg: None), strict)
     except (EquivError, NotEquivalentError) as e:
         raise e.with_traceback(None) from None  # the user's line, not equiv's insides
 
 
-def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch, seed, x, say) -> Report:
+def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch, seed, x, say,
+                       strict=False) -> Report:
     from equiv import weights
     from equiv.memory import check_input, peak_memory_mb
 
@@ -321,6 +330,11 @@ def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch,
     first = report.first
     if first is not None:
         raise NotEquivalentError(_message(report, first, sa, sb, outputs, atol or 0.0), report)
+    if strict and report.uninformative:
+        from equiv import report as R
+
+        raise UninformativeError(f"{sa.what} and {sb.what} agree, but not strictly: "
+                                 f"{R.information_line(report)}", report)
     return report
 
 

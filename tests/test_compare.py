@@ -67,3 +67,21 @@ def test_first_divergence_follows_network_order():
     results = compare.compare_taps({"a": good, "b": bad}, taps, compare.tap_tolerances(v))
     assert compare.first_divergence(results).name == taps[5]
     assert compare.worst(results) == pytest.approx(2.0)
+
+
+def test_uninformative_taps_are_all_zero_or_constant_per_channel():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    assert compare.uninformative(x) is None
+    assert compare.uninformative(np.zeros_like(x)) == "all zero"
+    # each channel one value (a zeroed gamma with a beta): constant, although the channels differ
+    assert compare.uninformative(np.broadcast_to(np.float32([1.0, -2.0, 0.5]), x.shape)) == "constant"
+    one = x.copy()
+    one[1, 2, 3, 0] += 1.0  # one value that moves in one channel is information
+    assert compare.uninformative(np.broadcast_to(np.float32([1.0, -2.0, 0.5]), x.shape) + (one - x)) is None
+    # a (1, C) head of a batch of one: only all-equal counts
+    assert compare.uninformative(np.float32([[0.1, 0.2, 0.3]])) is None
+    assert compare.uninformative(np.float32([[0.7, 0.7, 0.7]])) == "constant"
+    assert compare.uninformative(np.float32([[np.nan, 0.0]])) is None  # non-finite is its own status
+    r = compare.compare_tap("t", np.zeros_like(x), np.zeros_like(x), ("a", "b"))
+    assert r.ok and r.uninformative == "all zero" and r.to_json()["uninformative"] == "all zero"

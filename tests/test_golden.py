@@ -385,3 +385,35 @@ def test_the_torch214_constraints_are_the_main_pins_but_torch():
     assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1"} <= set(t214)
     same = [p for p in t214 if not p.startswith(("torch==", "torchvision=="))]
     assert same == [p for p in main if p != "torch==2.13.0"]
+
+
+def test_a_backend_registered_later_joins_the_stored_files_without_rerunning_the_others(tmp_path, made):
+    """A file made before a backend was registered lacks its taps (planted here by dropping slim's).
+    verify calls it stale and names the fix; `golden update --frameworks slim` adds slim's taps and
+    keeps the others bit for bit; slim's new taps are bit-identical to a whole new file's (`made`,
+    an independent run of all three)."""
+    path = copy_golden(tmp_path)
+    before = golden.read(path)
+
+    def drop_slim(meta):
+        meta["frameworks"] = [fw for fw in meta["frameworks"] if fw != "slim"]
+        del meta["versions"]["slim"]
+
+    rewrite(path, change_taps=lambda taps: taps.pop("slim"), change_meta=drop_slim)
+    (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
+    assert verdict.status == "stale" and "holds no taps of slim" in verdict.message
+    assert f"equiv golden update --frameworks slim {SMALL}" in verdict.message
+    r = equiv("golden", "update", SMALL, "--frameworks", "slim", "--fixtures", str(tmp_path), "-q")
+    assert r.returncode == 0, r.stderr
+    after = golden.read(path)
+    assert after.meta["frameworks"] == before.meta["frameworks"]  # native (torch) first, as a whole file
+    whole = golden.decode(made[1], path)
+    for fw in after.meta["frameworks"]:
+        kept = before if fw != "slim" else whole
+        for t in after.tap_names:
+            assert np.array_equal(after.taps[fw][t].view(np.uint32), kept.taps[fw][t].view(np.uint32)), (fw, t)
+    (verdict,) = golden.verify([SMALL], directory=tmp_path, frameworks=["torch", "keras"]).verdicts
+    assert verdict.status == "unchanged"
+    # a file that is not there, or of other weights, is not merged into: one whole update instead
+    r = equiv("golden", "update", "torchvision/resnet34", "--frameworks", "slim", "--fixtures", str(tmp_path), "-q")
+    assert r.returncode != 0 and "equiv golden update torchvision/resnet34" in r.stderr

@@ -190,3 +190,30 @@ def test_slim_model_objects(params, equiv_slim):
         assert assert_equivalent(sm, TINY, variant=TINY, input_size=(17, 16)).equivalent
     finally:
         sm.close()
+
+
+def test_zeroed_gammas_make_uninformative_taps_that_strict_refuses(params):
+    """timm's zero-initialised last BatchNorm of each block, planted in equiv's weights: those taps
+    are all zero on both sides (Keras and torch builds of the same weights), so they match whatever
+    the arithmetic. The report names them; strict=True refuses the comparison."""
+    from equiv.testing import UninformativeError
+
+    zeroed = dict(params)
+    last_convs = [u.convs[-1].name for u in P.units(TINY)]
+    for layer in last_convs:
+        zeroed[f"{layer}/bn/gamma"] = np.zeros_like(params[f"{layer}/bn/gamma"])
+        zeroed[f"{layer}/bn/beta"] = np.zeros_like(params[f"{layer}/bn/beta"])
+    keras_model, torch_model = (equiv.build(TINY, fw, weights=zeroed) for fw in ("keras", "torch"))
+    report = assert_equivalent(keras_model, torch_model, variant=TINY, input_size=SIZE, batch=2)
+    assert report.uninformative == {layer: "all zero" for layer in last_convs}
+    assert report.to_json()["informative_taps"] == len(C.tap_names(TINY)) - len(last_convs)
+    from equiv import report as R
+
+    assert f"{len(C.tap_names(TINY)) - len(last_convs)} of {len(C.tap_names(TINY))} taps carried information" \
+        in R.to_text(report, color=False)
+    with pytest.raises(UninformativeError, match=re.escape(f"{last_convs[0]} (all zero)")):
+        assert_equivalent(keras_model, torch_model, variant=TINY, input_size=SIZE, batch=2, strict=True)
+    # the unplanted weights carry information at every tap, and strict passes
+    plain = assert_equivalent(equiv.build(TINY, "keras", weights=params), _model(params), variant=TINY,
+                              input_size=SIZE, batch=2, strict=True)
+    assert plain.uninformative == {}

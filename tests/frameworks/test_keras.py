@@ -22,8 +22,9 @@ if K.available():
 
 import keras  # noqa: E402  (only once we know it imports)
 
-# Variants that take any input size (the seed's 224x224-only ones: tests/test_seed.py)
-VARIANTS = [v for v in variants.all_variants() if v.input_size is None]
+# The ResNets that take any input size (the seed's 224x224-only ones: tests/test_seed.py); these
+# tests read ResNet fields (other families have their own tests under tests/families/)
+VARIANTS = [v for v in variants.all_variants() if v.family == "resnet" and v.input_size is None]
 SIZES = (33, 32)  # odd and even: odd sizes expose asymmetric SAME padding
 
 # float32 models get the harness's tolerances (compare.tap_tolerances: 1e-5 of a tap's scale,
@@ -108,7 +109,7 @@ def float64():
 
 
 # The 18-, 34- and 50-layer variants hold every convention; deeper ones repeat the same blocks.
-SHALLOW = [v for v in VARIANTS if sum(v.depths) <= 16]
+SHALLOW = [v for v in VARIANTS if C.unit_count(v) <= 16]
 
 
 @pytest.mark.parametrize("case", SHALLOW, indirect=True, ids=lambda v: v.name)

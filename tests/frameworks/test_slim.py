@@ -19,12 +19,13 @@ from equiv.frameworks import slim
 
 pytestmark = pytest.mark.skipif(slim.available() is not None, reason=f"TF-slim not usable: {slim.available()}")
 
-# Variants that take any input size (the seed's 224x224-only ones: tests/test_seed.py)
-ALL = [v for v in variants.all_variants() if v.input_size is None]
+# The ResNets that take any input size (the seed's 224x224-only ones: tests/test_seed.py); these
+# tests read ResNet fields (other families have their own tests under tests/families/)
+ALL = [v for v in variants.all_variants() if v.family == "resnet" and v.input_size is None]
 # tf_slim takes 5-20 s to build a 101- or 152-layer graph (its layers re-read the whole
 # variable collection for each new variable), so the variants deeper than 50 layers carry the
 # slow marker: the default run covers the 18- to 50-layer ones, `-m ""` all of them.
-CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if sum(v.depths) > 16 else []) for v in ALL]
+CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if C.unit_count(v) > 16 else []) for v in ALL]
 SIZES = (33, 32)  # odd and even: a stride-2 SAME op pads differently on each
 WORST: dict[str, tuple[float, float]] = {}  # variant @size -> (worst error ratio, worst ratio / tol)
 
