@@ -122,6 +122,8 @@ def exact_moments(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generator,
                conv2d: reference.Conv2d = reference.conv2d) -> None:
+    if not any(name.endswith("/moving_mean") for name in params):  # GroupNorm only: nothing to calibrate
+        return
     size = calibration_size(v)
     x = rng.standard_normal((CALIBRATION_BATCH, size, size, v.in_channels)).astype(np.float32)
     base = reference.inference_bn(v, params)
@@ -134,6 +136,10 @@ def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generat
         return base(prefix, h)
 
     def convolve(h, kernel, stride, rule, bias=None):
+        # A weight-standardised kernel is computed from the on-grid one: back onto the grid (every
+        # other kernel is on it already, and rounding leaves it as it is).
+        terms = int(np.prod(kernel.shape[:-1]))
+        kernel = _units(kernel, KERNEL_BITS, kernel_limit(terms), "a standardised kernel") * 2.0 ** -KERNEL_BITS
         return exact_conv2d(h, kernel, stride, rule, bias, conv2d=conv2d)
 
     # Up to the head, which has no BatchNorm (and may take only one input size).

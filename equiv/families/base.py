@@ -130,8 +130,10 @@ def rename(table: Mapping[str, str], layer: str, **fill) -> str:
         if m:
             groups = {k: int(g) if g.isdigit() else g for k, g in m.groupdict().items()}
             if "s" in groups:
-                groups["s1"] = groups["s"] + 1
+                groups["s1"], groups["s0"] = groups["s"] + 1, groups["s"] - 1
             if "u" in groups:
                 groups["u0"] = groups["u"] - 1
+            if "k" in groups:
+                groups["k0"] = groups["k"] - 1
             return template.format(**groups, **fill)
     raise ValueError(f"no name for canonical layer {layer!r} in this dialect")

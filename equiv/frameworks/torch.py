@@ -114,6 +114,26 @@ def _to_torch(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.hwio_to_oihw(a) if a.ndim == 4 else a
 
 
+def _torch_layout(variant: Variant, name: str, a: np.ndarray) -> np.ndarray:
+    """`_to_torch(a)` reshaped where the family's builder stores a parameter in another shape
+    (its optional `torch_shape(v, name, shape)`: a 1x1-conv classifier's (out, in, 1, 1))."""
+    a = _to_torch(a)
+    hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
+    return a.reshape(hook(variant, name, a.shape)) if hook else a
+
+
+def _canonical_layout(variant: Variant, name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    """`_to_canonical`, after undoing the builder's `torch_shape` (a stored shape that is not
+    the builder's passes unchanged, for the check to report)."""
+    hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
+    if hook and shape is not None:
+        plain = _to_torch(np.empty(shape, np.float32)).shape
+        stored = tuple(hook(variant, name, plain))
+        if stored != plain and tuple(a.shape) == stored:
+            a = a.reshape(plain)
+    return _to_canonical(name, a, shape)
+
+
 def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
     """A torch kernel in the canonical layout of `shape` (a kernel of the wrong rank, from a
     file, passes unchanged, for the check to report)."""
@@ -122,16 +142,24 @@ def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.oihw_to_hwio(a) if a.ndim == 4 else a
 
 
+def _model_names(variant: Variant, model) -> dict[str, str]:
+    """canonical name -> state_dict key of `model`: the dialect's names, except in a module the
+    family's builder built itself where it names it otherwise (its optional `module_names`)."""
+    fam = families.builder(variant, "torch")
+    own = getattr(fam, "module_names", None)
+    return own(variant) if own is not None and fam.built_here(model) else framework_names(variant)
+
+
 def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
     state, shapes = model.state_dict(), C.param_shapes(variant)
-    return {name: _to_canonical(name, state[key].detach().cpu().float().numpy(), shapes[name])
-            for name, key in framework_names(variant).items()}
+    return {name: _canonical_layout(variant, name, state[key].detach().cpu().float().numpy(), shapes[name])
+            for name, key in _model_names(variant, model).items()}
 
 
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
-    state = {key: torch.tensor(_to_torch(np.asarray(params[name], np.float32)))
-             for name, key in framework_names(variant).items()}
+    state = {key: torch.tensor(_torch_layout(variant, name, np.asarray(params[name], np.float32)))
+             for name, key in _model_names(variant, model).items()}
     # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
     state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
     model.load_state_dict(state, strict=True)
@@ -294,7 +322,7 @@ def state_to_canonical(variant: Variant, state: Mapping[str, np.ndarray], source
     """A state_dict (key -> array, as load_state gives it) in canonical names and layout, checked."""
     state = {k: a for k, a in state.items() if not k.endswith(".num_batches_tracked")}
     shapes = C.param_shapes(variant)
-    params = {name: _to_canonical(name, state.pop(key), shapes[name])
+    params = {name: _canonical_layout(variant, name, state.pop(key), shapes[name])
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=source)

@@ -70,6 +70,22 @@ class ResNet(Variant):
     head_pool: int = 0
     head_pool_stride: int = 0
     head_activation: Literal["none", "softmax"] = "none"
+    # Issue 16 B: normalisation, weight standardisation and heads
+    # Every norm layer (a conv's, a pre-activation's, the post-norm) is a BatchNorm (moving
+    # statistics) or a GroupNorm of `norm_groups` groups (no statistics: gamma and beta only),
+    # with epsilon `bn_epsilon` either way.
+    norm: Literal["batch", "group"] = "batch"
+    norm_groups: int = 32
+    # Weight-standardised convolutions (BiT, timm's StdConv2d): every conv but the head's uses
+    # (kernel - mean) / sqrt(var + ws_epsilon), per output channel over its k*k*cin weights (biased
+    # variance), computed at run time from the stored, raw kernel.
+    weight_std: bool = False
+    ws_epsilon: float = 1e-8
+    # The classifier: "dense" (a Dense / Linear on the pooled features), "conv" (a 1x1 conv on
+    # the pooled 1x1 map, as timm's resnetv2 head.fc: the same numbers, the kernel stored as a
+    # conv's), "features" (headless: the last tap is the pooled features, as HF ResNetModel's
+    # pooler) or "none" (a backbone: the last tap is the last stage's output, after the post-norm).
+    head: Literal["dense", "conv", "features", "none"] = "dense"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +104,38 @@ class ResNet(Variant):
             raise ValueError(f"{self.name}: a pooled, flattened head needs input_size and head_pool_stride")
         if self.bottleneck_expansion < 1:
             raise ValueError(f"{self.name}: bottleneck_expansion must be positive")
+        self._check_issue16b()
+
+    def _check_issue16b(self) -> None:
+        if self.norm == "group":
+            if self.norm_groups < 1:
+                raise ValueError(f"{self.name}: norm_groups must be positive")
+            bad = sorted({c for c in self.norm_channels() if c % self.norm_groups})
+            if bad:
+                raise ValueError(f"{self.name}: GroupNorm of {self.norm_groups} groups cannot split "
+                                 f"{', '.join(map(str, bad))} channels")
+        if self.weight_std and not self.ws_epsilon > 0:
+            raise ValueError(f"{self.name}: weight standardisation needs a positive ws_epsilon")
+        if self.head in ("features", "none") and (self.head_activation != "none" or self.head_pool):
+            raise ValueError(f"{self.name}: a headless network has no softmax and no flattened head pool")
+        if self.head == "conv" and self.head_pool:
+            raise ValueError(f"{self.name}: a 1x1-conv head sits on a global mean (head_pool 0)")
+
+    def norm_channels(self) -> set[int]:
+        """The channel counts of every norm layer (GroupNorm's groups must divide each)."""
+        from equiv.families.resnet import plan
+
+        out = set()
+        stem = plan.stem(self)
+        if stem.norm:
+            out.add(stem.cout)
+        for u in plan.units(self):
+            if self.preact:
+                out.add(u.cin)
+            out |= {c.cout for c in (*u.convs, *([u.shortcut] if u.shortcut else [])) if c.norm}
+        if self.preact:
+            out.add(plan.channels(self))
+        return out
 
     @property
     def expansion(self) -> int:

@@ -128,8 +128,10 @@ def _tap_layers(v: ResNet) -> dict[str, tuple[str, ...]]:
         taps[unit.name] = (f"{p}_out",)
     if v.preact:
         taps["post"] = ("post_relu",)
-    taps["pool"] = ("avg_pool",)
-    taps[plan.output_tap(v)] = ("probs", "predictions")
+    if plan.has_pool(v):
+        taps["pool"] = ("avg_pool",)
+    if plan.has_classifier(v):
+        taps[plan.output_tap(v)] = ("probs", "predictions")
     return taps
 
 
@@ -152,11 +154,11 @@ def _conv(v: ResNet, x, c: plan.Conv):
     name = keras_layer(c.name)
     base = name.removesuffix("_conv")
     x, padding = padding_layers(c.padding, c.kernel, c.stride, x, f"{base}_pad")
-    x = keras.layers.Conv2D(c.cout, c.kernel, strides=c.stride, padding=padding,
-                            use_bias=c.bias, name=name)(x)
+    conv = StdConv2D if v.weight_std else keras.layers.Conv2D
+    extra = {"ws_epsilon": v.ws_epsilon} if v.weight_std else {}
+    x = conv(c.cout, c.kernel, strides=c.stride, padding=padding, use_bias=c.bias, name=name, **extra)(x)
     if c.norm:
-        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
-                                            name=keras_layer(f"{c.name}/bn"))(x)
+        x = _norm(v, keras_layer(f"{c.name}/bn"))(x)
     if c.relu:
         x = keras.layers.Activation("relu", name=f"{base}_relu")(x)
     return x
@@ -166,8 +168,7 @@ def _unit(v: ResNet, x, unit: plan.Unit):
     p = _unit_prefix(unit)
     branch = identity = x
     if v.preact:
-        branch = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale,
-                                                 name=f"{p}_preact_bn")(x)
+        branch = _norm(v, f"{p}_preact_bn")(x)
         if v.preact_relu:
             branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
         if v.identity_from == "preact":
@@ -196,14 +197,18 @@ def _generic(v: ResNet):
     for unit in plan.units(v):
         x = _unit(v, x, unit)
     if v.preact:
-        x = keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale, name="post_bn")(x)
+        x = _norm(v, "post_bn")(x)
         x = keras.layers.Activation("relu", name="post_relu")(x)
+    if not plan.has_pool(v):  # a backbone
+        return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
     if v.head_pool:  # average pool, then flatten in NHWC order (the canonical kernel's rows)
         x = keras.layers.AveragePooling2D(v.head_pool, strides=v.head_pool_stride, name="avg_pool_pool")(x)
         x = keras.layers.Flatten(name="avg_pool")(x)
     else:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dense(v.num_classes, name="predictions")(x)
+    if not plan.has_classifier(v):
+        return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
+    x = (Conv1x1Head if v.head == "conv" else keras.layers.Dense)(v.num_classes, name="predictions")(x)
     if v.head_activation == "softmax":
         x = keras.layers.Activation("softmax", name="probs")(x)
     return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
@@ -228,3 +233,47 @@ def tap_outputs(v: ResNet, model) -> dict:
 def preprocessing(v: ResNet) -> str:
     """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
     return "keras-tf" if v.preact else "keras-caffe"
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 16 B: normalisation, weight standardisation and heads
+
+
+def _norm(v: ResNet, name: str):
+    """A BatchNormalization, or a GroupNormalization of v.norm_groups groups (gamma and beta only)."""
+    if v.norm == "group":
+        return keras.layers.GroupNormalization(v.norm_groups, epsilon=v.bn_epsilon, scale=v.bn_scale, name=name)
+    return keras.layers.BatchNormalization(epsilon=v.bn_epsilon, scale=v.bn_scale, name=name)
+
+
+if keras is not None:
+
+    @keras.saving.register_keras_serializable(package="equiv")
+    class StdConv2D(keras.layers.Conv2D):
+        """A weight-standardised Conv2D: its stored kernel is the raw one, standardised per output
+        channel ((k - mean) / sqrt(var + ws_epsilon), biased variance) at each call."""
+
+        def __init__(self, *args, ws_epsilon: float, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.ws_epsilon = float(ws_epsilon)
+
+        def convolution_op(self, inputs, kernel):
+            mean = keras.ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+            var = keras.ops.mean(keras.ops.square(kernel - mean), axis=(0, 1, 2), keepdims=True)
+            return super().convolution_op(inputs, (kernel - mean) / keras.ops.sqrt(var + self.ws_epsilon))
+
+        def get_config(self):
+            return {**super().get_config(), "ws_epsilon": self.ws_epsilon}
+
+    @keras.saving.register_keras_serializable(package="equiv")
+    class Conv1x1Head(keras.layers.Dense):
+        """A classifier computed as a 1x1 convolution of the pooled 1x1 map (timm's resnetv2 head),
+        its kernel kept (features, classes) as a Dense keeps it (the canonical layout)."""
+
+        def call(self, x):
+            k = keras.ops.reshape(self.kernel, (1, 1, *self.kernel.shape))
+            y = keras.ops.conv(keras.ops.expand_dims(keras.ops.expand_dims(x, 1), 1), k)
+            y = keras.ops.reshape(y, (-1, self.units))
+            return y + self.bias if self.use_bias else y
+else:  # pragma: no cover - the adapter says keras is missing before any build
+    StdConv2D = Conv1x1Head = None

@@ -12,14 +12,19 @@ Parameters are numpy float32 arrays named from indices:
     stage{s}/unit{u}/shortcut/kernel, /bias, /bn/...
     stage{s}/unit{u}/conv{k}/kernel, /bias, /bn/...
     post/...                         BatchNorm before pooling (v2)
-    logits/kernel                    (features, classes) as a Keras Dense stores it
+    logits/kernel                    (features, classes) as a Keras Dense stores it (a 1x1-conv
+                                     head too: each backend's dialect maps the layout)
     logits/bias                      (classes,)
+
+A GroupNorm (norm="group") keeps the BatchNorm's names with gamma and beta only (bn_fields);
+a headless network (head "features" or "none") has no logits parameters.
 
 Taps (intermediate outputs), in network order, all NHWC except the last two:
 
     stem/conv, stem/pool,
     stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
-    post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head
+    post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head;
+    a headless network ends at pool (head "features") or at its last stage (head "none")
 
 A conv tap is taken after that conv's BatchNorm and ReLU where it has them; a unit tap after
 the add (and the ReLU of a v1 unit).
@@ -141,7 +146,30 @@ def features(v: ResNet) -> int:
 
 
 def bn_fields(v: ResNet) -> tuple[str, ...]:
+    if v.norm == "group":  # no moving statistics
+        return GN_FIELDS_SCALED if v.bn_scale else GN_FIELDS_UNSCALED
     return BN_FIELDS_SCALED if v.bn_scale else BN_FIELDS_UNSCALED
+
+
+# Issue 16 B: normalisation, weight standardisation and heads
+
+GN_FIELDS_SCALED = ("gamma", "beta")
+GN_FIELDS_UNSCALED = ("beta",)
+
+
+def has_classifier(v: ResNet) -> bool:
+    """Whether the network ends in a classifier (a dense or 1x1-conv head with logits)."""
+    return v.head in ("dense", "conv")
+
+
+def has_pool(v: ResNet) -> bool:
+    """Whether the network pools its last map into a feature vector (the "pool" tap)."""
+    return v.head != "none"
+
+
+def body_output(v: ResNet) -> str:
+    """The last tap before the head: the post-norm (v2) or the last unit."""
+    return "post" if v.preact else units(v)[-1].name
 
 
 def unit_count(v: ResNet) -> int:
@@ -174,8 +202,9 @@ def param_shapes(v: ResNet) -> dict[str, tuple[int, ...]]:
             conv(c)
     if v.preact:
         bn("post", channels(v))
-    shapes["logits/kernel"] = (features(v), v.num_classes)
-    shapes["logits/bias"] = (v.num_classes,)
+    if has_classifier(v):
+        shapes["logits/kernel"] = (features(v), v.num_classes)
+        shapes["logits/bias"] = (v.num_classes,)
     return shapes
 
 
@@ -190,17 +219,22 @@ def tap_names(v: ResNet) -> list[str]:
         taps.append(unit.name)
     if v.preact:
         taps.append("post")
-    return taps + ["pool", output_tap(v)]
+    return taps + head_taps(v)
 
 
 def head_taps(v: ResNet) -> list[str]:
-    """The pooled features and the output."""
-    return ["pool", output_tap(v)]
+    """The pooled features and the output (none for a backbone, head "none")."""
+    if not has_pool(v):
+        return []
+    return ["pool"] + ([output_tap(v)] if has_classifier(v) else [])
 
 
 def output_tap(v: ResNet) -> str:
     """The head's output: "logits", or "probs" where the head ends in a softmax (whose input
-    the seed's Keras model never exposes, so it is no tap there)."""
+    the seed's Keras model never exposes, so it is no tap there); a headless network's last
+    tap: "pool" (head "features") or its last stage's output (head "none")."""
+    if not has_classifier(v):
+        return "pool" if has_pool(v) else body_output(v)
     return "probs" if v.head_activation == "softmax" else "logits"
 
 
@@ -221,8 +255,10 @@ def tap_depths(v: ResNet) -> dict[str, int]:
         depths[unit.name] = d
     if v.preact:
         depths["post"] = d
-    depths["pool"] = d
-    depths[output_tap(v)] = d + 1
+    if has_pool(v):
+        depths["pool"] = d
+    if has_classifier(v):
+        depths[output_tap(v)] = d + 1
     return depths
 
 
@@ -263,8 +299,10 @@ def tap_shapes(v: ResNet, height: int, width: int) -> dict[str, tuple[int, ...]]
         shapes[f"{unit.name}/shortcut"] = shapes[unit.name] = (h, w, unit.cout)
     if v.preact:
         shapes["post"] = (h, w, channels(v))
-    shapes["pool"] = (features(v),)
-    shapes[output_tap(v)] = (v.num_classes,)
+    if has_pool(v):
+        shapes["pool"] = (features(v),)
+    if has_classifier(v):
+        shapes[output_tap(v)] = (v.num_classes,)
     return {t: shapes[t] for t in tap_names(v)}
 
 
@@ -281,4 +319,4 @@ def flops(v: ResNet, height: int, width: int) -> int:
         if unit.shortcut:
             total += conv_flops(unit.shortcut, shapes[unit.name])
         total += sum(conv_flops(c, shapes[c.name]) for c in unit.convs)
-    return total + 2 * features(v) * v.num_classes
+    return total + (2 * features(v) * v.num_classes if has_classifier(v) else 0)

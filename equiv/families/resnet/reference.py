@@ -37,9 +37,12 @@ def segments(v: ResNet, params: Mapping[str, np.ndarray], *, bn: BatchNorm | Non
     """The network as a chain of segments (see equiv.reference.segments)."""
     p = {k: np.asarray(a, dtype) for k, a in params.items()}
     bn = bn or inference_bn(v, p)  # p, not params: statistics in `dtype` too
+    if v.norm == "group":  # no statistics to use or calibrate
+        bn = group_norm(v, p)
 
     def conv(c: plan.Conv, h: np.ndarray) -> np.ndarray:
-        h = convolve(h, p[f"{c.name}/kernel"], c.stride, c.padding, p.get(f"{c.name}/bias"))
+        kernel = standardized(p[f"{c.name}/kernel"], v.ws_epsilon) if v.weight_std else p[f"{c.name}/kernel"]
+        h = convolve(h, kernel, c.stride, c.padding, p.get(f"{c.name}/bias"))
         if c.norm:
             h = bn(f"{c.name}/bn", h)
         return relu(h) if c.relu else h
@@ -78,9 +81,39 @@ def segments(v: ResNet, params: Mapping[str, np.ndarray], *, bn: BatchNorm | Non
     if v.preact:
         segs.append(("post", prev, lambda h: {"post": relu(bn("post", h))}))
         prev = "post"
+    if not plan.has_pool(v):  # a backbone: its last stage is its output
+        return segs
     segs.append(("pool", prev, lambda h: {"pool": head_features(v, h)}))
+    if not plan.has_classifier(v):
+        return segs
     if v.head_activation == "softmax":
         segs.append(("probs", "pool", lambda h: {"probs": softmax(h @ p["logits/kernel"] + p["logits/bias"])}))
     else:
         segs.append(("logits", "pool", lambda h: {"logits": h @ p["logits/kernel"] + p["logits/bias"]}))
     return segs
+
+
+# Issue 16 B: normalisation, weight standardisation and heads
+
+
+def standardized(kernel: np.ndarray, eps: float) -> np.ndarray:
+    """A weight-standardised HWIO kernel: per output channel, (w - mean) / sqrt(var + eps) over
+    its k*k*cin weights, with the biased variance (timm's StdConv2d)."""
+    mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
+    var = ((kernel - mean) ** 2).mean(axis=(0, 1, 2), keepdims=True)
+    return (kernel - mean) / np.sqrt(var + eps)
+
+
+def group_norm(v: ResNet, params: Mapping[str, np.ndarray]) -> BatchNorm:
+    """GroupNorm of NHWC maps: v.norm_groups groups of consecutive channels, each normalised over
+    its channels and the spatial axes (biased variance, epsilon v.bn_epsilon), then gamma and beta."""
+    def gn(prefix: str, x: np.ndarray) -> np.ndarray:
+        n, h, w, c = x.shape
+        g = x.reshape(n, h, w, v.norm_groups, c // v.norm_groups)
+        mean = g.mean(axis=(1, 2, 4), keepdims=True)
+        var = ((g - mean) ** 2).mean(axis=(1, 2, 4), keepdims=True)
+        y = ((g - mean) / np.sqrt(var + v.bn_epsilon)).reshape(n, h, w, c)
+        if v.bn_scale:
+            y = y * params[f"{prefix}/gamma"]
+        return y + params[f"{prefix}/beta"]
+    return gn

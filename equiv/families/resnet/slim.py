@@ -85,7 +85,7 @@ def framework_names(variant: Description) -> dict[str, str]:
     for name in plan.param_shapes(variant):
         layer, fld = name.rsplit("/", 1)
         if layer.endswith("/bn"):  # a conv's BatchNorm lives in the conv's scope
-            layer, fld = layer[: -len("/bn")], f"BatchNorm/{fld}"
+            layer, fld = layer[: -len("/bn")], f"{norm_scope(variant)}/{fld}"
         out[name] = f"{_layer(variant, layer)}/{_FIELDS.get(fld, fld)}"
     return out
 
@@ -115,9 +115,11 @@ def build(variant: Description, x, *, reference: bool | None = None) -> tuple[di
     tf, _ = _libs()
     reference, make = library_build(DIALECTS, "slim", variant, reference)
     taps = (make or _build_generic)(variant, x)
-    taps["pool"] = tf.reshape(taps["pool"], [-1, plan.features(variant)])
-    out = plan.output_tap(variant)
-    taps[out] = tf.reshape(taps[out], [-1, variant.num_classes])
+    if plan.has_pool(variant):
+        taps["pool"] = tf.reshape(taps["pool"], [-1, plan.features(variant)])
+    if plan.has_classifier(variant):
+        out = plan.output_tap(variant)
+        taps[out] = tf.reshape(taps[out], [-1, variant.num_classes])
     return taps, reference
 
 
@@ -156,6 +158,8 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
     relu = tf.nn.relu
 
     def batch_norm(h, scope, activation_fn):
+        if v.norm == "group":
+            return group_norm(v, h, scope.replace("BatchNorm", "GroupNorm"), activation_fn)
         return slim.batch_norm(h, center=True, scale=v.bn_scale, epsilon=v.bn_epsilon,
                                is_training=False, activation_fn=activation_fn, scope=scope)
 
@@ -172,9 +176,13 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
         else:
             padding = "SAME"
         act = relu if c.relu else None
-        h = slim.conv2d(h, c.cout, c.kernel, stride=c.stride, padding=padding,
-                        activation_fn=None if c.norm else act, normalizer_fn=None,
-                        biases_initializer=tf.zeros_initializer() if c.bias else None, scope=scope)
+        if v.weight_std:
+            h = std_conv2d(v, c, h, padding, scope)
+            h = act(h) if act is not None and not c.norm else h
+        else:
+            h = slim.conv2d(h, c.cout, c.kernel, stride=c.stride, padding=padding,
+                            activation_fn=None if c.norm else act, normalizer_fn=None,
+                            biases_initializer=tf.zeros_initializer() if c.bias else None, scope=scope)
         return batch_norm(h, f"{scope}/BatchNorm", act) if c.norm else h
 
     def max_pool(h):
@@ -212,12 +220,16 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
                         h = taps[unit.name] = h if v.preact else relu(h)
         if v.preact:
             h = taps["post"] = batch_norm(h, "postnorm", relu)
+        if not plan.has_pool(v):  # a backbone
+            return taps
         if v.head_pool:  # average pool, flattened in NHWC order, then a dense layer
             h = slim.avg_pool2d(h, v.head_pool, stride=v.head_pool_stride, padding="VALID", scope="pool5")
             h = taps["pool"] = tf.reshape(h, [-1, plan.features(v)])
             logits = slim.fully_connected(h, v.num_classes, activation_fn=None, scope="logits")
         else:
             h = taps["pool"] = tf.reduce_mean(h, [1, 2], keepdims=True, name="pool5")
+            if not plan.has_classifier(v):
+                return taps
             logits = slim.conv2d(h, v.num_classes, 1, activation_fn=None, normalizer_fn=None, scope="logits")
         if v.head_activation == "softmax":
             taps["probs"] = tf.nn.softmax(logits, name="probs")
@@ -229,3 +241,45 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
 def preprocessing(v: Description) -> str:
     """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
     return "slim-inception" if v.preact else "slim-vgg"
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 16 B: normalisation, weight standardisation and heads (slim's logits are a 1x1 conv
+# already, so head "conv" builds as "dense" does)
+
+
+def norm_scope(v: Description) -> str:
+    """The scope of a conv's norm inside the conv's: slim's batch_norm and group_norm defaults."""
+    return "GroupNorm" if v.norm == "group" else "BatchNorm"
+
+
+def group_norm(v: Description, h, scope: str, activation_fn):
+    """GroupNorm of NHWC `h` (groups of consecutive channels, moments over the group's channels
+    and the spatial axes), with gamma and beta variables named as slim's group_norm names them."""
+    tf, _ = _libs()
+    c = int(h.shape[-1])
+    with tf.compat.v1.variable_scope(scope):
+        beta = tf.compat.v1.get_variable("beta", [c], initializer=tf.zeros_initializer())
+        gamma = tf.compat.v1.get_variable("gamma", [c], initializer=tf.ones_initializer()) if v.bn_scale else None
+        shape = tf.shape(h)
+        g = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], v.norm_groups, c // v.norm_groups]))
+        mean, var = tf.nn.moments(g, [1, 2, 4], keepdims=True)
+        y = tf.reshape((g - mean) * tf.math.rsqrt(var + v.bn_epsilon), shape)
+        if gamma is not None:
+            y = y * gamma
+        y = y + beta
+        return activation_fn(y) if activation_fn is not None else y
+
+
+def std_conv2d(v: Description, c: plan.Conv, h, padding: str, scope: str):
+    """A weight-standardised conv: variables `weights` (and `biases`) as slim.conv2d names them,
+    the kernel standardised per output channel at run time."""
+    tf, _ = _libs()
+    with tf.compat.v1.variable_scope(scope):
+        w = tf.compat.v1.get_variable("weights", [c.kernel, c.kernel, c.cin, c.cout])
+        mean, var = tf.nn.moments(w, [0, 1, 2], keepdims=True)
+        w = (w - mean) / tf.sqrt(var + v.ws_epsilon)
+        h = tf.nn.conv2d(h, w, strides=[1, c.stride, c.stride, 1], padding=padding)
+        if c.bias:
+            h = tf.nn.bias_add(h, tf.compat.v1.get_variable("biases", [c.cout], initializer=tf.zeros_initializer()))
+        return h

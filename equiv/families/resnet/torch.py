@@ -20,10 +20,13 @@ from equiv.errors import EquivError
 from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
+from equiv import canonical as C
 from equiv.frameworks.torch import F, PaddedConv2d, PaddedMaxPool2d, Record, _ignore, _static_padding, nn, torch
 
 
-def _conv(c: plan.Conv) -> nn.Conv2d:
+def _conv(c: plan.Conv, v: Description | None = None) -> nn.Conv2d:
+    if v is not None and v.weight_std:
+        return _std_conv(c, v.ws_epsilon)
     pad = _static_padding(c.padding, c.kernel, c.stride)
     if pad is not None and pad[0] == pad[1]:
         return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias)
@@ -40,7 +43,9 @@ def _max_pool(v: Description) -> nn.MaxPool2d:
     return PaddedMaxPool2d(k, s, rule=v.pool_padding, value=value)
 
 
-def _batch_norm(v: Description, channels: int) -> nn.BatchNorm2d:
+def _batch_norm(v: Description, channels: int) -> nn.Module:
+    if v.norm == "group":
+        return _group_norm(v, channels)
     bn = nn.BatchNorm2d(channels, eps=v.bn_epsilon, affine=v.bn_scale)
     if not v.bn_scale:  # beta without gamma: F.batch_norm takes weight=None with a bias
         bn.bias = nn.Parameter(torch.zeros(channels))
@@ -65,12 +70,12 @@ class Unit(nn.Module):
         self.preact = _batch_norm(v, unit.cin) if v.preact else None
         self.preact_relu, self.identity_from = v.preact_relu, v.identity_from
         for k, c in enumerate(unit.convs, start=1):
-            setattr(self, f"conv{k}", _conv(c))
+            setattr(self, f"conv{k}", _conv(c, v))
             setattr(self, f"bn{k}", _batch_norm(v, c.cout) if c.norm else None)
         self.downsample = None
         if unit.shortcut:
             sc = unit.shortcut
-            self.downsample = nn.Sequential(_conv(sc), *([_batch_norm(v, sc.cout)] if sc.norm else []))
+            self.downsample = nn.Sequential(_conv(sc, v), *([_batch_norm(v, sc.cout)] if sc.norm else []))
         self.shortcut_relu = bool(unit.shortcut and unit.shortcut.relu)
         self.tap, self.stride = unit.name, unit.stride
         self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
@@ -107,7 +112,7 @@ class ResNet(nn.Module):
     def __init__(self, v: Description):
         super().__init__()
         stem = plan.stem(v)
-        self.conv1 = _conv(stem)
+        self.conv1 = _conv(stem, v)
         self.bn1 = _batch_norm(v, stem.cout) if stem.norm else None
         self.stem_relu = stem.relu
         self.maxpool = _max_pool(v)
@@ -120,7 +125,9 @@ class ResNet(nn.Module):
         self.postnorm = _batch_norm(v, plan.channels(v)) if v.preact else None
         self.head_pool = (v.head_pool, v.head_pool_stride)
         self.softmax = v.head_activation == "softmax"
-        self.fc = nn.Linear(plan.features(v), v.num_classes)
+        self.head = v.head
+        if plan.has_classifier(v):
+            self.fc = _classifier(v)
 
     def forward(self, x, record: Record = _ignore):
         """Logits of NCHW `x`; `record(tap, tensor)` sees every canonical tap on the way."""
@@ -134,9 +141,13 @@ class ResNet(nn.Module):
         if self.postnorm is not None:
             h = F.relu(self.postnorm(h))
             record("post", h)
+        if self.head == "none":  # a backbone: the last stage is the output
+            return h
         pooled = head_features(h, *self.head_pool)
         record("pool", pooled)
-        logits = self.fc(pooled)
+        if self.head == "features":
+            return pooled
+        logits = self.fc(pooled[:, :, None, None]).flatten(1) if self.head == "conv" else self.fc(pooled)
         if self.softmax:
             probs = F.softmax(logits, dim=-1)
             record("probs", probs)
@@ -170,6 +181,8 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
     """Run `model` on NCHW `t`, calling record(tap, tensor) for each canonical tap."""
     if isinstance(model, ResNet):
         model(t, record)
+    elif dialect(DIALECTS, v).names.get("taps"):  # a library's own module (timm, transformers): hooks
+        _hooked_taps(v, model, t, record)
     elif dialect(DIALECTS, v) is DIALECTS["seed"]:  # the seed's own module: taps through hooks
         from equiv.seed import torch_resnet_v2
 
@@ -212,7 +225,17 @@ DIALECTS = {
 
 
 def framework_names(variant: Description) -> dict[str, str]:
-    table = dialect(DIALECTS, variant).names
+    """canonical name -> state_dict key in the dialect of `variant` (its files, its library's modules)."""
+    return _names(variant, dialect(DIALECTS, variant).names)
+
+
+def module_names(variant: Description) -> dict[str, str]:
+    """canonical name -> state_dict key of equiv's own module (torchvision's scheme, whatever the
+    dialect): what the adapter loads into and reads out of a module this builder built."""
+    return _names(variant, _MODULES)
+
+
+def _names(variant: Description, table) -> dict[str, str]:
     names = {}
     for name in plan.param_shapes(variant):
         layer, field = name.rsplit("/", 1)
@@ -224,7 +247,8 @@ def foreign_taps(v: Description) -> dict[str, str]:
     user's torchvision model): each unit's output and the logits, read by forward hooks."""
     names = framework_names(v)
     where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in plan.units(v)}
-    where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    if plan.has_classifier(v):
+        where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
     return where
 
 
@@ -241,3 +265,190 @@ def pickle_classes(v: Description) -> dict[str, type] | None:
 def preprocessing(v: Description) -> str:
     """The input this library feeds a ResNet like `v` by habit (a name of equiv.preprocessing.RECORDS)."""
     return "torchvision"
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 16 B: normalisation, weight standardisation and heads
+
+
+class StdConv2d(nn.Conv2d):
+    """A weight-standardised Conv2d computed as timm's StdConv2d computes it (F.batch_norm of the
+    weight, per output channel, biased variance), from the stored raw weight; padded as
+    PaddedConv2d where the rule needs it."""
+
+    def __init__(self, *args, eps: float, rule: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps, self.rule = eps, rule
+
+    def forward(self, x):
+        if self.rule is not None:
+            k, s = self.kernel_size[0], self.stride[0]
+            top, bottom = C.pad_amounts(self.rule, x.shape[-2], k, s)
+            left, right = C.pad_amounts(self.rule, x.shape[-1], k, s)
+            x = F.pad(x, (left, right, top, bottom))
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              training=True, momentum=0.0, eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, eps={self.eps}" + (f", pad={self.rule!r}" if self.rule else "")
+
+
+def _std_conv(c: plan.Conv, eps: float) -> StdConv2d:
+    pad = _static_padding(c.padding, c.kernel, c.stride)
+    if pad is not None and pad[0] == pad[1]:
+        return StdConv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias, eps=eps)
+    return StdConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, eps=eps, rule=c.padding)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm, with beta alone where the description has no gamma (bn_scale=False)."""
+
+    def __init__(self, groups: int, channels: int, eps: float, scale: bool):
+        super().__init__(groups, channels, eps=eps, affine=True)
+        if not scale:
+            del self.weight
+            self.register_parameter("weight", None)
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def _group_norm(v: Description, channels: int) -> nn.Module:
+    return GroupNorm(v.norm_groups, channels, v.bn_epsilon, v.bn_scale)
+
+
+def _classifier(v: Description) -> nn.Module:
+    if v.head == "conv":  # timm's resnetv2 head.fc
+        return nn.Conv2d(plan.features(v), v.num_classes, 1)
+    return nn.Linear(plan.features(v), v.num_classes)
+
+
+def torch_shape(v: Description, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The state_dict shape of canonical `name` whose plain torch layout is `shape`: a 1x1-conv
+    classifier's kernel is (classes, features, 1, 1)."""
+    return (*shape, 1, 1) if name == "logits/kernel" and v.head == "conv" else shape
+
+
+# Dialects of issue 16 B: timm's ResNetV2 and transformers' ResNet. Their modules are built by the
+# library where it imports (the torchvision stage's venv); elsewhere by equiv's generic module
+# (build falls back, and the variants' notes say so). Their taps are read by hooks: `_TAPS`.
+
+_TIMM_V2 = {
+    r"stem/conv": "stem.conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "stages.{s0}.blocks.{u0}.norm1",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "stages.{s0}.blocks.{u0}.downsample.conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "stages.{s0}.blocks.{u0}.conv{k}",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv1/bn": "stages.{s0}.blocks.{u0}.norm2",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv2/bn": "stages.{s0}.blocks.{u0}.norm3",
+    r"post": "norm",
+    r"logits": "head.fc",
+}
+
+
+def _hf_names(prefix: str) -> dict[str, str]:
+    unit = prefix + "encoder.stages.{s0}.layers.{u0}"
+    return {
+        r"stem/conv": prefix + "embedder.embedder.convolution",
+        r"stem/conv/bn": prefix + "embedder.embedder.normalization",
+        r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": unit + ".shortcut.convolution",
+        r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": unit + ".shortcut.normalization",
+        r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": unit + ".layer.{k0}.convolution",
+        r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": unit + ".layer.{k0}.normalization",
+        r"logits": "classifier.1",
+    }
+
+
+def _timm_taps(v: Description) -> dict[str, tuple[str, str]]:
+    """Canonical tap -> (submodule of timm's ResNetV2, "out" or "in") holding it."""
+    taps = {"stem/conv": ("stem.conv", "out"), "stem/pool": ("stem.pool", "out")}
+    for u in plan.units(v):
+        p = f"stages.{u.stage - 1}.blocks.{u.index - 1}"
+        taps[f"{u.name}/preact"] = (f"{p}.norm1", "out")
+        taps[f"{u.name}/shortcut"] = (f"{p}.downsample", "out") if u.shortcut else (p, "in")
+        taps.update({c.name: (f"{p}.norm{k + 1}" if c.norm else f"{p}.conv{k}", "out")
+                     for k, c in enumerate(u.convs, start=1)})
+        taps[u.name] = (p, "out")
+    taps.update({"post": ("norm", "out"), "pool": ("head.global_pool", "out"), "logits": ("head.flatten", "out")})
+    return taps
+
+
+def _hf_taps(v: Description, prefix: str) -> dict[str, tuple[str, str]]:
+    """Canonical tap -> (submodule of transformers' ResNet, "out") holding it."""
+    taps = {"stem/conv": (prefix + "embedder.embedder", "out"), "stem/pool": (prefix + "embedder.pooler", "out")}
+    for u in plan.units(v):
+        p = f"{prefix}encoder.stages.{u.stage - 1}.layers.{u.index - 1}"
+        taps[f"{u.name}/shortcut"] = (f"{p}.shortcut", "out")
+        taps.update({c.name: (f"{p}.layer.{k - 1}", "out") for k, c in enumerate(u.convs, start=1)})
+        taps[u.name] = (p, "out")
+    taps.update({"pool": (prefix + "pooler", "out"), "logits": ("classifier.1", "out")})
+    return taps
+
+
+def _library(name: str, v: Description, make):
+    """The library's own module, or equiv's generic one where the library does not import."""
+    try:
+        module = make()
+    except ImportError:
+        return ResNet(v)
+    return module
+
+
+def _timm(v: Description):
+    def make():
+        import timm
+
+        return timm.create_model(v.reference.rsplit(".", 1)[1], pretrained=False, num_classes=v.num_classes)
+    return _library("timm", v, make)
+
+
+def _hf(v: Description):
+    def make():
+        import transformers
+
+        config = transformers.ResNetConfig(num_labels=max(v.num_classes, 1))
+        return getattr(transformers, v.reference.rsplit(".", 1)[1])(config)
+    return _library("transformers", v, make)
+
+
+DIALECTS.update({
+    "timm": Dialect("timm.models.resnetv2", {**_TIMM_V2, "taps": _timm_taps}, build=_timm),
+    "transformers.classifier": Dialect("transformers.ResNetForImageClassification",
+                                       {**_hf_names("resnet."), "taps": lambda v: _hf_taps(v, "resnet.")},
+                                       build=_hf),
+    "transformers": Dialect("transformers.ResNetModel", {**_hf_names(""), "taps": lambda v: _hf_taps(v, "")},
+                            build=_hf),
+})
+
+
+def library_module(model) -> bool:
+    """`model` is a library's own module (timm, transformers), not equiv's generic one."""
+    return not isinstance(model, ResNet)
+
+
+def _hooked_taps(v: Description, model, t, record: Record) -> None:
+    """Run a library's module on `t`, reading every canonical tap of `v` through forward hooks on
+    the submodules its dialect names; record them in network order."""
+    where = dialect(DIALECTS, v).names["taps"](v)
+    where = {tap: where[tap] for tap in plan.tap_names(v)}
+    modules = dict(model.named_modules())
+    lost = sorted({m for m, _ in where.values() if m not in modules})
+    if lost:
+        raise EquivError(f"{type(model).__name__} has no submodule {lost[0]}, where {v.name}'s taps are read")
+    got: dict[str, object] = {}
+    handles = []
+    for tap, (path, side) in where.items():
+        def hook(module, inputs, output=None, tap=tap, side=side):
+            got[tap] = inputs[0] if side == "in" else output
+        if side == "in":
+            handles.append(modules[path].register_forward_pre_hook(hook))
+        else:
+            handles.append(modules[path].register_forward_hook(hook))
+    try:
+        model(t)
+    finally:
+        for h in handles:
+            h.remove()
+    for tap in where:
+        x = got[tap]
+        record(tap, x.flatten(1) if tap in ("pool", "logits") else x)
