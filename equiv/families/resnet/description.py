@@ -118,6 +118,9 @@ class ResNet(Variant):
             raise ValueError(f"{self.name}: weight standardisation needs a positive ws_epsilon")
         if self.head in ("features", "none") and (self.head_activation != "none" or self.head_pool):
             raise ValueError(f"{self.name}: a headless network has no softmax and no flattened head pool")
+        if self.head in ("dense", "conv") and self.num_classes < 1:
+            raise ValueError(f"{self.name}: a classifier head needs num_classes >= 1 (head 'features' or "
+                             "'none' for a headless network)")
         if self.head == "conv" and self.head_pool:
             raise ValueError(f"{self.name}: a 1x1-conv head sits on a global mean (head_pool 0)")
 

@@ -439,7 +439,8 @@ def _hooked_taps(v: Description, model, t, record: Record) -> None:
     handles = []
     for tap, (path, side) in where.items():
         def hook(module, inputs, output=None, tap=tap, side=side):
-            got[tap] = inputs[0] if side == "in" else output
+            # a copy: transformers adds the residual in place (hidden_state += residual)
+            got[tap] = (inputs[0] if side == "in" else output).clone()
         if side == "in":
             handles.append(modules[path].register_forward_pre_hook(hook))
         else:

@@ -109,3 +109,71 @@ register(ResNet(
     head_pool=7, head_pool_stride=1, input_size=(224, 224), num_classes=10,
     reference="equiv.seed.torch_resnet_v2",
 ))
+
+# ---------------------------------------------------------------------------------------
+# Issue 16 B: the ResNets of timm, Hugging Face transformers and keras-hub that need
+# GroupNorm, weight standardisation, a 1x1-conv head or no head. Each is built by its library
+# where that library imports beside the pins (timm and transformers: the torchvision stage's
+# venv; keras-hub: the main one), else by equiv's generic builder, which is its transcription.
+
+_V2_TORCH_STYLE = dict(  # timm's resnetv2 and keras-hub's v2: stride on the 3x3 of a stage's first unit
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=True,
+    stride_unit="first", stride_conv=2, projection="first_unit", shortcut_norm=False, conv_bias="none",
+    conv_padding="symmetric", bn_epsilon=1e-5,
+)
+_BUILT = ("built by {lib} where it imports (the torchvision stage's venv for timm and transformers), "
+          "else by equiv's generic module, its transcription")
+register(ResNet(
+    name="timm/resnetv2_50", native="torch",
+    description="timm resnetv2_50: torch-style pre-activation (stride on the 3x3 of a stage's first unit, "
+                "projection in every stage's first unit, no conv bias, -inf max-pool), BatchNorm, 1x1-conv head",
+    **_V2_TORCH_STYLE, head="conv", reference="timm.models.resnetv2_50", preprocessing="slim-inception",
+    notes=(_BUILT.format(lib="timm 1.0.31"),
+           "preprocessing: timm's default config (mean = std = 0.5 on [0, 1]), which slim-inception computes"),
+))
+register(ResNet(
+    name="timm/resnetv2_50x1_bit", native="torch",
+    description="timm resnetv2_50x1_bit (BiT-M R50x1): resnetv2_50 with GroupNorm (32 groups, eps 1e-5), "
+                "weight-standardised convs (StdConv2d eps 1e-8) and a zero-padded max-pool ('fixed' stem)",
+    **_V2_TORCH_STYLE, head="conv", norm="group", norm_groups=32, weight_std=True, ws_epsilon=1e-8,
+    pool_pad_value="zero", reference="timm.models.resnetv2_50x1_bit", preprocessing="slim-inception",
+    notes=(_BUILT.format(lib="timm 1.0.31"),
+           "preprocessing: timm's BiT config (mean = std = 0.5 on [0, 1]), which slim-inception computes"),
+))
+_HF_RESNET = dict(  # transformers' ResNetConfig() defaults: torchvision's ResNet-50 (v1.5)
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+    stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
+    conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5, preprocessing="torchvision",
+)
+register(ResNet(
+    name="hf/resnet-50", native="torch",
+    description="transformers ResNetForImageClassification(ResNetConfig()): the defaults' ResNet-50 v1.5 "
+                "(stride on the 3x3, downsample_in_bottleneck=False), Flatten + Linear classifier",
+    **_HF_RESNET, reference="transformers.ResNetForImageClassification",
+    notes=(_BUILT.format(lib="transformers 5.24.0"),
+           "1000 classes, as microsoft/resnet-50 (ResNetConfig()'s own num_labels is 2; ports change the head)"),
+))
+register(ResNet(
+    name="hf/resnet-50-features", native="torch",
+    description="transformers ResNetModel(ResNetConfig()): the same network without a head; its last tap "
+                "is the pooler's output (pooler_output, 2048 features)",
+    **_HF_RESNET, head="features", num_classes=0, reference="transformers.ResNetModel",
+    notes=(_BUILT.format(lib="transformers 5.24.0"),),
+))
+_KERAS_HUB = ("keras-hub 0.32's ResNetBackbone with ResNetImageClassifier's head (GlobalAveragePooling2D "
+              "'pooler' + Dense 'predictions', no activation)")
+register(ResNet(
+    name="keras_hub/resnet_50", native="keras",
+    description=f"{_KERAS_HUB}: ResNet-50 v1.5 (stride on the 3x3, no conv bias, eps 1e-5), "
+                "projection in every stage's first unit, zero-padded max-pool",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+    stride_unit="first", stride_conv=2, projection="first_unit", shortcut_norm=True, conv_bias="none",
+    conv_padding="symmetric", bn_epsilon=1e-5, pool_pad_value="zero",
+    reference="keras_hub.models.ResNetBackbone.resnet_50", preprocessing="torchvision",
+))
+register(ResNet(
+    name="keras_hub/resnet_v2_50", native="keras",
+    description=f"{_KERAS_HUB}: torch-style pre-activation ResNet-50 (use_pre_activation=True), -inf "
+                "max-pool padding",
+    **_V2_TORCH_STYLE, reference="keras_hub.models.ResNetBackbone.resnet_v2_50", preprocessing="torchvision",
+))
