@@ -57,10 +57,67 @@ DIALECTS = {
 }
 
 
-def keras_layer(layer: str) -> str:
+# Issue 16 B: keras-hub's names (0-based stacks and blocks, `_pre_activation_`, a `pooler`); the
+# generic builder names a keras-hub description's layers so too, so one renaming serves both.
+_KERAS_HUB = {
+    r"stem/conv": "conv1_conv",
+    r"stem/conv/bn": "conv1_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "stack{s0}_block{u0}_pre_activation_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "stack{s0}_block{u0}_0_conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "stack{s0}_block{u0}_0_bn",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "stack{s0}_block{u0}_{k}_conv",
+    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": "stack{s0}_block{u0}_{k}_bn",
+    r"post": "post_bn",
+    r"logits": "predictions",
+}
+
+
+def _keras_hub(v: ResNet):
+    """keras-hub's ResNetImageClassifier on its ResNetBackbone, as its presets configure them
+    (a 7x7 stem of 64, bottleneck blocks); equiv's generic model, named alike, where keras_hub
+    does not import."""
+    try:
+        import keras_hub
+    except ImportError:
+        return _generic(v)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[v.stem_width], input_conv_kernel_sizes=[v.stem_kernel],
+        stackwise_num_filters=list(v.widths), stackwise_num_blocks=list(v.depths),
+        stackwise_num_strides=list(v.strides), block_type="bottleneck_block",
+        use_pre_activation=v.preact, image_shape=(*(v.input_size or (None, None)), v.in_channels))
+    return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=v.num_classes, activation=None)
+
+
+DIALECTS["keras_hub"] = Dialect("keras_hub.", _KERAS_HUB, build=_keras_hub)
+
+
+def _hub(v: ResNet) -> bool:
+    return dialect(DIALECTS, v) is DIALECTS["keras_hub"]
+
+
+def _preact(v: ResNet) -> str:
+    return "pre_activation" if _hub(v) else "preact"
+
+
+def _pool_name(v: ResNet) -> str:
+    return "pooler" if _hub(v) else "avg_pool"
+
+
+def _layers(model) -> dict:
+    """Layer name -> layer of `model` and of the functional models nested in it (keras-hub's
+    classifier holds its backbone as one layer)."""
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.update(_layers(layer))
+        out[layer.name] = layer
+    return out
+
+
+def keras_layer(layer: str, v: ResNet | None = None) -> str:
     """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'
-    (every dialect here names its layers as keras.applications does)."""
-    return rename(_LAYERS, layer)
+    (keras.applications' scheme, which the seed's model uses too; keras-hub's for `v` in its dialect)."""
+    return rename(_LAYERS if v is None else dialect(DIALECTS, v).names, layer)
 
 
 def framework_names(variant: ResNet) -> dict[str, str]:
@@ -71,7 +128,7 @@ def framework_names(variant: ResNet) -> dict[str, str]:
     names = {}
     for name in plan.param_shapes(variant):
         layer, field = name.rsplit("/", 1)
-        names[name] = f"{keras_layer(layer)}/{field}"
+        names[name] = f"{keras_layer(layer, variant)}/{field}"
     return names
 
 
@@ -103,14 +160,16 @@ def keras2_layer_names(variant: ResNet, layer_names) -> dict[str, str]:
     return out
 
 
-def _unit_prefix(unit: plan.Unit) -> str:
+def _unit_prefix(unit: plan.Unit, v: ResNet | None = None) -> str:
+    if v is not None and _hub(v):
+        return f"stack{unit.stage - 1}_block{unit.index - 1}"
     return f"conv{unit.stage + 1}_block{unit.index}"
 
 
-def _conv_outputs(c: plan.Conv) -> tuple[str, ...]:
+def _conv_outputs(c: plan.Conv, v: ResNet | None = None) -> tuple[str, ...]:
     """The Keras layers that may end a conv, last first: its ReLU, its BatchNorm, the conv
     itself (which holds the ReLU where the activation is fused, as in the seed's model)."""
-    base = keras_layer(c.name).removesuffix("_conv")
+    base = keras_layer(c.name, v).removesuffix("_conv")
     return (base + "_relu",) * c.relu + (base + "_bn",) * c.norm + (base + "_conv",)
 
 
@@ -118,18 +177,18 @@ def _tap_layers(v: ResNet) -> dict[str, tuple[str, ...]]:
     """Canonical tap -> the Keras layers whose output it may be, the first found in a model
     wins. The shortcut is special-cased in `_tap_model`: the input of the unit's add that is
     not the branch (a projection, a 1x1 max-pool, or the unit's input itself)."""
-    taps = {"stem/conv": _conv_outputs(plan.stem(v)), "stem/pool": ("pool1_pool",)}
+    taps = {"stem/conv": _conv_outputs(plan.stem(v), v), "stem/pool": ("pool1_pool",)}
     for unit in plan.units(v):
-        p = _unit_prefix(unit)
+        p = _unit_prefix(unit, v)
         if v.preact:
-            taps[f"{unit.name}/preact"] = (f"{p}_preact_relu", f"{p}_preact_bn")
+            taps[f"{unit.name}/preact"] = (f"{p}_{_preact(v)}_relu", f"{p}_{_preact(v)}_bn")
         for c in unit.convs:
-            taps[c.name] = _conv_outputs(c)
+            taps[c.name] = _conv_outputs(c, v)
         taps[unit.name] = (f"{p}_out",)
     if v.preact:
         taps["post"] = ("post_relu",)
     if plan.has_pool(v):
-        taps["pool"] = ("avg_pool",)
+        taps["pool"] = (_pool_name(v),)
     if plan.has_classifier(v):
         taps[plan.output_tap(v)] = ("probs", "predictions")
     return taps
@@ -151,26 +210,26 @@ def build(variant: ResNet, *, reference: bool | None = None):
 
 
 def _conv(v: ResNet, x, c: plan.Conv):
-    name = keras_layer(c.name)
+    name = keras_layer(c.name, v)
     base = name.removesuffix("_conv")
     x, padding = padding_layers(c.padding, c.kernel, c.stride, x, f"{base}_pad")
     conv = StdConv2D if v.weight_std else keras.layers.Conv2D
     extra = {"ws_epsilon": v.ws_epsilon} if v.weight_std else {}
     x = conv(c.cout, c.kernel, strides=c.stride, padding=padding, use_bias=c.bias, name=name, **extra)(x)
     if c.norm:
-        x = _norm(v, keras_layer(f"{c.name}/bn"))(x)
+        x = _norm(v, keras_layer(f"{c.name}/bn", v))(x)
     if c.relu:
         x = keras.layers.Activation("relu", name=f"{base}_relu")(x)
     return x
 
 
 def _unit(v: ResNet, x, unit: plan.Unit):
-    p = _unit_prefix(unit)
+    p = _unit_prefix(unit, v)
     branch = identity = x
     if v.preact:
-        branch = _norm(v, f"{p}_preact_bn")(x)
+        branch = _norm(v, f"{p}_{_preact(v)}_bn")(x)
         if v.preact_relu:
-            branch = keras.layers.Activation("relu", name=f"{p}_preact_relu")(branch)
+            branch = keras.layers.Activation("relu", name=f"{p}_{_preact(v)}_relu")(branch)
         if v.identity_from == "preact":
             identity = branch
     if unit.shortcut:
@@ -205,7 +264,7 @@ def _generic(v: ResNet):
         x = keras.layers.AveragePooling2D(v.head_pool, strides=v.head_pool_stride, name="avg_pool_pool")(x)
         x = keras.layers.Flatten(name="avg_pool")(x)
     else:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=_pool_name(v))(x)
     if not plan.has_classifier(v):
         return keras.Model(inputs, x, name=re.sub(r"\W", "_", v.name))
     x = (Conv1x1Head if v.head == "conv" else keras.layers.Dense)(v.num_classes, name="predictions")(x)
@@ -216,15 +275,15 @@ def _generic(v: ResNet):
 
 def tap_outputs(v: ResNet, model) -> dict:
     """Canonical tap -> the Keras tensor of `model` that holds it."""
-    present = {layer.name for layer in model.layers}
+    present = _layers(model)
     outputs = {}
     for tap, candidates in _tap_layers(v).items():
         found = [name for name in candidates if name in present]
         if not found:
             raise FrameworkError(f"model {model.name} has none of the layers {candidates} for tap {tap}")
-        outputs[tap] = model.get_layer(found[0]).output
+        outputs[tap] = present[found[0]].output
     for unit in plan.units(v):  # the add's input that is not the branch
-        add = model.get_layer(f"{_unit_prefix(unit)}_out" if v.preact else f"{_unit_prefix(unit)}_add")
+        add = present[f"{_unit_prefix(unit, v)}_out" if v.preact else f"{_unit_prefix(unit, v)}_add"]
         branch = outputs[unit.convs[-1].name]
         outputs[f"{unit.name}/shortcut"] = next(t for t in add.input if t is not branch)
     return outputs
