@@ -12,7 +12,8 @@ stores them. Taps are named outputs in network order, NHWC, or (N, features) aft
 Names every family keeps, because generic code reads them: `<layer>/kernel` and `<layer>/bias`;
 a BatchNorm's `<layer>/bn/{gamma,beta,moving_mean,moving_variance}` (or a bare BatchNorm's
 `<layer>/{...}`), whose statistics equiv.weights calibrates; and the classifier `logits/kernel`,
-`logits/bias`, whose head size ports change (1001 <-> 1000 classes, --num-classes).
+`logits/bias`, whose head size ports change (1001 <-> 1000 classes, --num-classes). A headless
+network has no classifier: its last tap is `output_tap` (generic code never assumes "logits").
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def tap_names(v: Variant) -> list[str]:
 
 
 def output_tap(v: Variant) -> str:
-    """The network's last tap: "logits", or "probs" where the head ends in a softmax."""
+    """The network's last tap: "logits", "probs" where the head ends in a softmax, or a headless
+    network's last (its family's plan says which)."""
     return plan(v).output_tap(v)
 
 
@@ -107,10 +109,13 @@ def check_input_size(v: Variant, height: int, width: int) -> None:
 
 
 def resolve_taps(v: Variant, taps) -> list[str]:
-    """`None` or "all" for every tap; "logits"; or a list of names (checked)."""
+    """`None` or "all" for every tap; "logits" (the output tap, where the network has no logits:
+    a headless one's pooled features or last stage); or a list of names (checked)."""
     known = tap_names(v)
     if taps is None or taps == "all":
         return known
+    if taps == "logits" and "logits" not in known:
+        return [output_tap(v)]
     if isinstance(taps, str):
         taps = [taps]
     unknown = [t for t in taps if t not in known]

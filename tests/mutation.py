@@ -69,8 +69,10 @@ def plan(v: Variant, height: int, width: int) -> tuple:
             norms |= c.norm
         items.append((head, shortcut, tuple(convs)))
     norms |= v.preact  # pre-activations and post-norm
-    items.append(("head", v.preact, v.head_pool, v.head_pool_stride, v.head_activation, v.num_classes))
-    items.append(("batchnorm", v.bn_epsilon, v.bn_scale) if norms else ("no batchnorm",))
+    items.append(("head", v.preact, v.head_pool, v.head_pool_stride, v.head_activation, v.num_classes, v.head))
+    items.append(("batchnorm", v.bn_epsilon, v.bn_scale, v.norm, v.norm_groups if v.norm == "group" else None)
+                 if norms else ("no batchnorm",))
+    items.append(("weight standardisation", v.ws_epsilon) if v.weight_std else ("raw kernels",))
     return tuple(items)
 
 

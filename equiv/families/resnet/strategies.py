@@ -42,6 +42,12 @@ CONVENTIONS: dict[str, tuple] = {
     "stem_norm": (None, True, False),
     "stem_relu": (None, True, False),
     "head_activation": ("none", "softmax"),
+    # Issue 16 B: normalisation, weight standardisation and heads
+    "norm": ("batch", "group"),
+    "norm_groups": (32, 1, 2, 4),  # drawn among those that divide every norm's channels
+    "weight_std": (False, True),
+    "ws_epsilon": (1e-8, 1e-6, 1e-5),
+    "head": ("dense", "conv", "features", "none"),
 }
 # The real stem: a 7x7 stride-2 conv, then a 3x3 stride-2 max pool (every registered reference).
 REAL_STEM = {"stem_kernel": 7, "stem_stride": 2, "pool_kernel": 3, "pool_stride": 2}
@@ -105,6 +111,7 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         head_activation=pick("head_activation"),
         **stem,
     )
+    v = _draw_issue16b(draw, v, pick, flatten_)
     if flatten_:  # a pooled, flattened head, which fixes the input size
         side = max(C.min_body_size(v), smallest or 1)
         spread = 9 if smallest is None else 17
@@ -113,6 +120,18 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         k = draw(st.integers(1, last))
         v = v.replace(head_pool=k, head_pool_stride=draw(st.integers(1, k)), input_size=size)
     return v
+
+
+def _draw_issue16b(draw, v: ResNet, pick, flatten: bool) -> ResNet:
+    """Norm, weight standardisation and head conventions (issue 16 B): the group count among those
+    that divide every norm's channels (1 always does); a headless network where the head allows."""
+    norm = pick("norm")
+    groups = [g for g in CONVENTIONS["norm_groups"] if all(c % g == 0 for c in v.norm_channels())]
+    head = pick("head")
+    if flatten or (v.head_activation != "none" and head in ("features", "none")):
+        head = "dense"  # a flattened head is a dense layer; a softmax needs logits
+    return v.replace(norm=norm, norm_groups=draw(st.sampled_from(groups)) if norm == "group" else 32,
+                     weight_std=pick("weight_std"), ws_epsilon=pick("ws_epsilon"), head=head)
 
 
 def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16, block=None,
