@@ -16,6 +16,8 @@ atomically, and says what changed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import platform
@@ -151,6 +153,11 @@ def identity(v: Variant) -> dict:
             "param_shapes": {n: list(s) for n, s in C.param_shapes(v).items()}}
 
 
+def _defaults(v: Variant) -> dict:
+    """The default of each convention field of `v`'s description that has one."""
+    return {f.name: _jsonable(f.default) for f in dataclasses.fields(v) if f.default is not dataclasses.MISSING}
+
+
 def describes_other(v: Variant, golden: Golden) -> str | None:
     """Why `golden` is not a golden file of `v` (conventions, parameters, taps), or None."""
     stored = golden.meta["variant"]
@@ -158,7 +165,9 @@ def describes_other(v: Variant, golden: Golden) -> str | None:
     where = f"{golden.path} describes another network than {v.name}"
     if stored["name"] != v.name:
         return f"{golden.path} is the golden file of {stored['name']}, not {v.name}"
-    changed = [k for k in now["conventions"] if stored["conventions"].get(k) != now["conventions"][k]]
+    # A convention the file predates (a field added since, with a default) is that default in it.
+    was = {**_defaults(v), **stored["conventions"]}
+    changed = [k for k in now["conventions"] if was.get(k) != now["conventions"][k]]
     if changed:
         k = changed[0]
         return (f"{where}: {len(changed)} convention(s) differ (first: {k} stored "
