@@ -17,6 +17,14 @@ TRAINABLE = {
     "torchvision/resnet152": 60_192_808,
     "keras/ResNet50": 25_583_592,
     "keras/ResNet50V2": 25_568_360,
+    # issue 16 B: sum(p.numel() for p in model.parameters()) of timm 1.0.31's and transformers 5.24.0's
+    # own modules (timm's model card: 25.5 M), and keras-hub 0.32's trainable weights
+    "timm/resnetv2_50": 25_549_352,
+    "timm/resnetv2_50x1_bit": 25_549_352,
+    "hf/resnet-50": 25_557_032,
+    "hf/resnet-50-features": 23_508_032,
+    "keras_hub/resnet_50": 25_557_032,
+    "keras_hub/resnet_v2_50": 25_549_352,
 }
 
 
@@ -36,7 +44,9 @@ def test_slim_v2_50_has_272_parameter_tensors():
 def test_taps_are_unique_and_ordered(v):
     taps = C.tap_names(v)
     assert len(taps) == len(set(taps))
-    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-2:] == ["pool", C.output_tap(v)]
+    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-1] == C.output_tap(v)
+    head = C.head_taps(v)  # pool and the output; pool alone (headless); none (a backbone)
+    assert taps[len(taps) - len(head):] == head and head[:1] in (["pool"], [])
 
 
 def test_stride_placement():

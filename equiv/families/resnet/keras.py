@@ -108,7 +108,7 @@ def _layers(model) -> dict:
     classifier holds its backbone as one layer)."""
     out = {}
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if getattr(layer, "layers", None):  # a nested model
             out.update(_layers(layer))
         out[layer.name] = layer
     return out

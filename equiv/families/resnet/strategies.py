@@ -130,8 +130,12 @@ def _draw_issue16b(draw, v: ResNet, pick, flatten: bool) -> ResNet:
     head = pick("head")
     if flatten or (v.head_activation != "none" and head in ("features", "none")):
         head = "dense"  # a flattened head is a dense layer; a softmax needs logits
+    # Weight standardisation with GroupNorm, as BiT: with BatchNorm, a standardised kernel's outputs
+    # (of the order of sqrt(fan in)) leave the exact calibration's bounds (equiv.weights); the
+    # mutation property still builds that pairing (its weights are calibrated before the change).
+    ws = pick("weight_std") if norm == "group" else False
     return v.replace(norm=norm, norm_groups=draw(st.sampled_from(groups)) if norm == "group" else 32,
-                     weight_std=pick("weight_std"), ws_epsilon=pick("ws_epsilon"), head=head)
+                     weight_std=ws, ws_epsilon=pick("ws_epsilon"), head=head)
 
 
 def variants(*, max_stages=4, max_units=3, min_width=4, max_width=32, max_classes=16, block=None,
