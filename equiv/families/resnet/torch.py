@@ -16,11 +16,11 @@ PaddedConv2d and PaddedMaxPool2d).
 
 from __future__ import annotations
 
+from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.families.base import Dialect, dialect, library_build, rename
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
-from equiv import canonical as C
 from equiv.frameworks.torch import F, PaddedConv2d, PaddedMaxPool2d, Record, _ignore, _static_padding, nn, torch
 
 
@@ -385,7 +385,7 @@ def _hf_taps(v: Description, prefix: str) -> dict[str, tuple[str, str]]:
     return taps
 
 
-def _library(name: str, v: Description, make):
+def _library(v: Description, make):
     """The library's own module, or equiv's generic one where the library does not import."""
     try:
         module = make()
@@ -399,7 +399,7 @@ def _timm(v: Description):
         import timm
 
         return timm.create_model(v.reference.rsplit(".", 1)[1], pretrained=False, num_classes=v.num_classes)
-    return _library("timm", v, make)
+    return _library(v, make)
 
 
 def _hf(v: Description):
@@ -408,7 +408,7 @@ def _hf(v: Description):
 
         config = transformers.ResNetConfig(num_labels=max(v.num_classes, 1))
         return getattr(transformers, v.reference.rsplit(".", 1)[1])(config)
-    return _library("transformers", v, make)
+    return _library(v, make)
 
 
 DIALECTS.update({
@@ -419,11 +419,6 @@ DIALECTS.update({
     "transformers": Dialect("transformers.ResNetModel", {**_hf_names(""), "taps": lambda v: _hf_taps(v, "")},
                             build=_hf),
 })
-
-
-def library_module(model) -> bool:
-    """`model` is a library's own module (timm, transformers), not equiv's generic one."""
-    return not isinstance(model, ResNet)
 
 
 def _hooked_taps(v: Description, model, t, record: Record) -> None:
