@@ -27,6 +27,8 @@ def _variants(fw: str):
     """The smallest of the real library's registered variants native to `fw` (the seed's aside), if
     any (a new backend may have none yet), and TINY, which no library ships."""
     native = [v for v in all_variants() if v.native == fw and v.built_by() and not v.name.startswith("seed/")]
+    # among the first-registered library's (the reference zoo's: keras.applications, not keras-hub)
+    native = [v for v in native if v.framework == native[0].framework]
     return [min(native, key=C.param_count), TINY] if native else [TINY]
 
 
