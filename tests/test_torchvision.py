@@ -219,3 +219,18 @@ def test_a_library_module_with_equivs_weights_matches_the_float64_reference(name
     for tap in C.tap_names(v):
         err, scale = float(np.abs(theirs[tap] - ref[tap]).max()), float(np.abs(ref[tap]).max())
         assert err <= tol[tap] * scale, f"{v.name} {tap}: max error {err:.3g} > {tol[tap]:.3g} of {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", ["timm/resnetv2_50x1_bit",
+                                  pytest.param("hf/resnet-50-features", marks=pytest.mark.slow)])
+def test_assert_equivalent_takes_a_users_library_module(name):
+    """A user's own timm or transformers module (its random initialisation), given to
+    equiv.testing.assert_equivalent with the variant's name: read through hooks on its submodules
+    (a 1x1-conv head's flattened output, a headless module's units), equivalent."""
+    from equiv.testing import assert_equivalent
+
+    v = variants.get(name)
+    model = _library_module(v)
+    model.train()  # its mode is the user's: equiv evaluates in eval mode and gives it back
+    assert_equivalent(model, name, input_size=SIZE)
+    assert model.training

@@ -249,6 +249,10 @@ def foreign_taps(v: Description) -> dict[str, str]:
     where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in plan.units(v)}
     if plan.has_classifier(v):
         where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
+    taps = dialect(DIALECTS, v).names.get("taps")
+    if taps:  # a library's module (timm, transformers): its own submodules, outputs only
+        where = {tap: path for tap, (path, side) in taps(v).items() if side == "out"
+                 and (tap in where or tap == "logits" and plan.has_classifier(v))}
     return where
 
 
