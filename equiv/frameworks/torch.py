@@ -142,9 +142,10 @@ def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.oihw_to_hwio(a) if a.ndim == 4 else a
 
 
-def _model_names(variant: Variant, model) -> dict[str, str]:
-    """canonical name -> state_dict key of `model`: the dialect's names, except in a module the
-    family's builder built itself where it names it otherwise (its optional `module_names`)."""
+def state_dict_keys(variant: Variant, model) -> dict[str, str]:
+    """canonical name -> state_dict key of `model`: the dialect's names (framework_names), except in
+    a module the family's builder built itself where it names it otherwise (its optional
+    `module_names`: equiv's own module of a timm variant keeps torchvision's scheme)."""
     fam = families.builder(variant, "torch")
     own = getattr(fam, "module_names", None)
     return own(variant) if own is not None and fam.built_here(model) else framework_names(variant)
@@ -153,13 +154,13 @@ def _model_names(variant: Variant, model) -> dict[str, str]:
 def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
     state, shapes = model.state_dict(), C.param_shapes(variant)
     return {name: _canonical_layout(variant, name, state[key].detach().cpu().float().numpy(), shapes[name])
-            for name, key in _model_names(variant, model).items()}
+            for name, key in state_dict_keys(variant, model).items()}
 
 
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
     state = {key: torch.tensor(_torch_layout(variant, name, np.asarray(params[name], np.float32)))
-             for name, key in _model_names(variant, model).items()}
+             for name, key in state_dict_keys(variant, model).items()}
     # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
     state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
     model.load_state_dict(state, strict=True)

@@ -65,6 +65,10 @@ PADDED_LAYERS = {
     "synthetic/basic_v1_identity": {"conv1", "maxpool"},
     "seed/slim_resnet_v2_demo": set(),  # a VALID pool, and slim's symmetric conv2d_same
     "seed/slim_resnet_v2_50": set(),
+    # issue 16 B (equiv's module; timm and transformers do not import here): zero-padded pools
+    "timm/resnetv2_50": set(), "timm/resnetv2_50x1_bit": {"maxpool"},
+    "hf/resnet-50": set(), "hf/resnet-50-features": set(),
+    "keras_hub/resnet_50": {"maxpool"}, "keras_hub/resnet_v2_50": set(),
 }
 
 
@@ -145,11 +149,12 @@ def test_any_size_and_batch(case):
     v = case.v
     h, w = C.min_input_size(v), C.min_input_size(v) + 3
     spatial = ["stem/conv", "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
-    out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), [*spatial, "logits"])
+    last = C.output_tap(v)  # logits, or a headless network's last tap
+    out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), list(dict.fromkeys([*spatial, last])))
     sizes = zip(P.spatial_sizes(v, h), P.spatial_sizes(v, w), strict=True)
     for name, (sh, sw) in zip(spatial, sizes, strict=True):
         assert out[name].shape[1:3] == (sh, sw), name
-    assert out["logits"].shape == (1, v.num_classes) and np.isfinite(out["logits"]).all()
+    assert out[last].shape == (1, *C.tap_shapes(v, h, w)[last]) and np.isfinite(out[last]).all()
 
 
 def test_run_selects_taps():
@@ -171,12 +176,12 @@ def test_run_selects_taps():
 def test_framework_names_are_the_state_dict(case):
     """framework_names covers the state_dict exactly (num_batches_tracked aside), and each
     tensor has the canonical shape in torch's layout."""
-    names = adapter.framework_names(case.v)
+    names = adapter.state_dict_keys(case.v, case.model)  # framework_names, or equiv's own module's
     state = case.model.state_dict()
     assert sorted(names.values()) == sorted(k for k in state if not k.endswith(".num_batches_tracked"))
     for name, shape in C.param_shapes(case.v).items():
         if name == "logits/kernel":
-            shape = shape[::-1]
+            shape = shape[::-1] + ((1, 1) if case.v.head == "conv" else ())  # a 1x1-conv head
         elif name.endswith("/kernel"):
             shape = (shape[3], shape[2], shape[0], shape[1])
         assert tuple(state[names[name]].shape) == shape, name
