@@ -162,6 +162,8 @@ register(ResNet(
 ))
 _KERAS_HUB = ("keras-hub 0.32's ResNetBackbone with ResNetImageClassifier's head (GlobalAveragePooling2D "
               "'pooler' + Dense 'predictions', no activation)")
+_KERAS_HUB_NOTE = ("built by keras-hub 0.32.0 where it imports (the `hub` extra, pinned in constraints.txt), "
+                   "else by equiv's generic Keras model, in keras-hub's layer names")
 register(ResNet(
     name="keras_hub/resnet_50", native="keras",
     description=f"{_KERAS_HUB}: ResNet-50 v1.5 (stride on the 3x3, no conv bias, eps 1e-5), "
@@ -169,11 +171,12 @@ register(ResNet(
     block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
     stride_unit="first", stride_conv=2, projection="first_unit", shortcut_norm=True, conv_bias="none",
     conv_padding="symmetric", bn_epsilon=1e-5, pool_pad_value="zero",
-    reference="keras_hub.models.ResNetBackbone.resnet_50", preprocessing="torchvision",
+    reference="keras_hub.models.ResNetBackbone.resnet_50", preprocessing="torchvision", notes=(_KERAS_HUB_NOTE,),
 ))
 register(ResNet(
     name="keras_hub/resnet_v2_50", native="keras",
     description=f"{_KERAS_HUB}: torch-style pre-activation ResNet-50 (use_pre_activation=True), -inf "
                 "max-pool padding",
     **_V2_TORCH_STYLE, reference="keras_hub.models.ResNetBackbone.resnet_v2_50", preprocessing="torchvision",
+    notes=(_KERAS_HUB_NOTE,),
 ))
