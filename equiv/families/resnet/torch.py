@@ -181,7 +181,7 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
     """Run `model` on NCHW `t`, calling record(tap, tensor) for each canonical tap."""
     if isinstance(model, ResNet):
         model(t, record)
-    elif dialect(DIALECTS, v).names.get("taps"):  # a library's own module (timm, transformers): hooks
+    elif _tap_modules(v):  # a library's own module (timm, transformers): hooks
         _hooked_taps(v, model, t, record)
     elif dialect(DIALECTS, v) is DIALECTS["seed"]:  # the seed's own module: taps through hooks
         from equiv.seed import torch_resnet_v2
@@ -249,7 +249,7 @@ def foreign_taps(v: Description) -> dict[str, str]:
     where = {unit.name: names[f"{unit.convs[0].name}/kernel"].rsplit(".", 2)[0] for unit in plan.units(v)}
     if plan.has_classifier(v):
         where["logits"] = names["logits/kernel"].rsplit(".", 1)[0]
-    taps = dialect(DIALECTS, v).names.get("taps")
+    taps = _tap_modules(v)
     if taps:  # a library's module (timm, transformers): its own submodules, outputs only
         where = {tap: path for tap, (path, side) in taps(v).items() if side == "out"
                  and (tap in where or tap == "logits" and plan.has_classifier(v))}
@@ -416,19 +416,28 @@ def _hf(v: Description):
 
 
 DIALECTS.update({
-    "timm": Dialect("timm.models.resnetv2", {**_TIMM_V2, "taps": _timm_taps}, build=_timm),
-    "transformers.classifier": Dialect("transformers.ResNetForImageClassification",
-                                       {**_hf_names("resnet."), "taps": lambda v: _hf_taps(v, "resnet.")},
+    "timm": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm),
+    "transformers.classifier": Dialect("transformers.ResNetForImageClassification", _hf_names("resnet."),
                                        build=_hf),
-    "transformers": Dialect("transformers.ResNetModel", {**_hf_names(""), "taps": lambda v: _hf_taps(v, "")},
-                            build=_hf),
+    "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf),
 })
+# Where a library's own module holds each tap (read by hooks), per dialect
+_TAP_MODULES = {
+    "timm.models.resnetv2": _timm_taps,
+    "transformers.ResNetForImageClassification": lambda v: _hf_taps(v, "resnet."),
+    "transformers.ResNetModel": lambda v: _hf_taps(v, ""),
+}
+
+
+def _tap_modules(v: Description):
+    """The tap reader of `v`'s dialect (canonical tap -> (submodule, "in" | "out")), or None."""
+    return _TAP_MODULES.get(dialect(DIALECTS, v).library)
 
 
 def _hooked_taps(v: Description, model, t, record: Record) -> None:
     """Run a library's module on `t`, reading every canonical tap of `v` through forward hooks on
     the submodules its dialect names; record them in network order."""
-    where = dialect(DIALECTS, v).names["taps"](v)
+    where = _tap_modules(v)(v)
     where = {tap: where[tap] for tap in plan.tap_names(v)}
     modules = dict(model.named_modules())
     lost = sorted({m for m, _ in where.values() if m not in modules})
