@@ -382,6 +382,6 @@ def test_the_torch214_constraints_are_the_main_pins_but_torch():
         return [line for line in (root / name).read_text().splitlines() if line and not line.startswith("#")]
 
     main, t214 = pins("constraints.txt"), pins("constraints-torch214.txt")
-    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1"} <= set(t214)
-    same = [p for p in t214 if not p.startswith(("torch==", "torchvision=="))]
+    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"} <= set(t214)
+    same = [p for p in t214 if not p.startswith(("torch==", "torchvision==", "timm=="))]
     assert same == [p for p in main if p != "torch==2.13.0"]

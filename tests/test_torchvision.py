@@ -122,7 +122,7 @@ def test_tvcopy_is_verbatim_real_torchvision_source():
     copy = (pathlib.Path(__file__).parent / "torchvision_resnet.py").read_text()
     real = inspect.getsource(torchvision.models.resnet).splitlines(keepends=True)
     blocks = _BLOCK.findall(copy)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for version, first, last, text in blocks:
         assert version == torchvision.__version__.split("+")[0], f"tvcopy is of {version}, {REAL} is installed"
         assert text == "".join(real[int(first) - 1:int(last)]), f"tvcopy lines {first}-{last} differ from {REAL}"
