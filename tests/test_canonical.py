@@ -17,6 +17,11 @@ TRAINABLE = {
     "torchvision/resnet152": 60_192_808,
     "keras/ResNet50": 25_583_592,
     "keras/ResNet50V2": 25_568_360,
+    # Issue 16 A: torchvision's docs (num_params of each weights' meta), timm's model table
+    "torchvision/resnext50_32x4d": 25_028_904,
+    "torchvision/resnext101_32x8d": 88_791_336,
+    "torchvision/wide_resnet50_2": 68_883_240,
+    "timm/resnet50d": 25_576_264,
 }
 
 
@@ -36,7 +41,9 @@ def test_slim_v2_50_has_272_parameter_tensors():
 def test_taps_are_unique_and_ordered(v):
     taps = C.tap_names(v)
     assert len(taps) == len(set(taps))
-    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-2:] == ["pool", C.output_tap(v)]
+    stem = [c.name for c in P.stem_convs(v)]  # stem/conv, or a deep stem's stem/conv1 .. (issue 16 A)
+    assert stem == (["stem/conv"] if not v.deep_stem else [f"stem/conv{k}" for k in range(1, len(v.deep_stem) + 2)])
+    assert taps[:len(stem) + 1] == [*stem, "stem/pool"] and taps[-2:] == ["pool", C.output_tap(v)]
 
 
 def test_stride_placement():

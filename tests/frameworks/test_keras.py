@@ -16,6 +16,7 @@ from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import keras as K
+from tests.contract import deep_new_marks
 
 if K.available():
     pytest.skip(K.available(), allow_module_level=True)
@@ -73,7 +74,8 @@ class Case:
         return self._taps[size]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: v.name)
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=deep_new_marks(v)) for v in VARIANTS],
+                ids=lambda v: v.name)
 def case(request):
     return Case(request.param)
 

@@ -125,7 +125,8 @@ for _name, _depths, _widths, _expansion, _groups in [
     register(ResNet(
         name=f"torchvision/{_name}", native="torch",
         description=f"torchvision.models.{_name}: "
-                    + (f"ResNeXt, a {_groups}-group 3x3 conv" if _groups > 1 else "Wide ResNet, twice the bottleneck width")
+                    + (f"ResNeXt, a {_groups}-group 3x3 conv" if _groups > 1
+                       else "Wide ResNet, twice the bottleneck width")
                     + " (V1.5: stride on the 3x3 conv of the first unit)",
         block="bottleneck", depths=_depths, widths=_widths, strides=(1, 2, 2, 2), preact=False,
         stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
