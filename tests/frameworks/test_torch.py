@@ -145,7 +145,7 @@ def test_any_size_and_batch(case):
     """Smallest usable input, not square, batch 1: every layer's spatial size as planned."""
     v = case.v
     h, w = C.min_input_size(v), C.min_input_size(v) + 3
-    spatial = ["stem/conv", "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
+    spatial = [P.stem(v).name, "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
     out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), [*spatial, "logits"])
     sizes = zip(P.spatial_sizes(v, h), P.spatial_sizes(v, w), strict=True)
     for name, (sh, sw) in zip(spatial, sizes, strict=True):
@@ -189,7 +189,7 @@ def test_pads_explicitly_only_where_needed(case):
     padded = {n for n, m in case.model.named_modules()
               if isinstance(m, (adapter.PaddedConv2d, adapter.PaddedMaxPool2d))}
     # slim pools TF SAME and keras zero-pads its pool; neither pads a conv asymmetrically
-    expected = {"torchvision": set(), "slim": {"maxpool"}, "keras": {"maxpool"}}
+    expected = {"torchvision": set(), "timm": set(), "slim": {"maxpool"}, "keras": {"maxpool"}}
     assert padded == expected.get(case.v.framework, PADDED_LAYERS.get(case.v.name))
 
 
