@@ -17,7 +17,6 @@ atomically, and says what changed.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import os
 import platform
