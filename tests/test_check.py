@@ -54,7 +54,8 @@ def test_native_build_and_equiv_generic_builds_agree_at_224(v):
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
 
 
-@pytest.mark.parametrize("v", [v for v in V.all_variants() if sum(v.depths) <= 16], ids=lambda v: v.name)
+@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()
+                               if sum(v.depths) <= 16], ids=lambda v: v.name)
 def test_port_round_trip_is_bit_exact(v):
     """native -> each other framework in turn -> native: every export is the original, bit for bit."""
     params = W.random_params(v, 5)

@@ -110,7 +110,7 @@ def float64():
 
 
 # The 18-, 34- and 50-layer variants hold every convention; deeper ones repeat the same blocks.
-SHALLOW = [v for v in VARIANTS if sum(v.depths) <= 16]
+SHALLOW = [pytest.param(v, marks=deep_new_marks(v)) for v in VARIANTS if sum(v.depths) <= 16]
 
 
 @pytest.mark.parametrize("case", SHALLOW, indirect=True, ids=lambda v: v.name)
