@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CI torchvision stage: the tests in which real torchvision (third-party code) computes the
 # torchvision/ variants, which the pinned torch 2.13.0 cannot run (its only torchvision wheel fails to
-# import). Creates .venv-torch214 (or $EQUIV_TV_VENV) with torch 2.14.1 + torchvision 0.29.1 from
+# import). Creates .venv-torch214 (or $EQUIV_TV_VENV) with torch 2.14.1 + torchvision 0.29.1 (and timm 1.0.31,
+# the timm/ variants' native build) from
 # constraints-torch214.txt and equiv's torch and test extras only: no TensorFlow, no Keras (a cold
 # install is about 80 s here instead of 4 min, and triton, which `import torchvision` loads, never meets
 # TensorFlow in one process: that segfaults). Idempotent: a second run only checks. Extra arguments go
@@ -15,13 +16,13 @@ stamp="$venv/.equiv-installed"
 want="$(cat "$root/constraints-torch214.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  echo "[equiv] installing torch 2.14.1 + torchvision 0.29.1 into $venv (first time: about 2 minutes)" >&2
+  echo "[equiv] installing torch 2.14.1 + torchvision 0.29.1 + timm 1.0.31 into $venv (first time: about 2 minutes)" >&2
   # --no-compile: no .pyc for the thousands of modules of torch and its CUDA packages that the tests
   # never import (Python compiles what is imported, on first import)
   "$venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check \
-    -c "$root/constraints-torch214.txt" -e "$root[torch,test]" torchvision==0.29.1 2>&1 \
+    -c "$root/constraints-torch214.txt" -e "$root[torch,test]" torchvision==0.29.1 timm==1.0.31 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
-  out="$("$venv/bin/python" -c "import equiv, torch, torchvision.models" 2>&1)" \
+  out="$("$venv/bin/python" -c "import equiv, torch, torchvision.models, timm" 2>&1)" \
     || { echo "$out" >&2; echo "[equiv] torchvision install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
