@@ -7,7 +7,11 @@ in every family: padding arithmetic, strict parameter checking, and tensor layou
 
 Parameters are numpy float32 arrays in canonical names (the family's plan lists them):
 convolution kernels HWIO as TF and Keras store them, dense kernels (in, out) as a Keras Dense
-stores them. Taps are named outputs in network order, NHWC, or (N, features) after a flatten.
+stores them. A grouped convolution's kernel (ResNeXt) is HWIO with I = in_channels / groups, as
+TF, Keras (Conv2D(groups=)) and torch (OIHW, I the same) store it: output channel o belongs to group
+o // (out / groups) and sees that group's input channels; TF 2.21's own grouped conv2d runs on the
+CPU, so every backend computes it natively (slim through tf.nn.conv2d, slim.conv2d having no groups).
+Taps are named outputs in network order, NHWC, or (N, features) after a flatten.
 
 Names every family keeps, because generic code reads them: `<layer>/kernel` and `<layer>/bias`;
 a BatchNorm's `<layer>/bn/{gamma,beta,moving_mean,moving_variance}` (or a bare BatchNorm's

@@ -100,6 +100,9 @@ def _emit(report, args) -> int:
         from equiv.plot import write_plot
 
         write_plot(report, args.plot, force=args.force)
+    if getattr(args, "strict", False) and report.equivalent and report.uninformative:
+        print("equiv: error: --strict: uninformative taps prove nothing (above)", file=sys.stderr)
+        return EXIT_DIFFERENT
     return EXIT_OK if report.equivalent else EXIT_DIFFERENT
 
 
@@ -345,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(keras.applications' preprocess_input, torchvision's Normalize, slim's VGG or Inception "
                         "convention), compared first as the tap 'input'; where the conventions differ (BGR "
                         "against RGB) the check fails there and names both")
+    s.add_argument("--strict", action="store_true",
+                   help="also exit 1 when a tap is uninformative: all zero or constant per channel on the "
+                        "reference side, so its match proves nothing (the table marks such taps)")
     _outputs(s, "json", "markdown", "plot")
     _terminal(s)
     s.set_defaults(func=cmd_check)

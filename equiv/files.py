@@ -237,14 +237,9 @@ def keras_shapes(path: str | os.PathLike, fmt: str) -> list[tuple[int, ...]] | N
 
 
 def declared_shapes(path: str | os.PathLike, fmt: str) -> dict[str, tuple[int, ...]]:
-    """The names and shapes a safetensors file or a TF checkpoint declares, checked, no data read."""
-    if fmt == "safetensors":
-        from equiv import safetensors_reader
-
-        return {n: e.shape for n, e in safetensors_reader.header(Path(path)).items()}
-    if fmt == "tf-checkpoint":
-        return {n: e.shape for n, e in tf_index.read(str(paths.tf_prefix(Path(path)))).items()}
-    raise EquivError(f"{path}: {fmt} files do not declare their shapes apart from their data")
+    """The names and shapes a file of format `fmt` declares (a safetensors header, a TF checkpoint's
+    index), checked, no data read: the format's record says how (`equiv.formats.Format.declared`)."""
+    return formats.get(fmt).declared_shapes(Path(path))
 
 
 def read_keras2_h5(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:

@@ -33,9 +33,9 @@ class Format:
       says whether the file fits it; the file read once (equiv.porting.looks_like).
     * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing, or its
       "module:function" (a new format's sniff can live in its own module); formats are
-      sniffed in the registry's order (torch's claims any zip, so a zip-based format goes before
-      it; a safetensors header's length may begin with a pickle's 0x80, so safetensors is asked
-      before torch)."""
+      sniffed in the registry's order (a safetensors header's length may begin with a pickle's
+      0x80, so safetensors is asked before torch).
+    * declared: see below."""
 
     name: str
     owner: str | None
@@ -45,6 +45,16 @@ class Format:
     writer: str | None
     fit: str
     sniff: Callable[[Path, bytes], bool] | str | None = None
+    # "module:function": (path) -> {name: shape} the file declares apart from its data (a
+    # header or an index), checked without reading a tensor; None when only the data says.
+    declared: str | None = None
+
+    def declared_shapes(self, path: Path) -> dict[str, tuple[int, ...]]:
+        from equiv.errors import EquivError
+
+        if self.declared is None:
+            raise EquivError(f"{path}: {self.name} files do not declare their shapes apart from their data")
+        return _resolve(self.declared)(path)
 
     def read(self) -> Callable:
         return _resolve(self.reader)
@@ -70,21 +80,27 @@ def _is_checkpoint(path: Path, head: bytes) -> bool:
     return Path(f"{path}.index").exists()
 
 
-def _zip_holds_keras_weights(path: Path) -> bool | None:
+def _zip_names(path: Path) -> list[str] | None:
+    """The members of a zip file, or None when it is damaged."""
     try:
         with zipfile.ZipFile(path) as z:
-            return "model.weights.h5" in z.namelist()
-    except zipfile.BadZipFile:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError):
         return None
 
 
 def _is_keras_archive(path: Path, head: bytes) -> bool:
-    return head.startswith(ZIP_MAGIC) and bool(_zip_holds_keras_weights(path))
+    return head.startswith(ZIP_MAGIC) and "model.weights.h5" in (_zip_names(path) or ())
 
 
 def _is_torch(path: Path, head: bytes) -> bool:
-    # torch.save's zip archive (or a damaged zip: torch's reader says why), or a legacy bare pickle
-    return (head.startswith(ZIP_MAGIC) and not _zip_holds_keras_weights(path)) or head.startswith(b"\x80")
+    """torch.save's zip archive (its pickle is `<archive>/data.pkl`), a damaged zip (torch's reader
+    says why), or a legacy bare pickle. Another zip (an .npz, a Keras archive) is not claimed, so a
+    zip-based format may sit anywhere in the registry."""
+    if head.startswith(ZIP_MAGIC):
+        names = _zip_names(path)
+        return names is None or any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+    return head.startswith(b"\x80")
 
 
 def _hdf5_kind(path: Path) -> str | None:
@@ -116,7 +132,7 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
     Format("tf-checkpoint", "slim", (".ckpt", ".index"),
            "tf.compat.v1.train.Saver checkpoint in tf_slim.nets' names (the prefix); TF2 object checkpoints "
            "of a Keras model read too", "equiv.files:read_tf_checkpoint", "equiv.frameworks.slim:write_file",
-           "equiv.porting:fit_tf_checkpoint", _is_checkpoint),
+           "equiv.porting:fit_tf_checkpoint", _is_checkpoint, declared="equiv.tf_index:declared_shapes"),
     Format("keras-weights", "keras", (".weights.h5",), "Keras 3 model.save_weights",
            "equiv.files:read_keras_weights", "equiv.frameworks.keras:write_file", "equiv.porting:fit_by_sorted_shapes",
            _is_keras_weights),
@@ -126,7 +142,7 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
            "equiv.files:read_keras2_h5", None, "equiv.porting:fit_by_sorted_shapes", _is_keras2_h5),
     Format("safetensors", None, (".safetensors",), "canonical names and layout; no framework needed",
            "equiv.files:read_safetensors", "equiv.files:write_safetensors", "equiv.porting:fit_declared",
-           _is_safetensors),
+           _is_safetensors, declared="equiv.safetensors_reader:declared_shapes"),
     Format("torch", "torch", (".pt", ".pth", ".pkl"),
            "a PyTorch state_dict, read with weights_only=True (a pickled model only with allow_pickle)",
            "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", "equiv.porting:fit_state_dict",

@@ -152,11 +152,6 @@ def identity(v: Variant) -> dict:
             "param_shapes": {n: list(s) for n, s in C.param_shapes(v).items()}}
 
 
-def _defaults(v: Variant) -> dict:
-    """The default of each convention field of `v`'s description that has one."""
-    return {f.name: _jsonable(f.default) for f in dataclasses.fields(v) if f.default is not dataclasses.MISSING}
-
-
 def describes_other(v: Variant, golden: Golden) -> str | None:
     """Why `golden` is not a golden file of `v` (conventions, parameters, taps), or None."""
     stored = golden.meta["variant"]
@@ -164,13 +159,15 @@ def describes_other(v: Variant, golden: Golden) -> str | None:
     where = f"{golden.path} describes another network than {v.name}"
     if stored["name"] != v.name:
         return f"{golden.path} is the golden file of {stored['name']}, not {v.name}"
-    # A convention the file predates (a field added since, with a default) is that default in it.
-    was = {**_defaults(v), **stored["conventions"]}
-    changed = [k for k in now["conventions"] if was.get(k) != now["conventions"][k]]
+    # A convention added to the description after the file was made reads as its default, the value
+    # every earlier description had (each new field's default keeps the networks before it unchanged).
+    defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(v) if f.default is not dataclasses.MISSING}
+    was = {k: stored["conventions"].get(k, defaults.get(k)) for k in now["conventions"]}
+    changed = [k for k in now["conventions"] if was[k] != now["conventions"][k]]
     if changed:
         k = changed[0]
         return (f"{where}: {len(changed)} convention(s) differ (first: {k} stored "
-                f"{stored['conventions'].get(k)!r}, now {now['conventions'][k]!r})")
+                f"{was[k]!r}, now {now['conventions'][k]!r})")
     old, new = stored["param_shapes"], now["param_shapes"]
     if old != new:
         wrong = [n for n in new if n in old and old[n] != new[n]]

@@ -102,3 +102,8 @@ def read(path: Path, entries: dict[str, Entry], names) -> dict[str, np.ndarray]:
     finally:
         os.close(fd)
     return out
+
+
+def declared_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's name and shape as the header declares them, checked (equiv.formats' `declared`)."""
+    return {n: e.shape for n, e in header(Path(path)).items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from equiv.errors import EquivError
 
@@ -220,3 +221,11 @@ def _check(name: str, e: _Proto, sizes: list[int]) -> Entry:
     if not 0 <= e.shard_id < len(sizes) or e.offset < 0 or e.size < 0 or e.offset + e.size > sizes[e.shard_id]:
         raise _Bad(f"entry {name} lies beyond its data file (shard {e.shard_id}, bytes {e.offset}+{e.size})")
     return Entry(e.dtype, tuple(e.dims))
+
+
+def declared_shapes(path) -> dict[str, tuple[int, ...]]:
+    """Each variable's name and shape as the checkpoint's index declares them, checked; `path` is
+    the prefix or any of its files (equiv.formats' `declared`)."""
+    from equiv import paths
+
+    return {n: e.shape for n, e in read(str(paths.tf_prefix(Path(path)))).items()}

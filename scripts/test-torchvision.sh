@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The CI torchvision stage: the tests in which real torchvision (third-party code) computes the
 # torchvision/ variants, which the pinned torch 2.13.0 cannot run (its only torchvision wheel fails to
-# import). Creates .venv-torch214 (or $EQUIV_TV_VENV) with torch 2.14.1 + torchvision 0.29.1 from
-# constraints-torch214.txt and equiv's torch and test extras only, plus timm 1.0.31 and transformers 5.24.0
-# (issue 16 B: their ResNets are built natively here): no TensorFlow, no Keras (a cold
+# import). Creates .venv-torch214 (or $EQUIV_TV_VENV) with torch 2.14.1 + torchvision 0.29.1 (and timm 1.0.31
+# and transformers 5.24.0, the timm/ and hf/ variants' native builds) from
+# constraints-torch214.txt and equiv's torch and test extras only: no TensorFlow, no Keras (a cold
 # install is about 80 s here instead of 4 min, and triton, which `import torchvision` loads, never meets
 # TensorFlow in one process: that segfaults). Idempotent: a second run only checks. Extra arguments go
 # to pytest. EQUIV_REQUIRE_TORCHVISION=1 makes a torchvision that does not import an error here, never
@@ -16,7 +16,7 @@ stamp="$venv/.equiv-installed"
 want="$(cat "$root/constraints-torch214.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  echo "[equiv] installing torch 2.14.1 + torchvision 0.29.1 into $venv (first time: about 2 minutes)" >&2
+  echo "[equiv] installing torch 2.14.1 + torchvision 0.29.1 + timm 1.0.31 into $venv (first time: about 2 minutes)" >&2
   # --no-compile: no .pyc for the thousands of modules of torch and its CUDA packages that the tests
   # never import (Python compiles what is imported, on first import)
   "$venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check \

@@ -43,11 +43,12 @@ def plan(v: Variant, height: int, width: int) -> tuple:
     def conv(c: P.Conv, sizes):
         pads = tuple(C.pad_amounts(c.padding, n, c.kernel, c.stride) for n in sizes)
         out = tuple(C.output_size(c.padding, n, c.kernel, c.stride) for n in sizes)
-        return (c.name, c.kernel, c.cin, c.cout, c.stride, pads, c.bias, c.norm, c.relu), out
+        return (c.name, c.kernel, c.cin, c.cout, c.stride, pads, c.bias, c.norm, c.relu, c.groups), out
 
     stem = P.stem(v)
-    rec, sizes = conv(stem, sizes)
-    items.append(rec)
+    for c in P.stem_convs(v):  # one conv, or a deep stem's
+        rec, sizes = conv(c, sizes)
+        items.append(rec)
     pads = tuple(C.pad_amounts(v.pool_padding, n, v.pool_kernel, v.pool_stride) for n in sizes)
     # A pad value matters only if the pool pads and its input can be negative (after a ReLU, a
     # zero pad never beats the window's real values, of which there is always one).
@@ -58,7 +59,10 @@ def plan(v: Variant, height: int, width: int) -> tuple:
     for u in P.units(v):
         head = (u.name, u.stride, v.preact, v.preact_relu if v.preact else None)
         if u.shortcut:
-            shortcut, _ = conv(u.shortcut, sizes)
+            # ResNet-D: the projection of a strided unit averages 2x2 windows first (its conv has stride 1)
+            into = tuple(-(-n // u.stride) for n in sizes) if u.avg_down else sizes
+            shortcut, _ = conv(u.shortcut, into)
+            shortcut = (*shortcut, "avg" if u.avg_down else "none")
             norms |= u.shortcut.norm
         else:
             shortcut = ("identity", u.stride, v.identity_from if v.preact else "input")

@@ -9,6 +9,7 @@ from equiv import canonical as C
 from equiv import variants as V
 from equiv.errors import ParamMismatchError
 from equiv.families.resnet import plan as P
+from tests.contract import deep_new_marks
 
 # Counts published by the frameworks themselves (model summaries / torchvision docs).
 TRAINABLE = {
@@ -17,6 +18,11 @@ TRAINABLE = {
     "torchvision/resnet152": 60_192_808,
     "keras/ResNet50": 25_583_592,
     "keras/ResNet50V2": 25_568_360,
+    # Issue 16 A: torchvision's docs (num_params of each weights' meta), timm's model table
+    "torchvision/resnext50_32x4d": 25_028_904,
+    "torchvision/resnext101_32x8d": 88_791_336,
+    "torchvision/wide_resnet50_2": 68_883_240,
+    "timm/resnet50d": 25_576_264,
     # issue 16 B: sum(p.numel() for p in model.parameters()) of timm 1.0.31's and transformers 5.24.0's
     # own modules (timm's model card: 25.5 M), and keras-hub 0.32's trainable weights
     "timm/resnetv2_50": 25_549_352,
@@ -44,7 +50,9 @@ def test_slim_v2_50_has_272_parameter_tensors():
 def test_taps_are_unique_and_ordered(v):
     taps = C.tap_names(v)
     assert len(taps) == len(set(taps))
-    assert taps[:2] == ["stem/conv", "stem/pool"] and taps[-1] == C.output_tap(v)
+    stem = [c.name for c in P.stem_convs(v)]  # stem/conv, or a deep stem's stem/conv1 .. (issue 16 A)
+    assert stem == (["stem/conv"] if not v.deep_stem else [f"stem/conv{k}" for k in range(1, len(v.deep_stem) + 2)])
+    assert taps[:len(stem) + 1] == [*stem, "stem/pool"] and taps[-1] == C.output_tap(v)
     head = C.head_taps(v)  # pool and the output; pool alone (headless); none (a backbone)
     assert taps[len(taps) - len(head):] == head and head[:1] in (["pool"], [])
 
@@ -94,7 +102,8 @@ def test_flops_of_resnet50_match_the_literature():
 
 
 # depth repeats the same rules: the 101/152-layer variants add weight-making time, not cases
-@pytest.mark.parametrize("v", [v for v in V.all_variants() if not v.input_size and C.unit_count(v) <= 16],
+@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()
+                               if not v.input_size and C.unit_count(v) <= 16],
                          ids=lambda v: v.name)
 def test_tap_shapes_are_what_the_reference_computes(v):
     """The plan's shapes (used for memory and FLOPs) against the numpy reference's actual taps,

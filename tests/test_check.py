@@ -14,7 +14,7 @@ from equiv import variants as V
 from equiv import weights as W
 from equiv.checking import check, diff
 from equiv.frameworks import FRAMEWORKS, adapter
-from tests.contract import assert_exports_exactly
+from tests.contract import assert_exports_exactly, deep_new_marks
 
 PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
 
@@ -22,8 +22,9 @@ PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
 def native_code(v) -> str:
     """The code `check` runs for `v` in its native framework; the other two run equiv's generic builds.
     For torchvision/ variants that is equiv's own torch module in torchvision's layout, not torchvision
-    (which does not import beside the pinned torch): real torchvision meets it in tests/test_torchvision.py."""
-    if v.framework == "torchvision":
+    (which does not import beside the pinned torch): real torchvision meets it in tests/test_torchvision.py;
+    likewise for timm/ variants where timm does not import (real timm: the same file)."""
+    if v.framework == "torchvision" or (v.framework == "timm" and not v.built_by()):
         return "equiv-torch-module"
     return v.built_by() or f"equiv-generic-{v.native}"
 
@@ -33,7 +34,8 @@ def sides(v) -> str:
     return f"{v.native}: {native_code(v)}; {others}"
 
 
-@pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: f"{v.name}:native={native_code(v)}")
+@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()],
+                         ids=lambda v: f"{v.name}:native={native_code(v)}")
 def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_property):
     """Every framework pair, every tap: the variant's native build (its library's code where equiv has
     it: tf_slim.nets, keras.applications, the seed's programs) against equiv's generic builds."""
@@ -54,7 +56,8 @@ def test_native_build_and_equiv_generic_builds_agree_at_224(v):
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
 
 
-@pytest.mark.parametrize("v", [v for v in V.all_variants() if C.unit_count(v) <= 16], ids=lambda v: v.name)
+@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()
+                               if C.unit_count(v) <= 16], ids=lambda v: v.name)
 def test_port_round_trip_is_bit_exact(v):
     """native -> each other framework in turn -> native: every export is the original, bit for bit."""
     params = W.random_params(v, 5)

@@ -86,3 +86,16 @@ def test_api_errors_name_python_arguments_and_the_command_line_its_flags(capsys)
     assert as_flags(str(e.value)).startswith("--input-size 5000 32 is too large")
     assert as_flags("pass `num_classes=10` `drop_background_class=True`; keep `other=1`") == \
         "pass --num-classes 10 --drop-background; keep `other=1`"
+
+
+def test_check_strict_passes_where_every_tap_carries_information(tmp_path):
+    """equiv's seeded weights carry information at every tap, so --strict changes nothing here; the
+    table and the summary say so (the refusal itself: tests/test_testing.py, planted zero gammas)."""
+    r = subprocess.run([sys.executable, "-m", "equiv.cli", "check", "torchvision/resnet18", "--frameworks",
+                        "keras,torch", "--input-size", "32", "32", "--strict", "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from equiv import canonical as C
+    from equiv import variants as V
+
+    assert f"information: all {len(C.tap_names(V.get('torchvision/resnet18')))} taps carried information" in r.stdout

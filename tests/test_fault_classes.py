@@ -35,17 +35,20 @@ from equiv import report as report_text
 from equiv import variants as V
 from equiv import weights as W
 from equiv.compare import Report
+from equiv.errors import ParamMismatchError
 from equiv.frameworks import adapter, loaded
 from tests.torchvision_layout import torchvision_model, torchvision_taps
 
 SIZE = 32  # 32x32, batch 1: the stages every fault here changes keep at least a 4x4 map
 BACKENDS = ["slim", "keras", "torch"]
 TV = "torchvision/resnet50"
+RESNEXT, RESNET_D = "torchvision/resnext50_32x4d", "timm/resnet50d"  # issue 16 A's negative controls
 
 
 def _label(name: str) -> str:
     """The library code of a reference, for test ids."""
-    return {TV: "torchvision_resnet50"}.get(name) or name.replace("slim/", "tf_slim_").replace("/", "_")
+    known = {TV: "torchvision_resnet50", RESNEXT: "torchvision_resnext50_32x4d"}
+    return known.get(name) or name.replace("slim/", "tf_slim_").replace("/", "_")
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,7 +102,7 @@ def reference(name: str):
     v = V.get(name)
     params = W.random_params(v, 0)
     x = W.random_input(v, 1, SIZE, SIZE)
-    if name == TV:
+    if name in (TV, RESNEXT):
         model = torchvision_model(v)
         adapter("torch").load_params(v, model, params)  # torchvision's own keys, strict
         return v, params, x, torchvision_taps(v, model, x)
@@ -323,3 +326,83 @@ def test_a_port_that_builds_the_wrong_network_is_caught_at_the_first_changed_tap
     bad = port_into(fw, wrong, ported, x)
     caught(good_name, fw, bad, first, status)
     exactly(fault, wrong, ported, x, bad)
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 16 A: ResNeXt's groups and ResNet-D's average-pool shortcut, each got wrong by a port
+
+
+def _tiled_dense(v, wrong, params):
+    """`params` of ResNeXt `v` for `wrong` (groups=1): each grouped 3x3 kernel (3, 3, width / groups,
+    width) tiled across the groups into a dense (3, 3, width, width) one, as a port that fits the
+    stored kernel to an ungrouped conv by repeating it would (a block-diagonal kernel would be exact)."""
+    shapes = C.param_shapes(wrong)
+    return {n: np.ascontiguousarray(np.tile(a, (1, 1, shapes[n][2] // a.shape[2], 1))) if a.shape != shapes[n] else a
+            for n, a in params.items()}
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_a_resnext_ported_without_groups_is_caught_at_its_first_grouped_conv(fw):
+    """torchvision's resnext50_32x4d (real where torchvision imports, else tvcopy, the verbatim copy; its
+    own forward through hooks) vs its weights ported into `fw` by a port that builds the 3x3 convs with
+    groups=1 (the backend's builder: no library computes it). A strict load refuses the grouped kernels
+    outright (shape (3, 3, 4, 128) where (3, 3, 128, 128) is needed); tiled to fit, they load, and the
+    check names stage1/unit1/conv2, the first grouped conv, with every tap before it equal."""
+    v, params, x, _ = reference(RESNEXT)
+    wrong = v.replace(groups=1)
+    assert wrong.reference_differences() == ["groups"]
+    with pytest.raises(ParamMismatchError, match=r"stage1/unit1/conv2/kernel expected \(3, 3, 128, 128\), "
+                                                 r"found \(3, 3, 4, 128\)"):
+        C.check_params(wrong, params)
+    ported = _tiled_dense(v, wrong, params)
+    bad = port_into(fw, wrong, ported, x)
+    caught(RESNEXT, fw, bad, "stage1/unit1/conv2", "diverged")
+    exactly("resnext_groups_1", wrong, ported, x, bad)
+
+
+def _max_down(x, stride, kernel=2):
+    """A ResNet-D shortcut pooled by max instead of mean: the same windows (reference.avg_down's),
+    the maximum of each window's elements inside the input."""
+    n, m = x.shape[1:3]
+    oh, ow = -(-n // stride), -(-m // stride)
+    pad = ((0, 0), (0, max((oh - 1) * stride + kernel - n, 0)), (0, max((ow - 1) * stride + kernel - m, 0)), (0, 0))
+    return R._windows(np.pad(x, pad, constant_values=-np.inf), kernel, stride).max(axis=(4, 5))[:, :oh, :ow]
+
+
+def _max_pool_shortcut(fw, monkeypatch):
+    """Plant the fault in backend `fw`'s build: its ResNet-D shortcut pool made a max-pool of the
+    same windows (torch: MaxPool2d(2, s, ceil_mode=True); Keras: MaxPooling2D(2, s, "same"); slim:
+    max_pool2d(2, s, "SAME"), each padding with -inf where the average pool counts no padding)."""
+    if fw == "torch":
+        from equiv.families.resnet import torch as builder
+
+        monkeypatch.setattr(builder.nn, "AvgPool2d", lambda k, s, ceil_mode, count_include_pad:
+                            builder.nn.MaxPool2d(k, s, ceil_mode=ceil_mode))
+    elif fw == "keras":
+        from equiv.families.resnet import keras as builder
+
+        monkeypatch.setattr(builder.keras.layers, "AveragePooling2D", builder.keras.layers.MaxPooling2D)
+    else:
+        from equiv.frameworks.slim import _libs
+
+        slim = _libs()[1]
+        monkeypatch.setattr(slim, "avg_pool2d", slim.max_pool2d)
+
+
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_a_resnet_d_shortcut_pooled_by_max_is_caught_at_the_first_pooled_shortcut(fw, monkeypatch):
+    """timm's resnet50d, as equiv's torch module builds it in timm's layout (tests/test_torchvision.py: bit
+    for bit real timm's, which does not import beside the pinned torch), vs its weights in `fw`, whose
+    build pools the ResNet-D shortcut by max instead of mean. Stage 1 does not downsample (its pool is an
+    identity), so the check names stage2/unit1/shortcut, the first pooled projection, every tap before it
+    equal; the faulty side is, tap by tap, the float64 reference with that max-pool."""
+    from equiv.families.resnet import reference as resnet_reference
+
+    v, params, x, _ = reference(RESNET_D)
+    _max_pool_shortcut(fw, monkeypatch)
+    ad = adapter(fw)
+    with loaded(fw, v, params) as model:  # built afresh, with the planted pool
+        bad = ad.run(v, model, x)
+    caught(RESNET_D, fw, bad, "stage2/unit1/shortcut", "diverged")
+    monkeypatch.setattr(resnet_reference, "avg_down", _max_down)
+    exactly("resnet_d_max_pool", v, params, x, bad)

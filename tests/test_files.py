@@ -155,3 +155,21 @@ def test_format_records_resolve():
         assert callable(record.read()) and callable(record.fit_to()), record.name
         assert record.writer is None or callable(record.write()), record.name
         assert record.owner is None or record.owner in FRAMEWORKS
+        assert record.declared is None or callable(formats._resolve(record.declared)), record.name
+
+
+def test_a_zip_of_no_known_format_is_not_claimed_by_torch(tmp_path):
+    """torch's sniff claims torch.save archives (a `data.pkl` member) and damaged zips, not every zip:
+    a zip-based format may be registered after it (an .npz here is no format of equiv's)."""
+    import torch
+
+    npz = tmp_path / "blob"
+    np.savez(npz, a=np.zeros(2, np.float32))
+    with pytest.raises(EquivError, match="cannot tell its format"):
+        files.detect(tmp_path / "blob.npz")
+    pt = tmp_path / "state"
+    torch.save({"a": torch.zeros(2)}, pt)
+    assert files.detect(pt) == "torch"
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(pt.read_bytes()[:40])
+    assert files.detect(damaged) == "torch"  # torch's reader then says what is wrong with it

@@ -346,7 +346,8 @@ def test_update_without_keras_is_one_line_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2, r.stdout + r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("equiv: error: golden update needs all of slim, keras, torch") and "'keras'" in last
+    assert last.startswith("equiv: error: golden update needs slim, keras, torch (a golden file holds the taps") \
+        and "'keras'" in last
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
 
 
@@ -382,8 +383,8 @@ def test_the_torch214_constraints_are_the_main_pins_but_torch():
         return [line for line in (root / name).read_text().splitlines() if line and not line.startswith("#")]
 
     main, t214 = pins("constraints.txt"), pins("constraints-torch214.txt")
-    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1"} <= set(t214)
-    same = [p for p in t214 if not p.startswith(("torch==", "torchvision=="))]
+    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"} <= set(t214)
+    same = [p for p in t214 if not p.startswith(("torch==", "torchvision==", "timm=="))]
     assert same == [p for p in main if p != "torch==2.13.0"]
 
 
@@ -417,3 +418,14 @@ def test_a_backend_registered_later_joins_the_stored_files_without_rerunning_the
     # a file that is not there, or of other weights, is not merged into: one whole update instead
     r = equiv("golden", "update", "torchvision/resnet34", "--frameworks", "slim", "--fixtures", str(tmp_path), "-q")
     assert r.returncode != 0 and "equiv golden update torchvision/resnet34" in r.stderr
+
+
+def test_a_convention_added_after_a_file_was_made_reads_as_its_default():
+    """Issue 16 A's fields (deep_stem, projection_pool, groups) are not in files made before them: such a file
+    still describes its variant, and one changed in a new field no longer does, named by it."""
+    v = V.get("torchvision/resnet50")
+    g = golden.read(golden.path_for(golden.DEFAULT_DIR, v))
+    assert not {"deep_stem", "projection_pool", "groups"} & set(g.meta["variant"]["conventions"])
+    assert golden.describes_other(v, g) is None
+    changed = golden.describes_other(v.replace(projection_pool="avg"), g)
+    assert changed and "1 convention(s) differ (first: projection_pool stored 'stride', now 'avg')" in changed

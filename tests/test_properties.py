@@ -34,7 +34,7 @@ from tests import mutation as M
 
 PROFILE = settings.get_current_profile_name().removeprefix("equiv-")
 # (cross-framework agreement, mutation per convention) examples per profile; other profiles: their
-# own count, and a tenth of it per convention (24 conventions)
+# own count, and a tenth of it per convention (27 conventions)
 EXAMPLES = {"ci": (50, 2), "dev": (12, 1), "thorough": (500, 20)}.get(
     PROFILE, (settings().max_examples, max(1, settings().max_examples // 10)))
 # CI ("ci") draws one fixed set, from CI_SEED: a fresh draw there found a false failure of the

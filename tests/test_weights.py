@@ -75,8 +75,8 @@ def test_a_value_outside_the_exact_bounds_raises_not_rounds():
     x[0, 1, 1, 0] = np.nan
     with pytest.raises(W.CalibrationRangeError):
         W.exact_conv2d(x, k, 1, "tf_same")
-    with pytest.raises(W.CalibrationRangeError, match="convolution of 16384 terms"):
-        W.exact_conv2d(np.zeros((1, 4, 4, 1024)), np.zeros((4, 4, 1024, 1)), 1, "tf_same")
+    with pytest.raises(W.CalibrationRangeError, match="convolution of 18432 terms"):  # TERMS_MAX is 2**14
+        W.exact_conv2d(np.zeros((1, 4, 4, 2048)), np.zeros((3, 3, 2048, 1)), 1, "tf_same")
     with pytest.raises(W.CalibrationRangeError, match="conv1/kernel: \\|value\\| 5e\\+03 exceeds .* 4096"):
         W._calibration_kernels({"conv1/kernel": np.full((1, 1, 4, 1), 5000.0)})  # 4 terms: at most 2**14 / 4
     with pytest.raises(W.CalibrationRangeError, match="BatchNorm's input"):

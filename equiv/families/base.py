@@ -111,9 +111,12 @@ def library_build(dialects: Mapping[str, Dialect], backend: str, v: Variant,
     if not reference:
         return False, None
     if not computes:
-        if named is not None and native:
+        if named is not None and native and v.reference_differences():
             raise FrameworkError(f"{v.name} differs from {v.reference} in {', '.join(v.reference_differences())}; "
                                  "build it with reference=False")
+        if named is not None and native:  # the description's own, whose library does not import here
+            raise FrameworkError(f"{v.name} has no {backend} reference implementation here: {v.reference} does not "
+                                 "import in this environment; use the generic builder (reference=False)")
         raise FrameworkError(f"{v.name} has no {backend} reference implementation (it is native to {v.native}"
                              f"{', as ' + v.reference if v.reference else ''}); use the generic builder")
     return True, named.build

@@ -25,6 +25,7 @@ from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.families.resnet import plan as P
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks import torch as adapter
+from tests.contract import deep_new_marks
 
 RTOL = 1e-5  # of the tap's scale, max|reference tap|
 
@@ -80,7 +81,8 @@ class Case:
         adapter.load_params(v, self.model, self.params)
 
 
-@pytest.fixture(scope="module", params=ALL, ids=[v.name for v in ALL])
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=deep_new_marks(v)) for v in ALL],
+                ids=[v.name for v in ALL])
 def case(request) -> Case:
     return Case(request.param)
 
@@ -148,7 +150,7 @@ def test_any_size_and_batch(case):
     """Smallest usable input, not square, batch 1: every layer's spatial size as planned."""
     v = case.v
     h, w = C.min_input_size(v), C.min_input_size(v) + 3
-    spatial = ["stem/conv", "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
+    spatial = [P.stem(v).name, "stem/pool", *(f"stage{s}/unit{d}" for s, d in enumerate(v.depths, start=1))]
     last = C.output_tap(v)  # logits, or a headless network's last tap
     out = adapter.run(v, case.model, weights.random_input(v, 1, h, w), list(dict.fromkeys([*spatial, last])))
     sizes = zip(P.spatial_sizes(v, h), P.spatial_sizes(v, w), strict=True)
@@ -193,7 +195,7 @@ def test_pads_explicitly_only_where_needed(case):
     padded = {n for n, m in case.model.named_modules()
               if isinstance(m, (adapter.PaddedConv2d, adapter.PaddedMaxPool2d))}
     # slim pools TF SAME and keras zero-pads its pool; neither pads a conv asymmetrically
-    expected = {"torchvision": set(), "slim": {"maxpool"}, "keras": {"maxpool"}}
+    expected = {"torchvision": set(), "timm": set(), "slim": {"maxpool"}, "keras": {"maxpool"}}
     assert padded == expected.get(case.v.framework, PADDED_LAYERS.get(case.v.name))
 
 
@@ -222,7 +224,7 @@ def test_channels_last_agrees(name):
 from tests.torchvision_layout import IMPL, torchvision_model  # noqa: E402
 
 # reference=True builds a library's network: for torch, only variants native to torch that name one
-TORCH_REFERENCE = [v for v in ALL if v.native == "torch" and v.reference]
+TORCH_REFERENCE = [v for v in ALL if v.native == "torch" and v.built_by()]  # timm/: only where timm imports
 NO_TORCH_REFERENCE = [v for v in ALL if v not in TORCH_REFERENCE]
 
 
@@ -256,7 +258,8 @@ def test_reference_flag_is_refused_without_a_torch_reference(v):
         adapter.build(v, reference=True)
 
 
-@pytest.mark.parametrize("case", TORCH_REFERENCE, indirect=True, ids=[v.name for v in TORCH_REFERENCE])
+@pytest.mark.parametrize("case", [pytest.param(v, marks=deep_new_marks(v)) for v in TORCH_REFERENCE], indirect=True,
+                         ids=[v.name for v in TORCH_REFERENCE])
 def test_reference_flag_builds_the_same_class_roundtrip(case):
     """build(reference=True) of a torchvision/ variant is equiv's generic ResNet class again (torchvision
     does not import beside torch 2.13; the seed's network, whose reference is its own code, is
@@ -273,7 +276,8 @@ def test_reference_flag_builds_the_same_class_roundtrip(case):
 TV_CASES = [v for v in ALL if v.framework == "torchvision"]
 
 
-@pytest.mark.parametrize("case", TV_CASES, indirect=True, ids=[f"{v.name}-vs-{IMPL}" for v in TV_CASES])
+@pytest.mark.parametrize("case", [pytest.param(v, marks=deep_new_marks(v)) for v in TV_CASES], indirect=True,
+                         ids=[f"{v.name}-vs-{IMPL}" for v in TV_CASES])
 def test_equiv_torch_module_against_torchvision_layout(case):
     """equiv torch module vs torchvision's resnetNN (IMPL in the id: real torchvision, or tvcopy, the
     verbatim copy): the same keys in the same order, shapes and dtypes, a strict load, and the same

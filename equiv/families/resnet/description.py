@@ -7,10 +7,25 @@ name and shape.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from equiv.variants import Variant
+
+
+@functools.cache
+def _imports(module: str) -> bool:
+    """Whether `module` imports here (once per process; any failure means no)."""
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - a library built for another torch fails in many ways
+        return False
+    return True
 
 # How a strided convolution or pool pads:
 #   "symmetric": (k-1)//2 before and the rest after, whatever the input size (slim's
@@ -70,6 +85,23 @@ class ResNet(Variant):
     head_pool: int = 0
     head_pool_stride: int = 0
     head_activation: Literal["none", "softmax"] = "none"
+    # Issue 16 A: ResNet-D and grouped convolutions (the defaults are every earlier variant's).
+    # A deep stem (ResNet-C/D, timm's stem_type="deep"): the widths of the stem convs before its
+    # last, each a stem_kernel x stem_kernel conv followed by BatchNorm and ReLU, the first with
+    # stem_stride and stem_padding, the others stride 1; the last conv outputs stem_width and has
+    # the stem's norm and ReLU (stem_norm, stem_relu). () is the single stem conv `stem/conv`; a
+    # deep stem's convs are `stem/conv1` .. `stem/conv{n}` (timm resnet50d: (32, 32), 3x3).
+    deep_stem: tuple[int, ...] = ()
+    # How a strided projection shortcut downsamples: "stride", its 1x1 conv strides (every
+    # reference before); "avg" (ResNet-D, timm's avg_down=True): an average pool of 2x2 with the
+    # unit's stride, the last window kept where it starts inside the input and averaged over its
+    # valid elements only (torch AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
+    # TF's SAME average pool), then a stride-1 1x1 conv. Identity shortcuts are not affected.
+    projection_pool: Literal["stride", "avg"] = "stride"
+    # Groups of a bottleneck's 3x3 conv (ResNeXt: torchvision's groups; its width_per_group is
+    # in `widths`: width = planes * width_per_group / 64 * groups). Its kernel is HWIO with
+    # I = width / groups, output channels grouped contiguously, as TF, Keras and torch store it.
+    groups: int = 1
     # Issue 16 B: normalisation, weight standardisation and heads
     # Every norm layer (a conv's, a pre-activation's, the post-norm) is a BatchNorm (moving
     # statistics) or a GroupNorm of `norm_groups` groups (no statistics: gamma and beta only),
@@ -104,7 +136,27 @@ class ResNet(Variant):
             raise ValueError(f"{self.name}: a pooled, flattened head needs input_size and head_pool_stride")
         if self.bottleneck_expansion < 1:
             raise ValueError(f"{self.name}: bottleneck_expansion must be positive")
+        self._check_issue16a()
         self._check_issue16b()
+
+    def _check_issue16a(self) -> None:
+        if any(w < 1 for w in self.deep_stem):
+            raise ValueError(f"{self.name}: every deep_stem width must be positive")
+        if self.groups < 1:
+            raise ValueError(f"{self.name}: groups must be positive")
+        if self.groups > 1 and self.block != "bottleneck":
+            raise ValueError(f"{self.name}: groups apply to a bottleneck's 3x3 conv; a basic block has none")
+        if any(w % self.groups for w in self.widths):
+            raise ValueError(f"{self.name}: groups={self.groups} must divide every stage width {self.widths}")
+
+    def built_by(self) -> str:
+        """As Variant.built_by, and "" for a timm description where timm does not import (it needs
+        torchvision, which the pinned torch lacks): equiv's generic torch module, in timm's layout,
+        builds it there."""
+        ref = super().built_by()
+        if ref.startswith("timm.") and not ref.startswith("timm.models.resnetv2") and not _imports("timm"):
+            return ""
+        return ref
 
     def _check_issue16b(self) -> None:
         if self.norm == "group":
@@ -114,6 +166,9 @@ class ResNet(Variant):
             if bad:
                 raise ValueError(f"{self.name}: GroupNorm of {self.norm_groups} groups cannot split "
                                  f"{', '.join(map(str, bad))} channels")
+        if self.weight_std and self.groups > 1:
+            raise ValueError(f"{self.name}: weight standardisation of grouped convolutions is not realised "
+                             "(no registered network has both)")
         if self.weight_std and not self.ws_epsilon > 0:
             raise ValueError(f"{self.name}: weight standardisation needs a positive ws_epsilon")
         if self.head in ("features", "none") and (self.head_activation != "none" or self.head_pool):

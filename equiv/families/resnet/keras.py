@@ -24,6 +24,9 @@ from equiv.frameworks.keras import NegInfPadding2D, keras, padding_layers
 _LAYERS = {
     r"stem/conv": "conv1_conv",
     r"stem/conv/bn": "conv1_bn",
+    # a deep stem (no keras.applications model has one): conv1_1_conv, conv1_1_bn, conv1_1_relu, ...
+    r"stem/conv(?P<k>\d+)": "conv1_{k}_conv",
+    r"stem/conv(?P<k>\d+)/bn": "conv1_{k}_bn",
     r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "conv{s1}_block{u}_preact_bn",
     r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "conv{s1}_block{u}_0_conv",
     r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "conv{s1}_block{u}_0_bn",
@@ -177,7 +180,8 @@ def _tap_layers(v: ResNet) -> dict[str, tuple[str, ...]]:
     """Canonical tap -> the Keras layers whose output it may be, the first found in a model
     wins. The shortcut is special-cased in `_tap_model`: the input of the unit's add that is
     not the branch (a projection, a 1x1 max-pool, or the unit's input itself)."""
-    taps = {"stem/conv": _conv_outputs(plan.stem(v), v), "stem/pool": ("pool1_pool",)}
+    taps = {c.name: _conv_outputs(c, v) for c in plan.stem_convs(v)}
+    taps["stem/pool"] = ("pool1_pool",)
     for unit in plan.units(v):
         p = _unit_prefix(unit, v)
         if v.preact:
@@ -215,7 +219,8 @@ def _conv(v: ResNet, x, c: plan.Conv):
     x, padding = padding_layers(c.padding, c.kernel, c.stride, x, f"{base}_pad")
     conv = StdConv2D if v.weight_std else keras.layers.Conv2D
     extra = {"ws_epsilon": v.ws_epsilon} if v.weight_std else {}
-    x = conv(c.cout, c.kernel, strides=c.stride, padding=padding, use_bias=c.bias, name=name, **extra)(x)
+    x = conv(c.cout, c.kernel, strides=c.stride, padding=padding, use_bias=c.bias, groups=c.groups,
+             name=name, **extra)(x)
     if c.norm:
         x = _norm(v, keras_layer(f"{c.name}/bn", v))(x)
     if c.relu:
@@ -233,7 +238,10 @@ def _unit(v: ResNet, x, unit: plan.Unit):
         if v.identity_from == "preact":
             identity = branch
     if unit.shortcut:
-        shortcut = _conv(v, branch if v.preact else x, unit.shortcut)  # v2 projects the pre-activation
+        into = branch if v.preact else x  # v2 projects the pre-activation
+        if unit.avg_down:  # ResNet-D: TF's SAME average pool counts no padding (reference.avg_down)
+            into = keras.layers.AveragePooling2D(2, strides=unit.stride, padding="same", name=f"{p}_0_avgpool")(into)
+        shortcut = _conv(v, into, unit.shortcut)
     elif unit.stride > 1:
         shortcut = keras.layers.MaxPooling2D(1, strides=unit.stride, name=f"{p}_0_pool")(identity)
     else:
@@ -248,7 +256,9 @@ def _unit(v: ResNet, x, unit: plan.Unit):
 
 def _generic(v: ResNet):
     inputs = keras.Input(shape=(*(v.input_size or (None, None)), v.in_channels))
-    x = _conv(v, inputs, plan.stem(v))
+    x = inputs
+    for c in plan.stem_convs(v):
+        x = _conv(v, x, c)
     pad_layer = NegInfPadding2D if v.pool_pad_value == "-inf" else keras.layers.ZeroPadding2D
     x, padding = padding_layers(v.pool_padding, v.pool_kernel, v.pool_stride, x, "pool1_pad", pad_layer)
     x = keras.layers.MaxPooling2D(v.pool_kernel, strides=v.pool_stride, padding=padding,

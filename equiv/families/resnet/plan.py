@@ -8,9 +8,11 @@ Parameters are numpy float32 arrays named from indices:
     stem/conv/kernel                 (k, k, in, out)   HWIO, as TF and Keras store it
     stem/conv/bias                   (out,)
     stem/conv/bn/gamma|beta|moving_mean|moving_variance
+    stem/conv{k}/...                 a deep stem's convs (ResNet-C/D), k = 1..n, in place of stem/conv
     stage{s}/unit{u}/preact/...      BatchNorm of a pre-activation (v2) unit
     stage{s}/unit{u}/shortcut/kernel, /bias, /bn/...
     stage{s}/unit{u}/conv{k}/kernel, /bias, /bn/...
+                                     (a grouped conv's kernel: (k, k, in / groups, out))
     post/...                         BatchNorm before pooling (v2)
     logits/kernel                    (features, classes) as a Keras Dense stores it (a 1x1-conv
                                      head too: each backend's dialect maps the layout)
@@ -21,7 +23,7 @@ a headless network (head "features" or "none") has no logits parameters.
 
 Taps (intermediate outputs), in network order, all NHWC except the last two:
 
-    stem/conv, stem/pool,
+    stem/conv (or a deep stem's stem/conv1 .. stem/conv{n}), stem/pool,
     stage{s}/unit{u}/preact, .../shortcut, .../conv1 .. conv{n}, stage{s}/unit{u},
     post, pool (N, features), logits (N, classes), or probs (N, classes) for a softmax head;
     a headless network ends at pool (head "features") or at its last stage (head "none")
@@ -54,6 +56,7 @@ class Conv:
     bias: bool
     norm: bool  # BatchNorm follows
     relu: bool  # ReLU follows (after the norm)
+    groups: int = 1  # grouped conv (ResNeXt): its kernel is (k, k, cin / groups, cout)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Unit:
     projection: bool
     convs: tuple[Conv, ...]
     shortcut: Conv | None  # the projection, when there is one
+    # ResNet-D: the projection's input is average-pooled (2x2, the unit's stride, see
+    # ResNet.projection_pool) and its conv has stride 1
+    avg_down: bool = False
 
     @property
     def name(self) -> str:
@@ -77,10 +83,27 @@ def _bias(v: ResNet, norm: bool) -> bool:
 
 
 def stem(v: ResNet) -> Conv:
+    """The stem's last conv (its only one, `stem/conv`, unless the stem is deep)."""
+    return stem_convs(v)[-1]
+
+
+def stem_convs(v: ResNet) -> list[Conv]:
+    """The stem's convs in order: `stem/conv`, or a deep stem's `stem/conv1` .. `stem/conv{n}`
+    (each before the last with BatchNorm and ReLU; the first carries the stem's stride)."""
     norm = not v.preact if v.stem_norm is None else v.stem_norm
     relu = not v.preact if v.stem_relu is None else v.stem_relu
-    return Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
-                v.stem_padding, _bias(v, norm), norm, relu)
+    if not v.deep_stem:
+        return [Conv("stem/conv", v.stem_kernel, v.in_channels, v.stem_width, v.stem_stride,
+                     v.stem_padding, _bias(v, norm), norm, relu)]
+    widths = (*v.deep_stem, v.stem_width)
+    convs, cin = [], v.in_channels
+    for k, cout in enumerate(widths, start=1):
+        last = k == len(widths)
+        n, r = (norm, relu) if last else (True, True)
+        convs.append(Conv(f"stem/conv{k}", v.stem_kernel, cin, cout, v.stem_stride if k == 1 else 1,
+                          v.stem_padding, _bias(v, n), n, r))
+        cin = cout
+    return convs
 
 
 def _branch_relu(v: ResNet, kernel: int, stride: int, last: bool) -> bool:
@@ -113,15 +136,17 @@ def units(v: ResNet) -> list[Unit]:
                 last = k == len(shapes)
                 norm = v.inner_norm and not (v.preact and last)
                 conv_stride = stride if k == v.stride_conv else 1
+                groups = v.groups if v.block == "bottleneck" and k == 2 else 1
                 convs.append(Conv(
                     f"stage{s}/unit{u}/conv{k}", ksize, a, b, conv_stride, v.conv_padding,
-                    _bias(v, norm), norm, relu=_branch_relu(v, ksize, conv_stride, last),
+                    _bias(v, norm), norm, relu=_branch_relu(v, ksize, conv_stride, last), groups=groups,
                 ))
             shortcut = None
+            avg_down = projection and stride > 1 and v.projection_pool == "avg"
             if projection:
-                shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, stride, "symmetric",
+                shortcut = Conv(f"stage{s}/unit{u}/shortcut", 1, cin, cout, 1 if avg_down else stride, "symmetric",
                                 _bias(v, v.shortcut_norm), v.shortcut_norm, relu=v.branch_relu == "every")
-            out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut))
+            out.append(Unit(s, u, cin, cout, stride, projection, tuple(convs), shortcut, avg_down))
             cin = cout
     return out
 
@@ -186,13 +211,14 @@ def param_shapes(v: ResNet) -> dict[str, tuple[int, ...]]:
             shapes[f"{prefix}/{f}"] = (c,)
 
     def conv(c: Conv) -> None:
-        shapes[f"{c.name}/kernel"] = (c.kernel, c.kernel, c.cin, c.cout)
+        shapes[f"{c.name}/kernel"] = (c.kernel, c.kernel, c.cin // c.groups, c.cout)
         if c.bias:
             shapes[f"{c.name}/bias"] = (c.cout,)
         if c.norm:
             bn(f"{c.name}/bn", c.cout)
 
-    conv(stem(v))
+    for c in stem_convs(v):
+        conv(c)
     for unit in units(v):
         if v.preact:
             bn(f"{unit.name}/preact", unit.cin)
@@ -210,7 +236,7 @@ def param_shapes(v: ResNet) -> dict[str, tuple[int, ...]]:
 
 def tap_names(v: ResNet) -> list[str]:
     """Every canonical tap of `v`, in network order."""
-    taps = ["stem/conv", "stem/pool"]
+    taps = [c.name for c in stem_convs(v)] + ["stem/pool"]
     for unit in units(v):
         if v.preact:
             taps.append(f"{unit.name}/preact")
@@ -243,8 +269,8 @@ def tap_depths(v: ResNet) -> dict[str, int]:
 
     Float32 rounding error accumulates like a random walk along that path, so tolerances
     grow with its square root (see equiv.compare)."""
-    depths = {"stem/conv": 1, "stem/pool": 1}
-    d = 1
+    depths = {c.name: k for k, c in enumerate(stem_convs(v), start=1)}
+    d = depths["stem/pool"] = len(depths)
     for unit in units(v):
         if v.preact:
             depths[f"{unit.name}/preact"] = d
@@ -264,7 +290,9 @@ def tap_depths(v: ResNet) -> dict[str, int]:
 
 def spatial_sizes(v: ResNet, size: int) -> list[int]:
     """The spatial size after the stem conv, the pool, and each stage (one axis)."""
-    sizes = [output_size(v.stem_padding, size, v.stem_kernel, v.stem_stride)]
+    sizes = [size]
+    for c in stem_convs(v):
+        sizes = [output_size(c.padding, sizes[-1], c.kernel, c.stride)]
     sizes.append(output_size(v.pool_padding, sizes[-1], v.pool_kernel, v.pool_stride))
     for s in v.strides:
         sizes.append(output_size(v.conv_padding, sizes[-1], 3, s))
@@ -284,9 +312,10 @@ def tap_shapes(v: ResNet, height: int, width: int) -> dict[str, tuple[int, ...]]
     for the pooled features and the head. The one place tap shapes are derived (memory
     estimates, FLOPs and tests ask here)."""
     shapes: dict[str, tuple[int, ...]] = {}
-    c = stem(v)
-    h, w = output_size(c.padding, height, c.kernel, c.stride), output_size(c.padding, width, c.kernel, c.stride)
-    shapes["stem/conv"] = (h, w, v.stem_width)
+    h, w = height, width
+    for c in stem_convs(v):
+        h, w = output_size(c.padding, h, c.kernel, c.stride), output_size(c.padding, w, c.kernel, c.stride)
+        shapes[c.name] = (h, w, c.cout)
     h = output_size(v.pool_padding, h, v.pool_kernel, v.pool_stride)
     w = output_size(v.pool_padding, w, v.pool_kernel, v.pool_stride)
     shapes["stem/pool"] = (h, w, v.stem_width)
@@ -312,9 +341,9 @@ def flops(v: ResNet, height: int, width: int) -> int:
     shapes = tap_shapes(v, height, width)
 
     def conv_flops(c: Conv, out: tuple[int, ...]) -> int:
-        return 2 * out[0] * out[1] * c.kernel * c.kernel * c.cin * c.cout
+        return 2 * out[0] * out[1] * c.kernel * c.kernel * (c.cin // c.groups) * c.cout
 
-    total = conv_flops(stem(v), shapes["stem/conv"])
+    total = sum(conv_flops(c, shapes[c.name]) for c in stem_convs(v))
     for unit in units(v):
         if unit.shortcut:
             total += conv_flops(unit.shortcut, shapes[unit.name])

@@ -12,7 +12,7 @@ import numpy as np
 
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
-from equiv.reference import BatchNorm, Conv2d, Segment, avg_pool, conv2d, max_pool, relu, softmax
+from equiv.reference import BatchNorm, Conv2d, Segment, _windows, avg_pool, conv2d, max_pool, relu, softmax
 
 
 def head_features(v: ResNet, h: np.ndarray) -> np.ndarray:
@@ -20,6 +20,21 @@ def head_features(v: ResNet, h: np.ndarray) -> np.ndarray:
     if not v.head_pool:
         return h.mean(axis=(1, 2))
     return avg_pool(h, v.head_pool, v.head_pool_stride).reshape(h.shape[0], -1)
+
+
+def avg_down(x: np.ndarray, stride: int, kernel: int = 2) -> np.ndarray:
+    """ResNet-D's shortcut pool (ResNet.projection_pool "avg"): windows of `kernel` starting at
+    every multiple of `stride` inside the input (ceil(n / stride) of them per axis), each averaged
+    over its elements inside the input only: torch's AvgPool2d(kernel, stride, ceil_mode=True,
+    count_include_pad=False) with no padding, for stride >= kernel (timm's avg_down: 2 and 2), and
+    TensorFlow's SAME average pool, which pads after only and does not count the padding."""
+    n, m = x.shape[1:3]
+    oh, ow = -(-n // stride), -(-m // stride)
+    ph, pw = max((oh - 1) * stride + kernel - n, 0), max((ow - 1) * stride + kernel - m, 0)
+    pad = ((0, 0), (0, ph), (0, pw), (0, 0))
+    total = _windows(np.pad(x, pad), kernel, stride).sum(axis=(4, 5))[:, :oh, :ow]
+    count = _windows(np.pad(np.ones((1, n, m, 1), x.dtype), pad), kernel, stride).sum(axis=(4, 5))[:, :oh, :ow]
+    return total / count
 
 
 def inference_bn(v: ResNet, params: Mapping[str, np.ndarray]) -> BatchNorm:
@@ -42,7 +57,12 @@ def segments(v: ResNet, params: Mapping[str, np.ndarray], *, bn: BatchNorm | Non
 
     def conv(c: plan.Conv, h: np.ndarray) -> np.ndarray:
         kernel = standardized(p[f"{c.name}/kernel"], v.ws_epsilon) if v.weight_std else p[f"{c.name}/kernel"]
-        h = convolve(h, kernel, c.stride, c.padding, p.get(f"{c.name}/bias"))
+        if c.groups == 1:
+            h = convolve(h, kernel, c.stride, c.padding, p.get(f"{c.name}/bias"))
+        else:  # each group of input channels through its own slice of output channels
+            ins, kernels = np.split(h, c.groups, axis=-1), np.split(kernel, c.groups, axis=-1)
+            h = np.concatenate([convolve(a, k, c.stride, c.padding) for a, k in zip(ins, kernels)], axis=-1)
+            h = h + p[f"{c.name}/bias"] if f"{c.name}/bias" in p else h
         if c.norm:
             h = bn(f"{c.name}/bn", h)
         return relu(h) if c.relu else h
@@ -57,7 +77,8 @@ def segments(v: ResNet, params: Mapping[str, np.ndarray], *, bn: BatchNorm | Non
                 if v.identity_from == "preact":
                     identity = branch_in
             if unit.shortcut:
-                shortcut = conv(unit.shortcut, branch_in if v.preact else h)
+                into = branch_in if v.preact else h
+                shortcut = conv(unit.shortcut, avg_down(into, unit.stride) if unit.avg_down else into)
             else:
                 shortcut = identity[:, ::unit.stride, ::unit.stride]
             taps[f"{unit.name}/shortcut"] = shortcut
@@ -69,9 +90,16 @@ def segments(v: ResNet, params: Mapping[str, np.ndarray], *, bn: BatchNorm | Non
             return taps
         return fn
 
+    def stem(x: np.ndarray) -> dict[str, np.ndarray]:
+        taps, h = {}, np.asarray(x, dtype)
+        for c in plan.stem_convs(v):  # one conv, or a deep stem's
+            h = taps[c.name] = conv(c, h)
+        return taps
+
+    last = plan.stem(v).name
     segs: list[Segment] = [
-        ("stem/conv", None, lambda x: {"stem/conv": conv(plan.stem(v), np.asarray(x, dtype))}),
-        ("stem/pool", "stem/conv", lambda h: {"stem/pool": max_pool(
+        (last, None, stem),
+        ("stem/pool", last, lambda h: {"stem/pool": max_pool(
             h, v.pool_kernel, v.pool_stride, v.pool_padding, v.pool_pad_value)}),
     ]
     prev = "stem/pool"

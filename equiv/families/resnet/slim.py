@@ -36,6 +36,7 @@ from equiv.frameworks.slim import _libs
 # dialect's (tf_slim.nets: the variant's short name, <block>_<v1|v2>, preact)
 _SCOPES = {
     r"stem/conv": "{scope}/conv1",
+    r"stem/conv(?P<k>\d+)": "{scope}/conv1_{k}",  # a deep stem (tf_slim.nets has none)
     r"post": "{scope}/postnorm",
     r"logits": "{scope}/logits",
     r"stage(?P<s>\d+)/unit(?P<u>\d+)": "{scope}/block{s}/unit_{u}/{unit}",
@@ -179,11 +180,24 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
         if v.weight_std:
             h = std_conv2d(v, c, h, padding, scope)
             h = act(h) if act is not None and not c.norm else h
+        elif c.groups > 1:
+            h = grouped_conv(h, c, padding, scope, None if c.norm else act)
         else:
             h = slim.conv2d(h, c.cout, c.kernel, stride=c.stride, padding=padding,
                             activation_fn=None if c.norm else act, normalizer_fn=None,
                             biases_initializer=tf.zeros_initializer() if c.bias else None, scope=scope)
         return batch_norm(h, f"{scope}/BatchNorm", act) if c.norm else h
+
+    def grouped_conv(h, c: plan.Conv, padding, scope, act):
+        """slim.conv2d has no groups: the same variables (weights (k, k, in / groups, out), biases)
+        in the same scope, and TensorFlow's own grouped tf.nn.conv2d, which runs on the CPU (TF 2.21)."""
+        with tf.compat.v1.variable_scope(scope):
+            w = tf.compat.v1.get_variable("weights", (c.kernel, c.kernel, c.cin // c.groups, c.cout), tf.float32)
+            h = tf.nn.conv2d(h, w, strides=c.stride, padding=padding)
+            if c.bias:
+                h = tf.nn.bias_add(h, tf.compat.v1.get_variable("biases", (c.cout,), tf.float32,
+                                                                tf.zeros_initializer()))
+        return act(h) if act else h
 
     def max_pool(h):
         k, s = v.pool_kernel, v.pool_stride
@@ -195,7 +209,9 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
 
     taps = {}
     with tf.compat.v1.variable_scope(scope(v)):
-        h = taps["stem/conv"] = conv(plan.stem(v), x, "conv1")
+        h = x
+        for c in plan.stem_convs(v):  # conv1, or a deep stem's conv1_1 .. conv1_n
+            h = taps[c.name] = conv(c, h, _layer(v, c.name).rsplit("/", 1)[1])
         h = taps["stem/pool"] = max_pool(h)
         for s, stage in itertools.groupby(plan.units(v), key=lambda unit: unit.stage):
             with tf.compat.v1.variable_scope(f"block{s}"):
@@ -208,7 +224,11 @@ def _build_generic(v: Description, x) -> dict[str, Any]:
                                 h, _fill(v)["preact"], relu if v.preact_relu else None)
                             identity = r if v.identity_from == "preact" else h
                         if unit.shortcut:
-                            shortcut = conv(unit.shortcut, r, "shortcut")
+                            into = r
+                            if unit.avg_down:  # ResNet-D: TF's SAME average pool counts no padding
+                                into = slim.avg_pool2d(r, 2, stride=unit.stride, padding="SAME",
+                                                       scope="shortcut_pool")
+                            shortcut = conv(unit.shortcut, into, "shortcut")
                         elif unit.stride > 1:  # identity, subsampled
                             shortcut = slim.max_pool2d(identity, 1, stride=unit.stride, scope="shortcut")
                         else:

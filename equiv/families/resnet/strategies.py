@@ -42,6 +42,10 @@ CONVENTIONS: dict[str, tuple] = {
     "stem_norm": (None, True, False),
     "stem_relu": (None, True, False),
     "head_activation": ("none", "softmax"),
+    # Issue 16 A: ResNet-D and grouped convolutions
+    "deep_stem": ((), (4, 6), (8,)),  # inner widths of a deep stem (timm resnet50d: (32, 32))
+    "projection_pool": ("stride", "avg"),
+    "groups": (1, 2, 4),  # a bottleneck's 3x3 conv; the stage widths are drawn as multiples of it
     # Issue 16 B: normalisation, weight standardisation and heads
     "norm": ("batch", "group"),
     "norm_groups": (32, 1, 2, 4),  # drawn among those that divide every norm's channels
@@ -75,6 +79,12 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
     def pick(name, values=None):
         return draw(st.sampled_from(values or CONVENTIONS[name]))
 
+    # Issue 16 A: groups divide every stage width, so those are drawn as multiples of it (where the
+    # range holds one; else groups stay 1)
+    groups = pick("groups") if block_ == "bottleneck" else 1
+    if groups > 1 and hi // groups * groups < lo:
+        groups = 1
+    stage_width = st.integers(-(-lo // groups), hi // groups).map(lambda k: k * groups)
     width = st.integers(lo, hi)
     # Half the draws take the real stem, so its pool (3x3, stride 2) is not left to a 1 in 6 chance.
     stem = REAL_STEM if not draw(st.booleans()) else {k: pick(k) for k in REAL_STEM}
@@ -84,7 +94,7 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         description="drawn by equiv.strategies.variants",
         block=block_,
         depths=tuple(draw(st.lists(st.integers(1, units), min_size=n, max_size=n))),
-        widths=tuple(draw(st.lists(width, min_size=n, max_size=n))),
+        widths=tuple(draw(st.lists(stage_width, min_size=n, max_size=n))),
         strides=tuple(draw(st.lists(st.sampled_from([2, 1]), min_size=n, max_size=n))),
         preact=preact_,
         stride_unit=pick("stride_unit"),
@@ -109,6 +119,10 @@ def _variants(draw, max_stages, max_units, min_width, max_width, max_classes, bl
         stem_norm=pick("stem_norm"),
         stem_relu=pick("stem_relu"),
         head_activation=pick("head_activation"),
+        # Issue 16 A
+        deep_stem=pick("deep_stem"),
+        projection_pool=pick("projection_pool"),
+        groups=groups,
         **stem,
     )
     v = _draw_issue16b(draw, v, pick, flatten_)
@@ -133,7 +147,7 @@ def _draw_issue16b(draw, v: ResNet, pick, flatten: bool) -> ResNet:
     # Weight standardisation with GroupNorm, as BiT: with BatchNorm, a standardised kernel's outputs
     # (of the order of sqrt(fan in)) leave the exact calibration's bounds (equiv.weights); the
     # mutation property still builds that pairing (its weights are calibrated before the change).
-    ws = pick("weight_std") if norm == "group" else False
+    ws = pick("weight_std") if norm == "group" and v.groups == 1 else False  # no grouped standardised conv
     return v.replace(norm=norm, norm_groups=draw(st.sampled_from(groups)) if norm == "group" else 32,
                      weight_std=ws, ws_epsilon=pick("ws_epsilon"), head=head)
 

@@ -16,6 +16,8 @@ PaddedConv2d and PaddedMaxPool2d).
 
 from __future__ import annotations
 
+import re
+
 from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.families.base import Dialect, dialect, library_build, rename
@@ -29,8 +31,8 @@ def _conv(c: plan.Conv, v: Description | None = None) -> nn.Conv2d:
         return _std_conv(c, v.ws_epsilon)
     pad = _static_padding(c.padding, c.kernel, c.stride)
     if pad is not None and pad[0] == pad[1]:
-        return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias)
-    return PaddedConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, rule=c.padding)
+        return nn.Conv2d(c.cin, c.cout, c.kernel, c.stride, padding=pad[0], bias=c.bias, groups=c.groups)
+    return PaddedConv2d(c.cin, c.cout, c.kernel, c.stride, bias=c.bias, groups=c.groups, rule=c.padding)
 
 
 def _max_pool(v: Description) -> nn.MaxPool2d:
@@ -75,7 +77,9 @@ class Unit(nn.Module):
         self.downsample = None
         if unit.shortcut:
             sc = unit.shortcut
-            self.downsample = nn.Sequential(_conv(sc, v), *([_batch_norm(v, sc.cout)] if sc.norm else []))
+            # ResNet-D (timm's downsample_avg): the pool first, an Identity where the unit is not strided
+            pool = [_avg_down(unit)] if v.projection_pool == "avg" else []
+            self.downsample = nn.Sequential(*pool, _conv(sc, v), *([_batch_norm(v, sc.cout)] if sc.norm else []))
         self.shortcut_relu = bool(unit.shortcut and unit.shortcut.relu)
         self.tap, self.stride = unit.name, unit.stride
         self.steps = [(f"conv{k}", f"bn{k}", c.relu, c.name) for k, c in enumerate(unit.convs, start=1)]
@@ -106,13 +110,32 @@ class Unit(nn.Module):
         return out
 
 
+def _avg_down(unit: plan.Unit) -> nn.Module:
+    """timm's downsample_avg pool: AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
+    nn.Identity() at stride 1 (equiv.families.resnet.reference.avg_down)."""
+    if not unit.avg_down:
+        return nn.Identity()
+    return nn.AvgPool2d(2, unit.stride, ceil_mode=True, count_include_pad=False)
+
+
+def _deep_stem(v: Description) -> nn.Sequential:
+    """A deep stem's convs but its last norm, as timm's ResNet names them: conv1 = Sequential(conv,
+    bn, ReLU, ..., conv), its last BatchNorm `bn1` (inner convs always have BatchNorm and ReLU)."""
+    layers = []
+    for c in plan.stem_convs(v)[:-1]:
+        layers += [_conv(c, v), _batch_norm(v, c.cout), nn.ReLU()]
+    return nn.Sequential(*layers, _conv(plan.stem(v), v))
+
+
 class ResNet(nn.Module):
-    """Any variant; for torchvision/ variants, torchvision.models.resnetNN's exact layout."""
+    """Any variant; for torchvision/ variants, torchvision.models.resnetNN's exact layout (timm's
+    for timm/ ones: a deep stem as conv1.0 .. conv1.{3n}, a ResNet-D downsample as pool, conv, bn)."""
 
     def __init__(self, v: Description):
         super().__init__()
         stem = plan.stem(v)
-        self.conv1 = _conv(stem, v)
+        self.conv1 = _deep_stem(v) if v.deep_stem else _conv(stem, v)
+        self.stem_taps = [c.name for c in plan.stem_convs(v)]
         self.bn1 = _batch_norm(v, stem.cout) if stem.norm else None
         self.stem_relu = stem.relu
         self.maxpool = _max_pool(v)
@@ -131,8 +154,16 @@ class ResNet(nn.Module):
 
     def forward(self, x, record: Record = _ignore):
         """Logits of NCHW `x`; `record(tap, tensor)` sees every canonical tap on the way."""
-        h = _conv_norm_relu(self.conv1, self.bn1, self.stem_relu, x)
-        record("stem/conv", h)
+        h = x
+        if len(self.stem_taps) > 1:  # a deep stem: conv, bn, ReLU triples, then its last conv
+            inner = list(self.conv1)
+            for k, tap in enumerate(self.stem_taps[:-1]):
+                h = _conv_norm_relu(inner[3 * k], inner[3 * k + 1], True, h)
+                record(tap, h)
+            h = _conv_norm_relu(inner[-1], self.bn1, self.stem_relu, h)
+        else:
+            h = _conv_norm_relu(self.conv1, self.bn1, self.stem_relu, h)
+        record(self.stem_taps[-1], h)
         h = self.maxpool(h)
         record("stem/pool", h)
         for stage in self.stages:
@@ -187,6 +218,8 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
         from equiv.seed import torch_resnet_v2
 
         torch_resnet_v2.record_taps(model, t, record)
+    elif dialect(DIALECTS, v) is DIALECTS["timm"]:  # timm's own ResNet: taps through hooks
+        timm_taps(v, model, t, record)
     else:
         raise EquivError(f"a {type(model).__name__} is not a module equiv built for {v.name}; "
                          "read a foreign module through equiv.frameworks.torch.model_runner")
@@ -218,10 +251,59 @@ def _seed(v: Description):
     return torch_resnet_v2.build(v)
 
 
+def _timm(v: Description):
+    import timm
+
+    return timm.create_model(v.reference.rsplit(".", 1)[1], pretrained=False, num_classes=v.num_classes)
+
+
+# timm's ResNet (timm.models.resnet) names its modules as torchvision does, and its deep stem and
+# ResNet-D downsample as `_structural_names` adds them; it is built by timm itself only where timm
+# imports (ResNet.built_by: not beside the pinned torch, which has no torchvision for timm to import).
 DIALECTS = {
     "torchvision": Dialect("torchvision.models.", _MODULES),  # the generic module is its transcription
     "seed": Dialect("equiv.seed.torch_resnet_v2", _MODULES, build=_seed),
+    "timm": Dialect("timm.", _MODULES, build=_timm),
 }
+
+
+def timm_taps(v: Description, model, t, record: Record) -> None:
+    """Run timm's own ResNet on NCHW `t`, recording every canonical tap through forward hooks on
+    its modules: a deep stem's ReLUs conv1[2], conv1[5], ..., then act1 (the stem's last conv),
+    maxpool; per block act1 .. act{n-1} (its inner convs), bn{n} (the last conv, before the
+    in-place add), downsample or the block's input (the shortcut), act{n} (the unit); global_pool,
+    fc. `record` copies each tensor when called, before any in-place op changes it."""
+    handles = []
+
+    def on(module, tap, pre=False):
+        if pre:
+            handles.append(module.register_forward_pre_hook(lambda m, inputs: record(tap, inputs[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda m, inputs, output: record(tap, output)))
+
+    stem = plan.stem_convs(v)
+    for k, c in enumerate(stem[:-1]):
+        on(model.conv1[3 * k + 2], c.name)
+    on(model.act1, stem[-1].name)
+    on(model.maxpool, "stem/pool")
+    for unit in plan.units(v):
+        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
+        n = len(unit.convs)
+        for k, c in enumerate(unit.convs[:-1], start=1):
+            on(getattr(block, f"act{k}"), c.name)
+        on(getattr(block, f"bn{n}"), unit.convs[-1].name)
+        if block.downsample is not None:
+            on(block.downsample, f"{unit.name}/shortcut")
+        else:
+            on(block, f"{unit.name}/shortcut", pre=True)
+        on(getattr(block, f"act{n}"), unit.name)
+    on(model.global_pool, "pool")
+    on(model.fc, "logits")
+    try:
+        model(t)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def framework_names(variant: Description) -> dict[str, str]:
@@ -236,11 +318,30 @@ def module_names(variant: Description) -> dict[str, str]:
 
 
 def _names(variant: Description, table) -> dict[str, str]:
+    table = _structural_names(variant, table)
     names = {}
     for name in plan.param_shapes(variant):
         layer, field = name.rsplit("/", 1)
         names[name] = f"{rename(table, layer)}.{_FIELDS[field]}"
     return names
+
+
+def _structural_names(v: Description, table: dict[str, str]) -> dict[str, str]:
+    """A dialect's table with the modules that a deep stem and a ResNet-D shortcut add (timm's
+    names, in every dialect): stem conv k at conv1.{3(k-1)}, its BatchNorm at conv1.{3(k-1)+1},
+    the last one's at bn1; a pooled projection at downsample.1 (.2), after its pool."""
+    extra = {}
+    if v.deep_stem:
+        convs = plan.stem_convs(v)
+        for k, c in enumerate(convs[:-1]):
+            extra[re.escape(c.name)] = f"conv1.{3 * k}"
+            extra[re.escape(f"{c.name}/bn")] = f"conv1.{3 * k + 1}"
+        extra[re.escape(convs[-1].name)] = f"conv1.{3 * (len(convs) - 1)}"
+        extra[re.escape(f"{convs[-1].name}/bn")] = "bn1"
+    if v.projection_pool == "avg":
+        extra[r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut"] = "layer{s}.{u0}.downsample.1"
+        extra[r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn"] = "layer{s}.{u0}.downsample.2"
+    return {**table, **extra}  # the same pattern keeps its place, with the new module
 
 def foreign_taps(v: Description) -> dict[str, str]:
     """Canonical tap -> submodule path of a module in this dialect that is not equiv's own (a
@@ -398,7 +499,7 @@ def _library(v: Description, make):
     return module
 
 
-def _timm(v: Description):
+def _timm_v2(v: Description):
     def make():
         import timm
 
@@ -415,11 +516,14 @@ def _hf(v: Description):
     return _library(v, make)
 
 
+# before timm's ResNet ("timm."), which would claim every timm reference: dialect() takes the first match
+_LATER = {k: DIALECTS.pop(k) for k in list(DIALECTS) if k not in ("torchvision", "seed")}
 DIALECTS.update({
-    "timm": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm),
+    "timm.resnetv2": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm_v2),
     "transformers.classifier": Dialect("transformers.ResNetForImageClassification", _hf_names("resnet."),
                                        build=_hf),
     "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf),
+    **_LATER,
 })
 # Where a library's own module holds each tap (read by hooks), per dialect
 _TAP_MODULES = {

@@ -111,6 +111,45 @@ register(ResNet(
 ))
 
 # ---------------------------------------------------------------------------------------
+# Issue 16 A: ResNeXt and Wide ResNet (torchvision), ResNet-D (timm).
+# torchvision's Bottleneck: width = planes * width_per_group / 64 * groups, output planes * 4, so
+# resnext50_32x4d (groups 32, width_per_group 4) has widths 2 * planes and expansion 2,
+# resnext101_32x8d (32, 8) widths 4 * planes and expansion 1, wide_resnet50_2 (1, 128) widths
+# 2 * planes and expansion 2.
+
+for _name, _depths, _widths, _expansion, _groups in [
+    ("resnext50_32x4d", (3, 4, 6, 3), (128, 256, 512, 1024), 2, 32),
+    ("resnext101_32x8d", (3, 4, 23, 3), (256, 512, 1024, 2048), 1, 32),
+    ("wide_resnet50_2", (3, 4, 6, 3), (128, 256, 512, 1024), 2, 1),
+]:
+    register(ResNet(
+        name=f"torchvision/{_name}", native="torch",
+        description=f"torchvision.models.{_name}: "
+                    + (f"ResNeXt, a {_groups}-group 3x3 conv" if _groups > 1
+                       else "Wide ResNet, twice the bottleneck width")
+                    + " (V1.5: stride on the 3x3 conv of the first unit)",
+        block="bottleneck", depths=_depths, widths=_widths, strides=(1, 2, 2, 2), preact=False,
+        stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
+        conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5, bottleneck_expansion=_expansion,
+        groups=_groups, reference=f"torchvision.models.{_name}", preprocessing="torchvision",
+    ))
+
+register(ResNet(
+    name="timm/resnet50d", native="torch",
+    description="timm resnet50d (ResNet-D): deep stem of three 3x3 convs (32, 32, 64), average-pool "
+                "downsampling before a stride-1 1x1 projection, stride on the 3x3 conv of the first unit",
+    block="bottleneck", depths=(3, 4, 6, 3), widths=_WIDTHS, strides=(1, 2, 2, 2), preact=False,
+    stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
+    conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5,
+    stem_kernel=3, deep_stem=(32, 32), projection_pool="avg",
+    reference="timm.models.resnet.resnet50d", preprocessing="torchvision",
+    notes=("native build: timm.create_model('resnet50d', pretrained=False) where timm imports (timm 1.0.31, in "
+           "the torchvision stage's venv); beside the pinned torch 2.13, which has no torchvision for timm to "
+           "import, equiv's generic torch module builds it, in timm's module names and layout",
+           "input: timm's pretrained_cfg for resnet50d is RGB, mean (0.485, 0.456, 0.406), std (0.229, 0.224, "
+           "0.225) of x / 255: the torchvision record's numbers (timm resizes bicubic, crop 0.875: not equiv's)"),
+))
+
 # Issue 16 B: the ResNets of timm, Hugging Face transformers and keras-hub that need
 # GroupNorm, weight standardisation, a 1x1-conv head or no head. Each is built by its library
 # where that library imports beside the pins (timm and transformers: the torchvision stage's
