@@ -88,9 +88,10 @@ def test_every_registered_variant_has_a_golden_file_of_its_description():
         assert g.meta["command"] and g.meta["weights"]["generator"] == weights.GENERATOR
 
 
-def test_fixtures_stay_under_20_mb():
+def test_fixtures_stay_under_24_mb():
+    # 20 MB until issue 16 (A and B) added ten 50- and 101-layer variants' golden files (20.3 MB with both)
     root = golden.DEFAULT_DIR.parent
-    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 20e6
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 24e6
 
 
 def test_a_perturbed_stored_tap_is_named_by_variant_framework_and_tap(tmp_path):
@@ -383,8 +384,9 @@ def test_the_torch214_constraints_are_the_main_pins_but_torch():
         return [line for line in (root / name).read_text().splitlines() if line and not line.startswith("#")]
 
     main, t214 = pins("constraints.txt"), pins("constraints-torch214.txt")
-    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"} <= set(t214)
-    same = [p for p in t214 if not p.startswith(("torch==", "torchvision==", "timm=="))]
+    assert "torch==2.13.0" in main and {"torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31",
+                                        "transformers==5.24.0"} <= set(t214)
+    same = [p for p in t214 if not p.startswith(("torch==", "torchvision==", "timm==", "transformers=="))]
     assert same == [p for p in main if p != "torch==2.13.0"]
 
 
