@@ -183,10 +183,7 @@ class ResNet(Variant):
         """The channel counts of every norm layer (GroupNorm's groups must divide each)."""
         from equiv.families.resnet import plan
 
-        out = set()
-        stem = plan.stem(self)
-        if stem.norm:
-            out.add(stem.cout)
+        out = {c.cout for c in plan.stem_convs(self) if c.norm}  # a deep stem's convs too
         for u in plan.units(self):
             if self.preact:
                 out.add(u.cin)
