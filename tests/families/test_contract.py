@@ -24,7 +24,8 @@ FAMILIES = list(families.REGISTRY)
 
 def _smallest(family: str):
     mine = [v for v in all_variants() if v.family == family]
-    return min(mine, key=C.param_count) if mine else None
+    # ties (VGG-16 in three libraries) go to one that takes any input size: the cheapest to run
+    return min(mine, key=lambda v: (C.param_count(v), v.input_size is not None)) if mine else None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
