@@ -158,7 +158,8 @@ def test_tvcopy_and_real_torchvision_agree_bit_for_bit(name):
 # classifier's ReLUs fc6 and fc7, its last Linear the logits), not from equiv's layout tables.
 
 VGG_SIZE = (64, 48)  # the last pool is 2x1: torchvision's AdaptiveAvgPool2d((7, 7)) bins unevenly
-VGG_CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if v.short_name == "vgg19" else []) for v in VGGS]
+# In CI vgg16_bn alone (BatchNorm and the flatten rule; 30-40 s): vgg16 and vgg19 repeat it, under `slow`.
+VGG_CASES = [pytest.param(v, id=v.name, marks=[] if v.short_name == "vgg16_bn" else [pytest.mark.slow]) for v in VGGS]
 
 
 def real_vgg_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
