@@ -56,8 +56,9 @@ PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not
 def settings_for(v: Variant) -> dict:
     """Seed, batch and input size of `v`'s golden run (the input at least the network's minimum)."""
     smallest = C.min_input_size(v)
+    large = v.input_size is not None or smallest > min(INPUT_SIZE)
     return {"seed": SEED, "batch": BATCH, "height": max(INPUT_SIZE[0], smallest),
-            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE if v.input_size or smallest > min(INPUT_SIZE) else None}
+            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE if large else None}
 
 
 def sample(a: np.ndarray, n: int | None) -> np.ndarray:

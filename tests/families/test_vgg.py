@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +21,11 @@ from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
 from equiv import canonical as C
-from equiv import compare, files
+from equiv import compare, files, memory
 from equiv import reference as R
 from equiv import strategies as es
 from equiv import variants as V
 from equiv import weights as W
-from equiv.checking import check
 from equiv.errors import ParamMismatchError
 from equiv.families.vgg import plan as P
 from equiv.families.vgg import slim as slim_builder
@@ -74,7 +76,8 @@ def test_the_vggs_are_registered_with_their_references():
     assert names["torchvision/vgg16"].adaptive_pool == (7, 7) and names["torchvision/vgg16"].input_size is None
     # torchvision's documented parameter counts (its BatchNorm running statistics are buffers, not parameters)
     def trained(v):
-        return sum(int(np.prod(s)) for n, s in C.param_shapes(v).items() if not n.endswith(("moving_mean", "moving_variance")))
+        stats = ("moving_mean", "moving_variance")
+        return sum(int(np.prod(s)) for n, s in C.param_shapes(v).items() if not n.endswith(stats))
     assert trained(names["torchvision/vgg16"]) == 138_357_544
     assert trained(names["torchvision/vgg19"]) == 143_667_240
     assert trained(names["torchvision/vgg16_bn"]) == 138_365_992
@@ -120,7 +123,8 @@ def test_a_changed_convention_is_realised_and_caught_at_its_first_tap(convention
             outcomes[getattr(m, convention)] = "parameters"
             continue
         ref_m = R.forward(m, params, x)
-        assert first_bad(m, {"reference": ref_m, fw: out}) is None, f"{fw} does not realise {convention}={getattr(m, convention)}"
+        realised = first_bad(m, {"reference": ref_m, fw: out})
+        assert realised is None, f"{fw} does not realise {convention}={getattr(m, convention)}: {realised}"
         expected = first_bad(m, {"a": ref, "b": ref_m})
         if expected is None:
             assert all(np.array_equal(ref[t], ref_m[t]) for t in C.tap_names(m))
@@ -203,3 +207,21 @@ def test_files_port_slim_to_torch_to_keras_with_verify_and_back_bit_exact(tmp_pa
     for path in (pt, h5, tmp_path / "back.ckpt.index"):
         got = files.read(path, v)
         assert all(np.array_equal(got[k], params[k]) for k in params), path
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_a_224_check_of_slim_vgg_16_stays_under_4_gb_and_within_its_estimate(tmp_path):
+    """`equiv check slim/vgg_16` at the defaults (224x224, batch 2, three frameworks), in a process of
+    its own: its peak (the kernel's ru_maxrss) under 4 GB and under what the check estimated up front."""
+    v = V.get("slim/vgg_16")
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "equiv.cli", "check", v.name, "-q"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "err").read_text()[-2000:]
+    peak = usage.ru_maxrss * 1024
+    assert peak < 4e9, f"{v.name}: peak {peak / 1e9:.2f} GB"
+    assert memory.estimate(v, 2, 224, 224, ["slim", "keras", "torch"])["total"] >= peak
