@@ -207,3 +207,9 @@ def test_real_torchvision_vgg_and_equiv_agree_at_every_tap(v):
     # and the canonical fc6 kernel read back from torchvision's own state_dict is the one loaded
     back = adapter.state_dict_params(v, real.state_dict())
     assert np.array_equal(back["fc6/kernel"], params["fc6/kernel"])
+    # a user's torchvision VGG, as assert_equivalent reads it (hooks the VGG builder's foreign_taps
+    # name: every conv's ReLU, every pool, fc6/fc7's ReLUs, the logits): the same taps, bit for bit
+    runner, hooked, _ = adapter.model_runner(v, real)
+    assert set(hooked) == set(C.tap_names(v)) - {"flatten"}
+    got = runner(x, hooked)
+    assert all(np.array_equal(got[t], theirs[t]) for t in hooked)
