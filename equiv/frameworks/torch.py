@@ -122,15 +122,35 @@ def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.oihw_to_hwio(a) if a.ndim == 4 else a
 
 
+def _nchw_flattened(variant: Variant) -> dict[str, tuple[int, int, int]]:
+    """Canonical dense kernel -> (h, w, c) of the map the family's torch module flattens in NCHW
+    order before it (a layout rule of its builder, `nchw_flattened`; none by default)."""
+    rule = getattr(families.builder(variant, "torch"), "nchw_flattened", None)
+    return rule(variant) if rule else {}
+
+
+def _to_torch_named(name: str, a: np.ndarray, flattened: Mapping[str, tuple[int, int, int]]) -> np.ndarray:
+    if name in flattened:  # rows from the canonical NHWC flatten to torch's NCHW one, then (out, in)
+        a = C.dense_rows_nhwc_to_nchw(a, flattened[name])
+    return _to_torch(a)
+
+
+def _to_canonical_named(name: str, a: np.ndarray, shape: tuple[int, ...] | None,
+                        flattened: Mapping[str, tuple[int, int, int]]) -> np.ndarray:
+    a = _to_canonical(name, a, shape)
+    return C.dense_rows_nchw_to_nhwc(a, flattened[name]) if name in flattened else a
+
+
 def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
-    state, shapes = model.state_dict(), C.param_shapes(variant)
-    return {name: _to_canonical(name, state[key].detach().cpu().float().numpy(), shapes[name])
+    state, shapes, flattened = model.state_dict(), C.param_shapes(variant), _nchw_flattened(variant)
+    return {name: _to_canonical_named(name, state[key].detach().cpu().float().numpy(), shapes[name], flattened)
             for name, key in framework_names(variant).items()}
 
 
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
-    state = {key: torch.tensor(_to_torch(np.asarray(params[name], np.float32)))
+    flattened = _nchw_flattened(variant)
+    state = {key: torch.tensor(_to_torch_named(name, np.asarray(params[name], np.float32), flattened))
              for name, key in framework_names(variant).items()}
     # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
     state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
@@ -293,8 +313,8 @@ def state_dict_params(variant: Variant, state, source: str | None = None) -> dic
 def state_to_canonical(variant: Variant, state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """A state_dict (key -> array, as load_state gives it) in canonical names and layout, checked."""
     state = {k: a for k, a in state.items() if not k.endswith(".num_batches_tracked")}
-    shapes = C.param_shapes(variant)
-    params = {name: _to_canonical(name, state.pop(key), shapes[name])
+    shapes, flattened = C.param_shapes(variant), _nchw_flattened(variant)
+    params = {name: _to_canonical_named(name, state.pop(key), shapes[name], flattened)
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=source)
