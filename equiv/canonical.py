@@ -193,3 +193,20 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
 
 def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def dense_rows_nhwc_to_nchw(k: np.ndarray, hwc: tuple[int, int, int]) -> np.ndarray:
+    """A dense kernel (h*w*c, out) whose rows follow an NHWC flatten (the canonical form), with
+    its rows reordered for an NCHW flatten of the same (h, w, c) map (torch.flatten of NCHW)."""
+    h, w, c = hwc
+    if k.ndim != 2 or k.shape[0] != h * w * c:
+        return k  # not that kernel: left as it is, for the strict check to report
+    return np.ascontiguousarray(k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1))
+
+
+def dense_rows_nchw_to_nhwc(k: np.ndarray, hwc: tuple[int, int, int]) -> np.ndarray:
+    """The inverse of dense_rows_nhwc_to_nchw."""
+    h, w, c = hwc
+    if k.ndim != 2 or k.shape[0] != h * w * c:
+        return k
+    return np.ascontiguousarray(k.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1))

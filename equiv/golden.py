@@ -41,9 +41,9 @@ SEED = 0
 BATCH = 1
 # Small, to keep fixtures/ compact, and odd by even, so TF SAME pads differently on each side.
 INPUT_SIZE = (15, 14)
-# A network that takes only a large input (the seed's 224x224-only ones) keeps this many
-# evenly spaced elements of each tap, so that fixtures/ stays small; the same elements are
-# taken from today's taps when verifying.
+# A network that takes only a large input (the seed's 224x224-only ones), or none as small as
+# INPUT_SIZE (a VGG's five pools need 32x32), keeps this many evenly spaced elements of each tap,
+# so that fixtures/ stays small; the same elements are taken from today's taps when verifying.
 TAP_SAMPLE = 1024
 
 Progress = Callable[[str], None]
@@ -57,8 +57,9 @@ PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not
 def settings_for(v: Variant) -> dict:
     """Seed, batch and input size of `v`'s golden run (the input at least the network's minimum)."""
     smallest = C.min_input_size(v)
+    large = v.input_size is not None or smallest > min(INPUT_SIZE)
     return {"seed": SEED, "batch": BATCH, "height": max(INPUT_SIZE[0], smallest),
-            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE if v.input_size else None}
+            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE if large else None}
 
 
 def sample(a: np.ndarray, n: int | None) -> np.ndarray:

@@ -101,8 +101,10 @@ def _calibration_kernels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     calibration uses these, the weights keep their float32 kernels."""
     out = dict(params)
     for name, a in params.items():
-        if name.endswith("/kernel"):
-            terms = int(np.prod(a.shape[:-1]))
+        terms = int(np.prod(a.shape[:-1]))
+        # A kernel of more terms than any exact conv takes is a dense head's (VGG's fc6), which
+        # the calibration never reaches: left as it is, rather than copied and rounded.
+        if name.endswith("/kernel") and terms <= TERMS_MAX:
             out[name] = _units(a, KERNEL_BITS, kernel_limit(terms), name) * 2.0 ** -KERNEL_BITS
     return out
 
@@ -125,8 +127,8 @@ def exact_moments(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generator,
                conv2d: reference.Conv2d = reference.conv2d) -> None:
-    if not any(name.endswith("/moving_mean") for name in params):  # GroupNorm only: nothing to calibrate
-        return
+    if not any(name.endswith("/moving_mean") for name in params):
+        return  # no BatchNorm to calibrate (a VGG without one): nothing to run
     size = calibration_size(v)
     x = rng.standard_normal((CALIBRATION_BATCH, size, size, v.in_channels)).astype(np.float32)
     base = reference.inference_bn(v, params)

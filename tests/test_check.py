@@ -34,8 +34,17 @@ def sides(v) -> str:
     return f"{v.native}: {native_code(v)}; {others}"
 
 
-@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()],
-                         ids=lambda v: f"{v.name}:native={native_code(v)}")
+def heavy(v) -> list:
+    """VGG's 138 M parameters (528 MB) go through every framework: slow (tests/families/test_vgg.py runs
+    small VGGs of every convention in the default suite)."""
+    return [pytest.mark.slow] if v.family == "vgg" else deep_new_marks(v)
+
+
+def cases(pool):
+    return [pytest.param(v, id=f"{v.name}:native={native_code(v)}", marks=heavy(v)) for v in pool]
+
+
+@pytest.mark.parametrize("v", cases(V.all_variants()))
 def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_property):
     """Every framework pair, every tap: the variant's native build (its library's code where equiv has
     it: tf_slim.nets, keras.applications, the seed's programs) against equiv's generic builds."""
@@ -56,8 +65,8 @@ def test_native_build_and_equiv_generic_builds_agree_at_224(v):
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
 
 
-@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()
-                               if C.unit_count(v) <= 16], ids=lambda v: v.name)
+@pytest.mark.parametrize("v", [pytest.param(v, id=v.name, marks=heavy(v)) for v in V.all_variants()
+                               if C.unit_count(v) <= 16])
 def test_port_round_trip_is_bit_exact(v):
     """native -> each other framework in turn -> native: every export is the original, bit for bit."""
     params = W.random_params(v, 5)

@@ -466,7 +466,7 @@ def test_huge_batch_or_input_is_refused_up_front_with_the_memory_needed(size):
 @pytest.mark.slow
 def test_the_largest_check_stays_under_3_gb(tmp_path):
     """`equiv check` of the largest registered variant at the defaults (224x224, batch 2)."""
-    largest = max(V.all_variants(), key=C.param_count)
+    largest = max((v for v in V.all_variants() if v.family == "resnet"), key=C.param_count)  # VGG: test_vgg.py
     with open(tmp_path / "err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "equiv.cli", "check", largest.name, "-q"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=err)

@@ -28,7 +28,7 @@ RAW = _every_value()
 
 def test_every_registered_variant_states_the_input_its_reference_library_expects():
     expected = {"slim/resnet_v1": "slim-vgg", "slim/resnet_v2": "slim-inception", "keras/ResNet": "keras-caffe",
-                "torchvision/": "torchvision", "seed/": "none",
+                "torchvision/": "torchvision", "seed/": "none", "slim/vgg": "slim-vgg", "keras/VGG": "keras-caffe",
                 "timm/resnet50d": "torchvision"}  # timm's pretrained_cfg: the same numbers (tests/test_torchvision.py)
     for v in V.all_variants():
         prefix = next(p for p in expected if v.name.startswith(p))

@@ -78,9 +78,10 @@ def test_odd_and_even_sides_are_both_reachable():
 
 
 def test_registered_variants_obey_their_filters():
-    small = find(es.registered_variants(native="torch", max_units=16), lambda v: v.block == "bottleneck")
+    small = find(es.registered_variants(native="torch", max_units=16),
+                 lambda v: v.family == "resnet" and v.block == "bottleneck")
     assert small.native == "torch" and sum(small.depths) <= 16
-    slim = find(es.registered_variants(native="slim"), lambda v: v.preact)
+    slim = find(es.registered_variants(native="slim"), lambda v: v.family == "resnet" and v.preact)
     assert slim.name.startswith("slim/resnet_v2")
 
 

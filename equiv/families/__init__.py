@@ -15,6 +15,7 @@ from equiv.errors import EquivError
 
 REGISTRY: dict[str, str] = {
     "resnet": "equiv.families.resnet",
+    "vgg": "equiv.families.vgg",
 }
 
 _zoos_loaded = False

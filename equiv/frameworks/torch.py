@@ -114,15 +114,16 @@ def _to_torch(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.hwio_to_oihw(a) if a.ndim == 4 else a
 
 
-def _torch_layout(variant: Variant, name: str, a: np.ndarray) -> np.ndarray:
-    """`_to_torch(a)` reshaped where the family's builder stores a parameter in another shape
+def _torch_layout(variant: Variant, name: str, a: np.ndarray, flattened=None) -> np.ndarray:
+    """`_to_torch_named(a)` reshaped where the family's builder stores a parameter in another shape
     (its optional `torch_shape(v, name, shape)`: a 1x1-conv classifier's (out, in, 1, 1))."""
-    a = _to_torch(a)
+    a = _to_torch_named(name, a, flattened or {})
     hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
     return a.reshape(hook(variant, name, a.shape)) if hook else a
 
 
-def _canonical_layout(variant: Variant, name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+def _canonical_layout(variant: Variant, name: str, a: np.ndarray, shape: tuple[int, ...] | None,
+                      flattened=None) -> np.ndarray:
     """`_to_canonical`, after undoing the builder's `torch_shape` (a stored shape that is not
     the builder's passes unchanged, for the check to report)."""
     hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
@@ -131,7 +132,7 @@ def _canonical_layout(variant: Variant, name: str, a: np.ndarray, shape: tuple[i
         stored = tuple(hook(variant, name, plain))
         if stored != plain and tuple(a.shape) == stored:
             a = a.reshape(plain)
-    return _to_canonical(name, a, shape)
+    return _to_canonical_named(name, a, shape, flattened or {})
 
 
 def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -140,6 +141,25 @@ def _to_canonical(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np
     if not name.endswith("/kernel") or shape is None or a.ndim != len(shape):
         return a
     return np.ascontiguousarray(a.T) if a.ndim == 2 else C.oihw_to_hwio(a) if a.ndim == 4 else a
+
+
+def _nchw_flattened(variant: Variant) -> dict[str, tuple[int, int, int]]:
+    """Canonical dense kernel -> (h, w, c) of the map the family's torch module flattens in NCHW
+    order before it (a layout rule of its builder, `nchw_flattened`; none by default)."""
+    rule = getattr(families.builder(variant, "torch"), "nchw_flattened", None)
+    return rule(variant) if rule else {}
+
+
+def _to_torch_named(name: str, a: np.ndarray, flattened: Mapping[str, tuple[int, int, int]]) -> np.ndarray:
+    if name in flattened:  # rows from the canonical NHWC flatten to torch's NCHW one, then (out, in)
+        a = C.dense_rows_nhwc_to_nchw(a, flattened[name])
+    return _to_torch(a)
+
+
+def _to_canonical_named(name: str, a: np.ndarray, shape: tuple[int, ...] | None,
+                        flattened: Mapping[str, tuple[int, int, int]]) -> np.ndarray:
+    a = _to_canonical(name, a, shape)
+    return C.dense_rows_nchw_to_nhwc(a, flattened[name]) if name in flattened else a
 
 
 def state_dict_keys(variant: Variant, model) -> dict[str, str]:
@@ -152,14 +172,16 @@ def state_dict_keys(variant: Variant, model) -> dict[str, str]:
 
 
 def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
-    state, shapes = model.state_dict(), C.param_shapes(variant)
-    return {name: _canonical_layout(variant, name, state[key].detach().cpu().float().numpy(), shapes[name])
+    state, shapes, flattened = model.state_dict(), C.param_shapes(variant), _nchw_flattened(variant)
+    return {name: _canonical_layout(variant, name, state[key].detach().cpu().float().numpy(), shapes[name],
+                                    flattened)
             for name, key in state_dict_keys(variant, model).items()}
 
 
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
-    state = {key: torch.tensor(_torch_layout(variant, name, np.asarray(params[name], np.float32)))
+    flattened = _nchw_flattened(variant)
+    state = {key: torch.tensor(_torch_layout(variant, name, np.asarray(params[name], np.float32), flattened))
              for name, key in state_dict_keys(variant, model).items()}
     # num_batches_tracked is not canonical: keep the model's own, so the load can be strict
     state.update({k: t for k, t in model.state_dict().items() if k.endswith(".num_batches_tracked")})
@@ -322,8 +344,8 @@ def state_dict_params(variant: Variant, state, source: str | None = None) -> dic
 def state_to_canonical(variant: Variant, state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """A state_dict (key -> array, as load_state gives it) in canonical names and layout, checked."""
     state = {k: a for k, a in state.items() if not k.endswith(".num_batches_tracked")}
-    shapes = C.param_shapes(variant)
-    params = {name: _canonical_layout(variant, name, state.pop(key), shapes[name])
+    shapes, flattened = C.param_shapes(variant), _nchw_flattened(variant)
+    params = {name: _canonical_layout(variant, name, state.pop(key), shapes[name], flattened)
               for name, key in framework_names(variant).items() if key in state}
     params.update(state)  # keys left over are unexpected: the check reports them by their own name
     C.check_params(variant, params, source=source)

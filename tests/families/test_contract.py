@@ -24,7 +24,8 @@ FAMILIES = list(families.REGISTRY)
 
 def _smallest(family: str):
     mine = [v for v in all_variants() if v.family == family]
-    return min(mine, key=C.param_count) if mine else None
+    # ties (VGG-16 in three libraries) go to one that takes any input size: the cheapest to run
+    return min(mine, key=lambda v: (C.param_count(v), v.input_size is not None)) if mine else None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -70,8 +71,8 @@ def test_the_reference_computes_the_plans_taps_in_order_and_shape(family):
 
 
 def test_an_unknown_family_or_builder_is_named():
-    with pytest.raises(Exception, match="unknown network family 'vgg'"):
-        families.get("vgg")
+    with pytest.raises(Exception, match="unknown network family 'inception_v9'"):
+        families.get("inception_v9")
     v = _smallest(FAMILIES[0])
     with pytest.raises(Exception, match="has no onnx builder"):
         families.builder(v, "onnx")
