@@ -9,7 +9,7 @@ from equiv import canonical as C
 from equiv import variants as V
 from equiv.errors import ParamMismatchError
 from equiv.families.resnet import plan as P
-from tests.contract import deep_new_marks
+from tests.contract import repeat_marks
 
 # Counts published by the frameworks themselves (model summaries / torchvision docs).
 TRAINABLE = {
@@ -102,7 +102,7 @@ def test_flops_of_resnet50_match_the_literature():
 
 
 # depth repeats the same rules: the 101/152-layer variants add weight-making time, not cases
-@pytest.mark.parametrize("v", [pytest.param(v, marks=deep_new_marks(v)) for v in V.all_variants()
+@pytest.mark.parametrize("v", [pytest.param(v, marks=repeat_marks(v)) for v in V.all_variants()
                                if v.family == "resnet" and not v.input_size and C.unit_count(v) <= 16],
                          ids=lambda v: v.name)
 def test_tap_shapes_are_what_the_reference_computes(v):

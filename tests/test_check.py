@@ -14,7 +14,7 @@ from equiv import variants as V
 from equiv import weights as W
 from equiv.checking import check, diff
 from equiv.frameworks import FRAMEWORKS, adapter
-from tests.contract import assert_exports_exactly, deep_new_marks
+from tests.contract import assert_exports_exactly, repeat_marks
 
 PAIRS = [("slim", "keras"), ("slim", "torch"), ("keras", "torch")]
 
@@ -37,7 +37,7 @@ def sides(v) -> str:
 def heavy(v) -> list:
     """VGG's 138 M parameters (528 MB) go through every framework: slow (tests/families/test_vgg.py runs
     small VGGs of every convention in the default suite)."""
-    return [pytest.mark.slow] if v.family == "vgg" else deep_new_marks(v)
+    return [pytest.mark.slow] if v.family == "vgg" else repeat_marks(v)
 
 
 def cases(pool):

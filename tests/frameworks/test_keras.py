@@ -16,7 +16,7 @@ from equiv import canonical as C
 from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.frameworks import keras as K
-from tests.contract import deep_new_marks
+from tests.contract import repeat_marks
 
 if K.available():
     pytest.skip(K.available(), allow_module_level=True)
@@ -75,7 +75,7 @@ class Case:
         return self._taps[size]
 
 
-@pytest.fixture(scope="module", params=[pytest.param(v, marks=deep_new_marks(v)) for v in VARIANTS],
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=repeat_marks(v)) for v in VARIANTS],
                 ids=lambda v: v.name)
 def case(request):
     return Case(request.param)
@@ -111,7 +111,7 @@ def float64():
 
 
 # The 18-, 34- and 50-layer variants hold every convention; deeper ones repeat the same blocks.
-SHALLOW = [pytest.param(v, marks=deep_new_marks(v)) for v in VARIANTS if C.unit_count(v) <= 16]
+SHALLOW = [pytest.param(v, marks=repeat_marks(v)) for v in VARIANTS if C.unit_count(v) <= 16]
 
 
 @pytest.mark.parametrize("case", SHALLOW, indirect=True, ids=lambda v: v.name)

@@ -16,7 +16,7 @@ from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.families.resnet import plan as P
 from equiv.frameworks import slim
-from tests.contract import deep_new_marks
+from tests.contract import repeat_marks
 
 pytestmark = pytest.mark.skipif(slim.available() is not None, reason=f"TF-slim not usable: {slim.available()}")
 
@@ -26,7 +26,7 @@ ALL = [v for v in variants.all_variants() if v.family == "resnet" and v.input_si
 # tf_slim takes 5-20 s to build a 101- or 152-layer graph (its layers re-read the whole
 # variable collection for each new variable), so the variants deeper than 50 layers carry the
 # slow marker: the default run covers the 18- to 50-layer ones, `-m ""` all of them.
-CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if C.unit_count(v) > 16 else deep_new_marks(v))
+CASES = [pytest.param(v, id=v.name, marks=[pytest.mark.slow] if C.unit_count(v) > 16 else repeat_marks(v))
          for v in ALL]
 SIZES = (33, 32)  # odd and even: a stride-2 SAME op pads differently on each
 WORST: dict[str, tuple[float, float]] = {}  # variant @size -> (worst error ratio, worst ratio / tol)

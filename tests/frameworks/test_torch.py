@@ -25,7 +25,7 @@ from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.families.resnet import plan as P
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks import torch as adapter
-from tests.contract import deep_new_marks
+from tests.contract import repeat_marks
 
 RTOL = 1e-5  # of the tap's scale, max|reference tap|
 
@@ -81,7 +81,7 @@ class Case:
         adapter.load_params(v, self.model, self.params)
 
 
-@pytest.fixture(scope="module", params=[pytest.param(v, marks=deep_new_marks(v)) for v in ALL],
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=repeat_marks(v)) for v in ALL],
                 ids=[v.name for v in ALL])
 def case(request) -> Case:
     return Case(request.param)
@@ -258,7 +258,7 @@ def test_reference_flag_is_refused_without_a_torch_reference(v):
         adapter.build(v, reference=True)
 
 
-@pytest.mark.parametrize("case", [pytest.param(v, marks=deep_new_marks(v)) for v in TORCH_REFERENCE], indirect=True,
+@pytest.mark.parametrize("case", [pytest.param(v, marks=repeat_marks(v)) for v in TORCH_REFERENCE], indirect=True,
                          ids=[v.name for v in TORCH_REFERENCE])
 def test_reference_flag_builds_the_same_class_roundtrip(case):
     """build(reference=True) of a torchvision/ variant is equiv's generic ResNet class again (torchvision
@@ -276,7 +276,7 @@ def test_reference_flag_builds_the_same_class_roundtrip(case):
 TV_CASES = [v for v in ALL if v.framework == "torchvision"]
 
 
-@pytest.mark.parametrize("case", [pytest.param(v, marks=deep_new_marks(v)) for v in TV_CASES], indirect=True,
+@pytest.mark.parametrize("case", [pytest.param(v, marks=repeat_marks(v)) for v in TV_CASES], indirect=True,
                          ids=[f"{v.name}-vs-{IMPL}" for v in TV_CASES])
 def test_equiv_torch_module_against_torchvision_layout(case):
     """equiv torch module vs torchvision's resnetNN (IMPL in the id: real torchvision, or tvcopy, the
