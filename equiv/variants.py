@@ -108,11 +108,18 @@ def all_variants() -> list[Variant]:
 
 
 def closest(name: str, n: int = 3) -> list[str]:
-    """Registered names near `name`; a bare short name ("resnet50") ranks its exact owner first."""
+    """Registered names near `name`. A full name ("slim/resnet_v2_5O") is matched against full
+    names; a bare short name ("resnet50") ranks its exact owners first (several libraries may use
+    one short name: slim/resnet_v2_50 and keras_hub/resnet_v2_50)."""
     pool = names()
-    short = {v.split("/", 1)[-1].lower(): v for v in pool}
-    hits = [short[name.lower()]] if name.lower() in short else []
-    hits += [short[s] for s in difflib.get_close_matches(name.lower(), list(short), n=n, cutoff=0.6)]
+    if "/" in name:
+        return difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
+    short: dict[str, list[str]] = {}
+    for full in pool:
+        short.setdefault(full.split("/", 1)[-1].lower(), []).append(full)
+    hits = list(short.get(name.lower(), []))
+    for s in difflib.get_close_matches(name.lower(), list(short), n=n, cutoff=0.6):
+        hits += short[s]
     hits += difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
     return list(dict.fromkeys(hits))[:n]
 

@@ -29,7 +29,12 @@ RAW = _every_value()
 def test_every_registered_variant_states_the_input_its_reference_library_expects():
     expected = {"slim/resnet_v1": "slim-vgg", "slim/resnet_v2": "slim-inception", "keras/ResNet": "keras-caffe",
                 "torchvision/": "torchvision", "seed/": "none", "slim/vgg": "slim-vgg", "keras/VGG": "keras-caffe",
-                "timm/resnet50d": "torchvision"}  # timm's pretrained_cfg: the same numbers (tests/test_torchvision.py)
+                "timm/resnet50d": "torchvision",  # timm's pretrained_cfg: the same numbers (tests/test_torchvision.py)
+                # timm's resnetv2 configs: IMAGENET_INCEPTION_MEAN/STD (0.5), slim's Inception scaling to [-1, 1]
+                "timm/resnetv2": "slim-inception",
+                # microsoft/resnet-50's preprocessor_config and keras-hub's ResNet image converter: ImageNet's
+                # mean and std on [0, 1], as torchvision
+                "hf/": "torchvision", "keras_hub/": "torchvision"}
     for v in V.all_variants():
         prefix = next(p for p in expected if v.name.startswith(p))
         want = "keras-tf" if v.name.startswith("keras/") and v.name.endswith("V2") else expected[prefix]

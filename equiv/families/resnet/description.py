@@ -15,6 +15,9 @@ from typing import ClassVar, Literal
 
 from equiv.variants import Variant
 
+# Libraries whose networks equiv registers but does not need: their native builds run where they import.
+OPTIONAL_LIBRARIES = ("timm", "transformers", "keras_hub")
+
 
 @functools.cache
 def _imports(module: str) -> bool:
@@ -150,11 +153,12 @@ class ResNet(Variant):
             raise ValueError(f"{self.name}: groups={self.groups} must divide every stage width {self.widths}")
 
     def built_by(self) -> str:
-        """As Variant.built_by, and "" for a timm description where timm does not import (it needs
-        torchvision, which the pinned torch lacks): equiv's generic torch module, in timm's layout,
-        builds it there."""
+        """As Variant.built_by, and "" where the library is not importable here: timm and transformers
+        need torchvision, which the pinned torch lacks, and keras-hub is an extra; equiv's generic
+        builder, in that library's layout, builds the description there (and test ids and reports say
+        so)."""
         ref = super().built_by()
-        if ref.startswith("timm.") and not ref.startswith("timm.models.resnetv2") and not _imports("timm"):
+        if ref.split(".")[0] in OPTIONAL_LIBRARIES and not _imports(ref.split(".")[0]):
             return ""
         return ref
 
