@@ -34,10 +34,18 @@ def sides(v) -> str:
     return f"{v.native}: {native_code(v)}; {others}"
 
 
+# The 101- and 152-layer reference variants repeat their 50-layer siblings' blocks: one of them
+# (torchvision/resnet101) runs here in CI for depth; the others carry the slow marker (CI budget) and meet
+# their stored, cross-checked taps in every framework in CI's `equiv golden verify`.
+DEEP_IN_CI = {"torchvision/resnet101"}
+
+
 def heavy(v) -> list:
     """VGG's 138 M parameters (528 MB) go through every framework: slow (tests/families/test_vgg.py runs
-    small VGGs of every convention in the default suite)."""
-    return [pytest.mark.slow] if v.family == "vgg" else repeat_marks(v)
+    small VGGs of every convention in the default suite); so are the deep ResNets but one, and REPEATS."""
+    if v.family == "vgg" or (C.unit_count(v) > 16 and v.name not in DEEP_IN_CI):
+        return [pytest.mark.slow]
+    return repeat_marks(v)
 
 
 def cases(pool):

@@ -75,7 +75,9 @@ class Case:
         return self._taps[size]
 
 
-@pytest.fixture(scope="module", params=[pytest.param(v, marks=repeat_marks(v)) for v in VARIANTS],
+# The 101- and 152-layer variants repeat the 50-layer blocks: slow here (CI budget), as in test_slim.py.
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=[pytest.mark.slow] if C.unit_count(v) > 16
+                                                     else repeat_marks(v)) for v in VARIANTS],
                 ids=lambda v: v.name)
 def case(request):
     return Case(request.param)
