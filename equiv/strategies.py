@@ -71,6 +71,35 @@ def _check_variant(variant) -> None:
     if not isinstance(variant, st.SearchStrategy):
         _variant_value(variant)
 
+@st.composite
+def _family_mutations(draw, mutants, variant, size, fields) -> tuple[str, Variant]:
+    from hypothesis import reject
+
+    v = _draw_variant(draw, variant)
+    choices = mutants(v, draw(_strategy(size)))
+    if fields is not None:
+        choices = {k: ms for k, ms in choices.items() if k in fields}
+        if not choices:  # this description cannot change those: another one
+            reject()
+    if not choices:
+        raise InvalidArgument(f"no convention of {v.name} can change at input size {size!r}"
+                              + ("" if fields is None else f" among fields={fields!r}"))
+    name = draw(st.sampled_from(sorted(choices)))
+    return name, draw(st.sampled_from(choices[name]))
+
+
+def family_mutations(mutants, conventions, variant, size=None, fields=None) -> st.SearchStrategy[tuple[str, Variant]]:
+    """What every family's `mutations` draws: one convention of `variant` changed, as the family's
+    `mutants(v, size)` offers them, among `fields` (names of its `conventions`) when given."""
+    _check_variant(variant)
+    if fields is not None:
+        unknown = sorted(set(fields) - set(conventions))
+        if unknown or isinstance(fields, str):
+            raise InvalidArgument(f"fields={fields!r} must be a collection of names of CONVENTIONS")
+        fields = frozenset(fields)
+    return _family_mutations(mutants, variant, size, fields)
+
+
 
 # ---------------------------------------------------------------------------------------
 # Descriptions: each family draws its own (equiv/families/<family>/strategies.py)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -12,7 +11,7 @@ from equiv import canonical as C
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks import FRAMEWORKS
-from equiv.strategies import _check_variant, _draw_integer, _draw_variant, _integer, _strategy, _variant_value
+from equiv.strategies import _draw_integer, _integer, _strategy, _variant_value, family_mutations
 
 # Every convention a description draws, with its allowed values, the registered references'
 # first (hypothesis shrinks towards the first value, so a minimal failing example keeps them).
@@ -227,21 +226,6 @@ def mutants(variant: ResNet, size: tuple[int, int] | None = None) -> dict[str, l
     return out
 
 
-@st.composite
-def _mutations(draw, variant, size, fields) -> tuple[str, ResNet]:
-    v = _draw_variant(draw, variant)
-    choices = mutants(v, draw(_strategy(size)))
-    if fields is not None:
-        choices = {k: ms for k, ms in choices.items() if k in fields}
-        if not choices:  # this description cannot change those: another one
-            reject()
-    if not choices:
-        raise InvalidArgument(f"no convention of {v.name} can change at input size {size!r}"
-                              + ("" if fields is None else f" among fields={fields!r}"))
-    name = draw(st.sampled_from(sorted(choices)))
-    return name, draw(st.sampled_from(choices[name]))
-
-
 def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, ResNet]]:
     """One convention of `variant` changed to another allowed value: (its name, the changed
     description). The convention is drawn among those that can change.
@@ -256,10 +240,4 @@ def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str
         >>> name in CONVENTIONS and getattr(m, name) != getattr(get("torchvision/resnet18"), name)
         True
     """
-    _check_variant(variant)
-    if fields is not None:
-        unknown = sorted(set(fields) - set(CONVENTIONS))
-        if unknown or isinstance(fields, str):
-            raise InvalidArgument(f"fields={fields!r} must be a collection of names of CONVENTIONS")
-        fields = frozenset(fields)
-    return _mutations(variant, size, fields)
+    return family_mutations(mutants, CONVENTIONS, variant, size, fields)

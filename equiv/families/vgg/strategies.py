@@ -3,14 +3,13 @@ drawn, `mutations` changes one."""
 
 from __future__ import annotations
 
-from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from equiv.families.vgg import plan
 from equiv.families.vgg.description import VGG
 from equiv.frameworks import FRAMEWORKS
-from equiv.strategies import _check_variant, _draw_integer, _draw_variant, _integer, _strategy, _variant_value
+from equiv.strategies import _draw_integer, _integer, _strategy, _variant_value, family_mutations
 
 # Every convention a description draws, the registered references' value first.
 CONVENTIONS: dict[str, tuple] = {
@@ -109,21 +108,6 @@ def mutants(variant: VGG, size: tuple[int, int] | None = None) -> dict[str, list
     return out
 
 
-@st.composite
-def _mutations(draw, variant, size, fields) -> tuple[str, VGG]:
-    v = _draw_variant(draw, variant)
-    choices = mutants(v, draw(_strategy(size)))
-    if fields is not None:
-        choices = {k: ms for k, ms in choices.items() if k in fields}
-        if not choices:
-            reject()
-    if not choices:
-        raise InvalidArgument(f"no convention of {v.name} can change at input size {size!r}"
-                              + ("" if fields is None else f" among fields={fields!r}"))
-    name = draw(st.sampled_from(sorted(choices)))
-    return name, draw(st.sampled_from(choices[name]))
-
-
 def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, VGG]]:
     """One convention of `variant` changed to another allowed value: (its name, the changed
     description).
@@ -132,10 +116,4 @@ def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str
     * size: (height, width) the changed description must still take; any when None.
     * fields: only these conventions (names of `CONVENTIONS`); all when None.
     """
-    _check_variant(variant)
-    if fields is not None:
-        unknown = sorted(set(fields) - set(CONVENTIONS))
-        if unknown or isinstance(fields, str):
-            raise InvalidArgument(f"fields={fields!r} must be a collection of names of CONVENTIONS")
-        fields = frozenset(fields)
-    return _mutations(variant, size, fields)
+    return family_mutations(mutants, CONVENTIONS, variant, size, fields)
