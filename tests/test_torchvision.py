@@ -240,15 +240,10 @@ def real_vgg_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[str
         name = next(names)
         handles.append(m.register_forward_hook(
             lambda mod, inputs, output, name=name: got.__setitem__(name, output.detach().clone().numpy())))
-    try:
-        with torch.inference_mode():
-            model(torch.from_numpy(C.nhwc_to_nchw(x)))
-    finally:
-        for h in handles:
-            h.remove()
+    TL.run_hooked(model, x, handles)
     # the flatten tap in canonical order: torchvision's 7x7 map, NHWC, flattened
     got["flatten"] = C.nchw_to_nhwc(got["flatten"]).reshape(len(x), -1)
-    return {name: C.nchw_to_nhwc(got[name]) if got[name].ndim == 4 else got[name] for name in C.tap_names(v)}
+    return TL.taps_nhwc(v, got)
 
 
 @pytest.mark.parametrize("v", VGG_CASES)

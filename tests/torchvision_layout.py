@@ -88,11 +88,21 @@ def torchvision_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> dict[
                 lambda m, inputs, name=f"{unit.name}/shortcut": got.__setitem__(name, inputs[0].clone().numpy())))
     on(model.avgpool, "pool")
     on(model.fc, "logits")
+    run_hooked(model, x, handles)
+    got["pool"] = got["pool"].reshape(len(x), -1)
+    return taps_nhwc(v, got)
+
+
+def run_hooked(model: torch.nn.Module, x: np.ndarray, handles: list) -> None:
+    """Run `model` on NHWC `x` once (its hooks record the taps), then remove the hooks whatever happens."""
     try:
         with torch.inference_mode():
             model(torch.from_numpy(C.nhwc_to_nchw(x)))
     finally:
         for h in handles:
             h.remove()
-    got["pool"] = got["pool"].reshape(len(x), -1)
+
+
+def taps_nhwc(v: Variant, got: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The recorded taps of `v` in network order, feature maps NHWC."""
     return {name: C.nchw_to_nhwc(got[name]) if got[name].ndim == 4 else got[name] for name in C.tap_names(v)}
