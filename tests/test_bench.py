@@ -15,10 +15,14 @@ from equiv.errors import EquivError
 # 3x3 convs at the new width (3 * 4,718,592) and a 1x1/2 projection (262,144), 16,777,216 per stage;
 # fc 2*512*1000 = 1,024,000. 4,816,896 + 18,874,368 + 3 * 16,777,216 + 1,024,000 = 75,046,912.
 RESNET18_FLOPS_32 = 75_046_912
+# The ceilings' matrix product at a side these tests can afford (the command's 4096x4096 takes 10-20 s
+# per engine here): the tests read the table's structure and arithmetic, not the machine's peak.
+SMALL_MATMUL = 256
 
 
 def test_bench_rows_are_self_consistent_and_flops_match_a_hand_count():
-    r = bench("torchvision/resnet18", ("torch", "keras"), batches=(1, 2), input_size=(32, 32), repeats=1)
+    r = bench("torchvision/resnet18", ("torch", "keras"), batches=(1, 2), input_size=(32, 32), repeats=1,
+              matmul_n=SMALL_MATMUL)
     assert r.flops_per_image == RESNET18_FLOPS_32
     assert {(row.framework, row.batch) for row in r.rows} == {("torch", 1), ("torch", 2), ("keras", 1), ("keras", 2)}
     assert r.machine_ceiling_gflops == max(r.ceilings_gflops.values()) > 0
@@ -27,7 +31,8 @@ def test_bench_rows_are_self_consistent_and_flops_match_a_hand_count():
         # the achieved rate by its definition (plumbing: the figure is what the table says it is)
         assert row.gflops == pytest.approx(r.flops_per_image * row.batch / row.seconds_per_batch / 1e9)
         assert row.of_machine_ceiling <= row.of_framework_ceiling * (1 + 1e-9)
-    assert "of machine ceiling" in to_text(r)
+    assert "of machine ceiling" in to_text(r) and f"{SMALL_MATMUL}x{SMALL_MATMUL} matrix product" in to_text(r)
+    assert r.settings["matmul_n"] == SMALL_MATMUL
 
 
 def test_cuda_without_a_gpu_is_refused_with_the_reason():
@@ -44,7 +49,7 @@ def test_cuda_without_a_gpu_is_refused_with_the_reason():
 
 def test_half_types_are_torch_only_and_say_so():
     r = bench("torchvision/resnet18", ("torch", "slim"), batches=(1,), input_size=(32, 32), dtype="bfloat16",
-              repeats=1)
+              repeats=1, matmul_n=SMALL_MATMUL)
     assert [row.framework for row in r.rows] == ["torch"]
     assert "slim" in r.skipped
 
@@ -62,7 +67,8 @@ def test_best_checks_every_fast_path_against_the_plain_one(monkeypatch):
     monkeypatch.setattr(T, "forward_fn", forward_fn)
     monkeypatch.setattr(T, "FAST_PATHS", {"channels_last": {"channels_last": True},
                                           "jit_freeze": {"jit_freeze": True}, "perturbed": {"perturb": True}})
-    r = bench("torchvision/resnet18", ("torch",), batches=(2,), input_size=(32, 32), best=True, repeats=1)
+    r = bench("torchvision/resnet18", ("torch",), batches=(2,), input_size=(32, 32), best=True, repeats=1,
+              matmul_n=SMALL_MATMUL)
     rows = {row.path: row for row in r.rows}
     assert set(rows) == {"plain", "channels_last", "jit_freeze", "perturbed"}
     assert rows["perturbed"].rel_error == pytest.approx(0.01, rel=1e-3) and not rows["perturbed"].used
@@ -77,6 +83,7 @@ def test_best_on_cpu_reports_cuda_only_paths_as_skipped():
         pytest.skip("a GPU is present")
     from equiv.frameworks import torch as T
 
-    r = bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), paths=["tf32"], repeats=1)
+    r = bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), paths=["tf32"], repeats=1,
+              matmul_n=SMALL_MATMUL)
     assert r.skipped == {"torch:tf32": "TF32 is a CUDA mode"}
     assert [row.path for row in r.rows] == ["plain"] and "tf32" in T.FAST_PATHS
