@@ -87,3 +87,25 @@ def test_best_on_cpu_reports_cuda_only_paths_as_skipped():
               matmul_n=SMALL_MATMUL)
     assert r.skipped == {"torch:tf32": "TF32 is a CUDA mode"}
     assert [row.path for row in r.rows] == ["plain"] and "tf32" in T.FAST_PATHS
+
+
+# VGG-16's FLOPs on one 32x32 image, counted by hand from torchvision's layers (2 x multiply-adds):
+# block 1 at 32x32: 3->64 and 64->64 3x3 convs, 2*1024*9*(3*64 + 64*64) = 79,036,416; block 2 at 16x16:
+# 2*256*9*(64*128 + 128*128) = 113,246,208; block 3 at 8x8: 2*64*9*(128*256 + 2*256*256) = 188,743,680;
+# block 4 at 4x4: 2*16*9*(256*512 + 2*512*512) = 188,743,680; block 5 at 2x2: 2*4*9*3*512*512 = 56,623,104;
+# the adaptive pool repeats the 1x1 map to 7x7, so fc6 is 2*25088*4096 = 205,520,896; fc7 2*4096*4096 =
+# 33,554,432; fc8 2*4096*1000 = 8,192,000. Sum: 873,660,416.
+VGG16_FLOPS_32 = 873_660_416
+
+
+def test_vgg_flops_match_a_hand_count():
+    from equiv import canonical as C
+    from equiv.variants import get
+
+    assert C.flops(get("torchvision/vgg16"), 32, 32) == VGG16_FLOPS_32
+
+
+@pytest.mark.slow  # VGG-16's 138M seeded weights; the FLOP count above is the default run's check
+def test_bench_runs_a_vgg():
+    r = bench("torchvision/vgg16", ("torch",), batches=(1,), input_size=(32, 32), repeats=1, matmul_n=SMALL_MATMUL)
+    assert r.flops_per_image == VGG16_FLOPS_32 and [row.path for row in r.rows] == ["plain"]
