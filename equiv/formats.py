@@ -146,6 +146,12 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
     Format("safetensors", None, (".safetensors",), "canonical names and layout; no framework needed",
            "equiv.files:read_safetensors", "equiv.files:write_safetensors", "equiv.porting:fit_declared",
            _is_safetensors, declared="equiv.safetensors_reader:declared_shapes"),
+    Format("onnx", "onnx", (".onnx",), "ONNX model: the initializers of a graph equiv wrote (canonical names); "
+           "written as equiv's graph, every tap an output", "equiv.frameworks.onnx:read_file",
+           "equiv.frameworks.onnx:write_file", "equiv.frameworks.onnx:fit_file",
+           # a serialized ModelProto: field 1 (ir_version, a one-byte varint), then another of its fields
+           lambda path, head: head[:1] == b"\x08" and len(head) > 2 and head[1] < 0x80
+           and head[2] in b"\x12\x1a\x22\x2a\x32\x3a\x42"),
     Format("torch", "torch", (".pt", ".pth", ".pkl"),
            "a PyTorch state_dict, read with weights_only=True (a pickled model only with allow_pickle)",
            "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", "equiv.porting:fit_state_dict",

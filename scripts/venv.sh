@@ -13,6 +13,6 @@ echo "[equiv] installing into $venv (first time: a few minutes)" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" -e "$root[all,test]" 2>&1 \
   | grep -v "^WARNING: Location" >&2 || true
 # TensorFlow logs its start-up on stderr: shown only when the import check fails
-out="$("$venv/bin/python" -c "import equiv, tensorflow, keras, torch, tf_slim, safetensors" 2>&1)" \
+out="$("$venv/bin/python" -c "import equiv, tensorflow, keras, torch, tf_slim, safetensors, onnx, onnxruntime" 2>&1)" \
   || { echo "$out" >&2; echo "[equiv] install failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -60,8 +60,8 @@ def test_stored_golden_files_verify_today():
     assert report.exit_status == 0, golden.to_text(report)
     for verdict in report.verdicts:
         v = V.get(verdict.variant)
-        assert verdict.status == "unchanged" and verdict.frameworks == ["slim", "keras", "torch"]
-        assert len(verdict.taps) == 3 * len(C.tap_names(v))
+        assert verdict.status == "unchanged" and verdict.frameworks == list(FRAMEWORKS)
+        assert len(verdict.taps) == len(FRAMEWORKS) * len(C.tap_names(v))
         tols = compare.tap_tolerances(v)
         assert all(r.rel <= tols[r.name] for r in verdict.taps)
         for fw in verdict.frameworks:  # the drift of each framework is reported even when it is within tolerance
@@ -270,7 +270,7 @@ def test_the_codec_is_lossless_and_deterministic():
 
 @pytest.fixture(scope="module")
 def made():
-    """The golden file of the small variant as update makes it today (all three frameworks, real)."""
+    """The golden file of the small variant as update makes it today (every backend, real)."""
     return golden.make(V.get(SMALL), command="tests/test_golden.py")
 
 
@@ -282,7 +282,8 @@ def test_made_today_matches_the_stored_file_within_tolerance(made):
     for fw in old.taps:
         for t in old.tap_names:
             assert compare.compare_tap(t, old.taps[fw][t], new.taps[fw][t], (fw, fw), tols[t]).ok, (fw, t)
-    assert meta["command"] == "tests/test_golden.py" and meta["frameworks"] == ["torch", "slim", "keras"]
+    assert meta["command"] == "tests/test_golden.py"
+    assert meta["frameworks"] == sorted(FRAMEWORKS, key=lambda f: f != "torch")  # the native one first
 
 
 @pytest.fixture
@@ -346,7 +347,7 @@ def test_update_without_keras_is_one_line_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2, r.stdout + r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("equiv: error: golden update needs slim, keras, torch (a golden file holds the taps") \
+    assert last.startswith(f"equiv: error: golden update needs {', '.join(FRAMEWORKS)} (a golden file holds the taps") \
         and "'keras'" in last
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
 

@@ -25,6 +25,7 @@ from equiv import weights as W
 from equiv.checking import check
 from equiv.cli import main
 from equiv.errors import EquivError, NonFiniteError, ParamMismatchError, ResourceError, UnsafeFileError
+from equiv.frameworks import FRAMEWORKS
 from equiv.memory import check_input
 from equiv.porting import load_weights, looks_like, run_file
 from tests.fuzzing import TINY, tiny_params, write_keras2_h5
@@ -479,4 +480,4 @@ def test_the_largest_check_stays_under_3_gb(tmp_path):
     assert proc.returncode == 0, (tmp_path / "err").read_text()[-2000:]
     peak = usage.ru_maxrss * 1024
     assert peak < 3e9, f"{largest.name}: peak {peak / 1e9:.2f} GB"
-    assert memory.estimate(largest, 2, 224, 224, ["slim", "keras", "torch"])["total"] >= peak
+    assert memory.estimate(largest, 2, 224, 224, FRAMEWORKS)["total"] >= peak

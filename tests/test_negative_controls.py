@@ -8,7 +8,7 @@ from equiv import compare
 from equiv import variants as V
 from equiv import weights as W
 from equiv.families.resnet import plan as P
-from equiv.frameworks import adapter
+from equiv.frameworks import FRAMEWORKS, adapter
 
 
 def run(fw, v, params, x):
@@ -27,7 +27,7 @@ def first_bad(v, outputs):
     return first.name if first else None
 
 
-@pytest.mark.parametrize("fw", ["slim", "keras", "torch"])
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_transposed_kernel_is_caught_at_its_conv(fw):
     v = V.get("slim/resnet_v2_50")
     params = W.random_params(v, 0)
@@ -39,7 +39,7 @@ def test_transposed_kernel_is_caught_at_its_conv(fw):
     assert first_bad(v, {"good": good_out, fw: run(fw, v, bad, x)}) == "stage2/unit2/conv2"
 
 
-@pytest.mark.parametrize("fw", ["slim", "keras", "torch"])
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_changed_epsilon_is_caught_at_the_first_batchnorm(fw):
     v = V.get("torchvision/resnet50")
     params = W.random_params(v, 0)
@@ -49,7 +49,7 @@ def test_changed_epsilon_is_caught_at_the_first_batchnorm(fw):
     assert first_bad(v, outputs) == "stem/conv"
 
 
-@pytest.mark.parametrize("fw", ["slim", "keras", "torch"])
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_symmetric_pad_where_tf_pads_asymmetrically_is_caught(fw):
     v = V.get("torchvision/resnet18").replace(conv_padding="tf_same")
     params = W.random_params(v, 0)
@@ -59,6 +59,18 @@ def test_symmetric_pad_where_tf_pads_asymmetrically_is_caught(fw):
                fw: run(fw, v.replace(conv_padding="symmetric"), params, x)}
     # the first strided 3x3 conv: the first unit of stage 2 (stride on conv1 in a basic block)
     assert first_bad(v, outputs) == "stage2/unit1/conv1"
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_minus_inf_pool_padding_where_keras_pads_zeros_is_caught(fw):
+    # keras.applications' v2 stem: ZeroPadding2D then a VALID max-pool, after a conv with no ReLU,
+    # so its negative values meet the zeros at the border; -inf padding keeps them
+    v = V.get("keras/ResNet50V2").replace(depths=(1, 1, 1, 1), reference=None)
+    params = W.random_params(v, 0)
+    x = W.random_input(v, 1, 40, 40)
+    other = "keras" if fw == "torch" else "torch"
+    outputs = {other: run(other, v, params, x), fw: run(fw, v.replace(pool_pad_value="-inf"), params, x)}
+    assert first_bad(v, outputs) == "stem/pool"
 
 
 def test_odd_sizes_hide_the_asymmetric_pad():

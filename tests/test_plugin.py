@@ -59,11 +59,11 @@ def test_drifted(equiv_torch):
 
 
 def test_fixtures_and_markers_skip_without_the_framework(pytester, monkeypatch):
-    """A fresh process where torch, keras and TensorFlow do not import."""
+    """A fresh process where torch, keras, TensorFlow and ONNX Runtime do not import."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     pytester.makeconftest("""
 import sys
-for name in ("torch", "keras", "tensorflow"):
+for name in ("torch", "keras", "tensorflow", "onnx", "onnxruntime"):
     sys.modules[name] = None  # import fails, as when not installed
 """)
     pytester.makepyfile("""
@@ -83,11 +83,12 @@ def test_gpu():
     pass
 """)
     result = pytester.runpytest_subprocess(*PLUGIN, "-rs")
-    result.assert_outcomes(skipped=6)
+    result.assert_outcomes(skipped=7)
     out = result.stdout.str()
     assert out.count("torch is not usable here: torch is not installed") == 2  # test_torch, test_each[torch]
     assert out.count("keras is not usable here: keras does not import") == 2
     assert "slim is not usable here" in out
+    assert "onnx is not usable here: onnx and onnxruntime are needed" in out
     assert "needs CUDA: PyTorch is not installed" in out
 
 

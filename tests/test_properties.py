@@ -14,6 +14,7 @@ that a failure prints; EQUIV_PROPERTY_SEED=N replays a run (and hypothesis print
 @reproduce_failure blob for the minimal example).
 """
 
+import itertools
 import os
 import random
 
@@ -109,8 +110,8 @@ def test_random_variants_agree_everywhere(case):
         outputs[fw], exported[fw] = run(fw, v, params, x)
     results = compare.compare_taps(outputs, C.tap_names(v), compare.tap_tolerances(v),
                                    pairs=[("reference", fw) for fw in FRAMEWORKS]
-                                   + [("slim", "keras"), ("slim", "torch"), ("keras", "torch")])
-    assert len(results) == 6 * len(C.tap_names(v))
+                                   + list(itertools.combinations(FRAMEWORKS, 2)))
+    assert len(results) == (len(FRAMEWORKS) + len(FRAMEWORKS) * (len(FRAMEWORKS) - 1) // 2) * len(C.tap_names(v))
     first = compare.first_divergence(results)
     assert first is None, first
     for fw, params_back in exported.items():

@@ -74,5 +74,5 @@ def test_an_unknown_family_or_builder_is_named():
     with pytest.raises(Exception, match="unknown network family 'inception_v9'"):
         families.get("inception_v9")
     v = _smallest(FAMILIES[0])
-    with pytest.raises(Exception, match="has no onnx builder"):
-        families.builder(v, "onnx")
+    with pytest.raises(Exception, match="has no tvm builder"):
+        families.builder(v, "tvm")
