@@ -62,7 +62,12 @@ def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_prop
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
     assert {tuple(sorted(r.pair)) for r in report.taps} == {tuple(sorted(p)) for p in PAIRS}
     assert len(report.taps) == len(PAIRS) * len(C.tap_names(v))
-    assert all(r.rel <= r.tol for r in report.taps)
+    # a pair beyond its tolerance passes only where each side is within it of the float64 reference
+    # (compare.arbitrate: two float32 walks in opposite directions), and the notes say so
+    arbitrated = [r for r in report.taps if r.rel > r.tol]
+    assert all(r.own_rel and max(r.own_rel.values()) <= r.tol for r in arbitrated)
+    assert len([n for n in report.notes if "float64 reference" in n]) == len(arbitrated)
+    record_property("arbitrated", len(arbitrated))
     # equiv's weights never make a tap that proves nothing (all zero or constant)
     assert report.uninformative == {}, f"{v.name}: uninformative taps {report.uninformative}"
 

@@ -85,3 +85,24 @@ def test_uninformative_taps_are_all_zero_or_constant_per_channel():
     assert compare.uninformative(np.float32([[np.nan, 0.0]])) is None  # non-finite is its own status
     r = compare.compare_tap("t", np.zeros_like(x), np.zeros_like(x), ("a", "b"))
     assert r.ok and r.uninformative == "all zero" and r.to_json()["uninformative"] == "all zero"
+
+
+def test_arbitration_accepts_opposite_rounding_walks_and_keeps_a_side_off_the_reference_failed():
+    """A pair beyond its tolerance is accepted only when each side is within it of the exact value
+    (compare.arbitrate, run by check when a pair fails); a side far from the exact value keeps it failed."""
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal((2, 5, 5, 8))
+    scale, tol = float(np.abs(exact).max()), 1e-5
+    up = exact + 0.8 * tol * scale * np.sign(exact)  # each side 0.8 of the tolerance from the exact value,
+    down = exact - 0.8 * tol * scale * np.sign(exact)  # in opposite directions: 1.6 of it apart
+    off = exact + 3 * tol * scale  # a wrong convention: far from the exact value
+    outputs = {"a": {"t": up.astype(np.float32)}, "b": {"t": down.astype(np.float32)},
+               "c": {"t": off.astype(np.float32)}}
+    results = compare.compare_taps(outputs, ["t"], tol, pairs=[("a", "b"), ("a", "c")])
+    assert [r.ok for r in results] == [False, False]
+    notes = compare.arbitrate(results, outputs, {"t": exact})
+    ab, ac = results
+    assert ab.ok and ab.status == "ok" and ab.rel > tol and set(ab.own_rel) == {"a", "b"}
+    assert all(e <= tol for e in ab.own_rel.values()) and "own_rel" in ab.to_json()
+    assert not ac.ok and ac.status == "diverged" and ac.own_rel is None and "own_rel" not in ac.to_json()
+    assert len(notes) == 1 and notes[0].startswith("a~b at t:")
