@@ -67,7 +67,8 @@ def main(argv=None) -> int:
                          "at_worst": {p: float((a_[i] - r[i]) / scale), q: float((b_[i] - r[i]) / scale)}})
     rows.sort(key=lambda r_: -r_["pair_rel"] / r_["tol"])
     print(f"{v.name} {h}x{w} batch {a.batch} seed {a.seed}; load {os.getloadavg()[0]:.2f}")
-    print("tap | pair | pair/tol | own/tol of each side | each side's signed error at the pair's worst element (of scale)")
+    print("tap | pair | pair/tol | own/tol of each side | each side's signed error at the pair's worst element "
+          "(of scale)")
     for r_ in rows[:a.top]:
         (p, q), t = r_["pair"], r_["tol"]
         print(f"{r_['tap']} | {p}~{q} | {r_['pair_rel'] / t:.2f} | {p} {r_['own_rel'][p] / t:.2f}, "

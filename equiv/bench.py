@@ -99,6 +99,7 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
         raise EquivError(f"`batches={tuple(batches)}` must all be positive")
     h, w = input_size
     flops = C.flops(v, h, w)
+    load_before = _load()
     skipped: dict[str, str] = {}
     ceilings: dict[str, float] = {}
     engines: dict[str, float] = {}  # backends on one library (slim, Keras on TF) share its product: measure once
@@ -156,7 +157,31 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                 if usable:
                     max(usable, key=lambda r: r.images_per_s).best = True
     return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
-                       settings={"repeats": repeats, "matmul_n": matmul_n, **_versions(fws, device)})
+                       settings={"repeats": repeats, "matmul_n": matmul_n, **_versions(fws, device),
+                                 "load_average": {"before": load_before, "after": _load(), "cpus": _cpus()}})
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (a busy machine's figures are not the paths' own)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _busy(result) -> str:
+    """One line on the machine's load around the run, saying when it was busy."""
+    load = result.settings.get("load_average") or {}
+    before, after, cpus = load.get("before"), load.get("after"), load.get("cpus")
+    if not before or not after:
+        return ""
+    busy = max(before[0], after[0]) > 0.5 * cpus
+    return (f"load average (1 min) before {before[0]:.2f}, after {after[0]:.2f} on {cpus} CPUs"
+            + (": BUSY, other jobs shared the CPUs; these figures are not the paths' own" if busy else ": quiet"))
 
 
 def _numpy(out) -> np.ndarray:
@@ -205,6 +230,8 @@ def to_text(result: BenchResult) -> str:
                   + f"; machine {result.machine_ceiling_gflops:.0f}", highlight=False)
     for fw, why in result.skipped.items():
         console.print(f"skipped {fw}: {why}", highlight=False)
+    if _busy(result):
+        console.print(_busy(result), highlight=False)
     return console.export_text()
 
 
@@ -215,7 +242,9 @@ def to_markdown(result: BenchResult, command: str = "") -> str:
     lines += [f"{result.device}, {result.dtype}, {result.input_size[0]}x{result.input_size[1]}"
               f"{', channels_last' if result.channels_last else ''}, "
               f"{result.flops_per_image / 1e9:.2f} GFLOP per image; versions: "
-              + ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("repeats", "matmul_n")), "",
+              + ", ".join(f"{k} {v}" for k, v in result.settings.items()
+                          if k not in ("repeats", "matmul_n", "load_average")),
+              "",
               "| framework | path | batch | images/s | GFLOP/s | of own matmul | of machine ceiling "
               "| logits vs plain |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -227,4 +256,5 @@ def to_markdown(result: BenchResult, command: str = "") -> str:
               + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
               + f"; machine {result.machine_ceiling_gflops:.0f}."]
     lines += [f"Skipped {fw}: {why}" for fw, why in result.skipped.items()]
+    lines += [f"{_busy(result)[0].upper()}{_busy(result)[1:]}."] if _busy(result) else []
     return "\n".join(lines) + "\n"

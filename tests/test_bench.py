@@ -109,3 +109,19 @@ def test_vgg_flops_match_a_hand_count():
 def test_bench_runs_a_vgg():
     r = bench("torchvision/vgg16", ("torch",), batches=(1,), input_size=(32, 32), repeats=1, matmul_n=SMALL_MATMUL)
     assert r.flops_per_image == VGG16_FLOPS_32 and [row.path for row in r.rows] == ["plain"]
+
+
+def test_onnx_best_tries_its_levels_and_threads_and_says_why_cuda_paths_are_skipped():
+    pytest.importorskip("onnxruntime")
+    r = bench("torchvision/resnet18", ("onnx",), batches=(2,), input_size=(32, 32), best=True, repeats=1,
+              matmul_n=SMALL_MATMUL)
+    paths = {row.path for row in r.rows}
+    assert {"plain", "disable", "basic", "extended", "spin"} <= paths
+    assert all(row.used for row in r.rows)  # every optimisation level and thread setting: the plain path's logits
+    assert sum(row.best for row in r.rows) == 1
+    for cuda_only in ("onnx:tf32", "onnx:fp16"):
+        assert "CUDA path" in r.skipped[cuda_only]
+    assert "physical_cores" in paths or "physical core" in r.skipped["onnx:physical_cores"]
+    load = r.settings["load_average"]
+    assert len(load["before"]) == len(load["after"]) == 3 and load["cpus"] >= 1
+    assert "load average (1 min) before" in to_text(r)

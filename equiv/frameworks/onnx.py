@@ -157,13 +157,28 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def _providers(device: str) -> list[str]:
+def _providers(device: str, tf32: bool = False) -> list:
+    """The execution providers of `device`; on CUDA, TF32 only where asked (`tf32`: ORT's CUDA EP
+    uses it by default, which a float32 figure must not)."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"use_tf32": "1" if tf32 else "0"}), "CPUExecutionProvider"]
     raise FrameworkError(f"no {device} execution provider in this onnxruntime "
                          f"({', '.join(ort.get_available_providers())}; CUDA needs onnxruntime-gpu)")
+
+
+def _physical_cores() -> int:
+    """The physical cores among the CPUs this process may use (SMT siblings counted once)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
 
 
 # ONNX Runtime 1.30's Pad_Fusion folds a Pad of zeros into the MaxPool after it, whose own padding
@@ -188,7 +203,7 @@ def _reference(name: str, a: np.ndarray):
 
 
 def session(proto, *, device: str = "cpu", optimization: str = "all", threads: int | None = None,
-            spin: bool = False, initializers: Mapping[str, np.ndarray] | None = None):
+            spin: bool = False, initializers: Mapping[str, np.ndarray] | None = None, tf32: bool = False):
     """An InferenceSession of ModelProto `proto`: quiet (errors only), `optimization` one of
     _LEVELS, `threads` intra-op threads (default: the CPUs this process may use); its threads
     sleep when idle unless `spin` (a benchmark's choice, not a check's on a shared machine).
@@ -206,7 +221,7 @@ def session(proto, *, device: str = "cpu", optimization: str = "all", threads: i
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
-        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=_providers(device),
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=_providers(device, tf32),
                                     disabled_optimizers=list(DISABLED_OPTIMIZERS))
     except Exception as e:  # noqa: BLE001 - ONNX Runtime's own refusal, named
         raise EquivError(f"ONNX Runtime refuses the graph ({type(e).__name__}: {str(e).strip()[:300]})") from None
@@ -464,26 +479,76 @@ def fit_file(path, fmt: str, **_):
 # ---------------------------------------------------------------------------------------
 # Benchmarks
 
-# Documented fast paths `equiv bench --best` tries, each checked against the plain path (ORT's default,
-# every graph optimisation): fewer optimisations, and threads that spin between kernels.
+# Documented fast paths `equiv bench --best` tries, each checked against the plain path (ORT's default:
+# every graph optimisation, intra-op threads on every CPU this process may use, threads that sleep):
+# the other optimisation levels, threads on the physical cores only, threads that spin between kernels;
+# on CUDA, TF32 and a float16 graph (refused on the CPU, with the reason).
 FAST_PATHS = {
+    "disable": {"optimization": "disable"},
     "basic": {"optimization": "basic"},
     "extended": {"optimization": "extended"},
+    "physical_cores": {"threads": "physical"},
     "spin": {"spin": True},
+    "tf32": {"tf32": True},
+    "fp16": {"fp16": True},
 }
+
+
+def float16(proto):
+    """A copy of ModelProto `proto` computing in float16: every float initializer and Constant cast,
+    the input cast to float16 on the way in and every output to float32 on the way out."""
+    from onnx import TensorProto, helper
+
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    g = p.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+    x = g.input[0].name
+    for n in g.node:
+        n.input[:] = [f"{x}/fp16" if i == x else i for i in n.input]
+    outs = {o.name for o in g.output}
+    for n in g.node:
+        n.output[:] = [f"{o}/fp16" if o in outs else o for o in n.output]
+        n.input[:] = [f"{i}/fp16" if i in outs else i for i in n.input]
+    casts = [helper.make_node("Cast", [x], [f"{x}/fp16"], to=TensorProto.FLOAT16)]
+    casts_out = [helper.make_node("Cast", [f"{o}/fp16"], [o], to=TensorProto.FLOAT) for o in outs]
+    nodes = casts + list(g.node) + casts_out
+    del g.node[:]
+    g.node.extend(nodes)
+    return p
 
 
 def forward_fn(variant: Variant, model: Model, x: np.ndarray, *, device: str = "cpu", dtype: str = "float32",
                channels_last: bool = False, optimization: str = "all", spin: bool = False,
-               threads: int | None = None):
+               threads: int | str | None = None, tf32: bool = False, fp16: bool = False):
     """A callable running one forward pass and returning the logits: a session of the graph with
     the output tap only (so nothing is kept for the taps), at `optimization` (ONNX Runtime's default:
-    all; its CPU provider picks its own blocked layout for convolutions)."""
+    all; its CPU provider picks its own blocked layout for convolutions), `threads` intra-op threads
+    ("physical": one per physical core), spinning or not; on CUDA, TF32 (`tf32`) or a float16 graph (`fp16`)."""
     if dtype != "float32" or channels_last:
-        raise FrameworkError("the onnx benchmark runs float32 graphs in ONNX Runtime's own layouts")
+        raise FrameworkError("the onnx benchmark runs float32 graphs in ONNX Runtime's own layouts "
+                             "(a float16 graph: its fp16 path, on CUDA)")
+    if (tf32 or fp16) and device != "cuda":
+        raise FrameworkError(f"{'TF32' if tf32 else 'a float16 graph'} is a CUDA path (ONNX Runtime's CUDA "
+                             "execution provider); not tried on the CPU")
     x = _check_input(variant, x)
-    sess = model.session(*x.shape[1:3], [C.output_tap(variant)], device=device, optimization=optimization,
-                         threads=threads, spin=spin)
+    if threads == "physical":
+        threads = _physical_cores()
+        if threads == _threads():
+            raise FrameworkError(f"every CPU this process may use is a physical core ({threads}): "
+                                 "the same threads as the plain path")
+    options = dict(device=device, optimization=optimization, threads=threads, spin=spin, tf32=tf32)
+    if fp16:
+        proto = float16(model.proto(*x.shape[1:3], [C.output_tap(variant)]))
+        sess = session(proto, **options)
+    else:
+        sess = model.session(*x.shape[1:3], [C.output_tap(variant)], **options)
     name = sess.get_inputs()[0].name
     return lambda: sess.run(None, {name: x})[0]
 

@@ -111,3 +111,39 @@ def test_a_written_zero_padded_pool_is_right_under_plain_onnxruntime():
     got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = reference.forward(v, params, x)["stem/pool"]
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_the_float16_graph_of_the_cuda_path_is_valid_and_close_to_the_float32_one():
+    """The bench's fp16 path (CUDA only there) writes a checker-valid graph; ONNX Runtime's CPU runs it
+    too, within the float16 tolerance of the float32 graph at the logits."""
+    v = V.get("torchvision/resnet18")
+    params, x = weights.random_params(v, 0), weights.random_input(v, 2, 32, 32)
+    with loaded("onnx", v, params) as m:
+        half = O.float16(m.proto(32, 32, ["logits"]))
+        want = O.run(v, m, x, ["logits"])["logits"]
+    onnx.checker.check_model(half, full_check=True)
+    assert {i.data_type for i in half.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    got = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == np.float32
+    tol = compare.tap_tolerances(v, "float16")["logits"]
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert 0 < rel <= tol  # float16 rounds (not the float32 graph run again), within its tolerance
+
+
+def test_each_bench_path_gives_the_plain_paths_logits_or_says_why_it_cannot_run_here():
+    """What `equiv bench --frameworks onnx --best` times (its ceilings aside: tests/test_bench.py, slow):
+    every optimisation level and thread setting gives the plain path's logits within the float32
+    tolerance; the CUDA paths (TF32, float16) are refused on the CPU with the reason."""
+    v = V.get("torchvision/resnet18")
+    x = weights.random_input(v, 2, 32, 32)
+    tol = compare.tap_tolerances(v)["logits"]
+    with loaded("onnx", v, weights.random_params(v, 0)) as m:
+        plain = O.forward_fn(v, m, x)()
+        for name, opts in O.FAST_PATHS.items():
+            try:
+                out = O.forward_fn(v, m, x, **opts)()
+            except FrameworkError as e:
+                assert ("CUDA path" in str(e)) == (name in ("tf32", "fp16")), (name, e)
+                assert name in ("tf32", "fp16") or "physical core" in str(e), (name, e)
+                continue
+            assert np.abs(out - plain).max() <= tol * np.abs(plain).max(), name
