@@ -15,7 +15,8 @@ The GPU machine has PyTorch with CUDA, onnxruntime and JAX, but no TensorFlow or
    before and after;
 3. writes OUT_DIR/bench.json (every row of every run, the ceilings, versions, load) and OUT_DIR/bench.md.
 
---dry-run (with --device cpu) runs the same code here, small: batch 1 and 2 at 32x32, one repeat, a
+--dry-run (with --device cpu) runs the same code here, small: torchvision/resnet18 (--variant to change it)
+at batch 1 and 2 at 32x32, one repeat, a
 256x256 ceiling, TensorFlow and Keras hidden (as on the GPU machine), nothing installed (what would be
 is listed), torch.compile left out (minutes of inductor compilation on the CPU; the real run tries it).
 Paths that need CUDA are reported skipped with the reason, as on any CPU. Exit 0 when every run wrote
@@ -37,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANT = "torchvision/resnet50"
+DRY_VARIANT = "torchvision/resnet18"  # the same code, a quarter of the weights to seed
 HIDDEN = ("tensorflow", "keras", "tf_keras", "tf_slim")  # absent on the GPU machine
 
 # name, frameworks, dtype, paths (of the backends' FAST_PATHS), what it shows
@@ -124,6 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path, help="folder for bench.json and bench.md (made if missing)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--dry-run", action="store_true", help="small settings, nothing installed (see above)")
+    ap.add_argument("--variant", default=None, help=f"default {VARIANT} ({DRY_VARIANT} with --dry-run)")
     ap.add_argument("--batches", type=int, nargs="+", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-install", action="store_true", help="list what is missing instead of installing it")
@@ -132,6 +135,7 @@ def main(argv=None) -> int:
         print(f"run.py: error: {a.out} is not a folder", file=sys.stderr)
         return 2
     dry = a.dry_run
+    variant = a.variant or (DRY_VARIANT if dry else VARIANT)
     batches = a.batches or ([1, 2] if dry else [1, 32, 256])
     repeats = a.repeats or (1 if dry else 10)
     size = (32, 32) if dry else (224, 224)
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
         device_name = adapter("torch").device_name(a.device)
     except Exception:  # noqa: BLE001 - torch unusable: each run says why
         device_name = None
-    doc = {"variant": VARIANT, "device": a.device, "device_name": device_name, "dry_run": dry,
+    doc = {"variant": variant, "device": a.device, "device_name": device_name, "dry_run": dry,
            "command": "python benchmarks/cuda/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "batches": batches, "input_size": list(size), "repeats": repeats,
            "host": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
         print(f"[cuda-bench] {name}: {what}", file=sys.stderr)
         run = {"name": name, "what": what, "frameworks": list(fws), "dtype": dtype, "paths": list(paths)}
         try:
-            r = bench(VARIANT, fws, batches=batches, input_size=size, device=a.device, dtype=dtype, paths=paths,
+            r = bench(variant, fws, batches=batches, input_size=size, device=a.device, dtype=dtype, paths=paths,
                       repeats=repeats, matmul_n=256 if dry else 4096,
                       progress=lambda m: print(f"[cuda-bench]   {m}", file=sys.stderr))
             run["result"] = r.to_json()
