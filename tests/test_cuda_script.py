@@ -35,6 +35,7 @@ def test_the_dry_run_writes_every_run_and_says_why_cuda_paths_are_skipped(tmp_pa
     assert "CUDA" in runs["torch-float32"]["result"]["skipped"]["torch:tf32"]
     assert "CUDA path" in runs["onnx-float32"]["result"]["skipped"]["onnx:fp16"]
     assert {row["path"] for row in runs["torch-float32"]["result"]["rows"]} == {"plain", "channels_last"}
+    assert "dry run" in runs["torch-float32"]["left_out"]["compile"]  # said, not silently dropped
     assert {row["path"] for row in runs["onnx-float32"]["result"]["rows"]} == {"plain"}
     md = (out / "bench.md").read_text()
     assert doc["variant"] == "torchvision/resnet18"  # the dry run's; the real run's is torchvision/resnet50

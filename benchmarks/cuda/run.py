@@ -117,6 +117,7 @@ def summary_md(doc: dict) -> str:
                   + f"; load average before {load.get('before')}, after {load.get('after')} "
                   f"on {load.get('cpus')} CPUs."]
         lines += [f"Skipped {k}: {why}" for k, why in r["skipped"].items()]
+        lines += [f"Left out {k}: {why}" for k, why in run.get("left_out", {}).items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -168,10 +169,12 @@ def main(argv=None) -> int:
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
     failed = False
     for name, fws, dtype, paths, what in RUNS:
-        if dry:
-            paths = tuple(p for p in paths if p != "compile")
+        left_out = [p for p in paths if dry and p == "compile"]
+        paths = tuple(p for p in paths if p not in left_out)
         print(f"[cuda-bench] {name}: {what}", file=sys.stderr)
-        run = {"name": name, "what": what, "frameworks": list(fws), "dtype": dtype, "paths": list(paths)}
+        run = {"name": name, "what": what, "frameworks": list(fws), "dtype": dtype, "paths": list(paths),
+               "left_out": {p: "dry run: minutes of inductor compilation on the CPU; the real run tries it"
+                            for p in left_out}}
         try:
             r = bench(variant, fws, batches=batches, input_size=size, device=a.device, dtype=dtype, paths=paths,
                       repeats=repeats, matmul_n=256 if dry else 4096,
