@@ -99,7 +99,7 @@ def test_format_detection_by_name_and_content(tmp_path):
     with pytest.raises(EquivError, match="cannot tell its format"):
         files.detect(tmp_path / "nothing.xyz")
     with pytest.raises(EquivError, match="unknown format"):
-        files.detect(odd, "onnx")
+        files.detect(odd, "tflite")  # onnx is a format now (the onnx backend)
 
 
 def test_reads_a_tf2_object_checkpoint_of_a_keras_model(tmp_path):
