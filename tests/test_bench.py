@@ -111,7 +111,10 @@ def test_bench_runs_a_vgg():
     assert r.flops_per_image == VGG16_FLOPS_32 and [row.path for row in r.rows] == ["plain"]
 
 
+@pytest.mark.slow
 def test_onnx_best_tries_its_levels_and_threads_and_says_why_cuda_paths_are_skipped():
+    """Slow (15 s here under load; CI budget): in the default run tests/frameworks/test_onnx.py runs every
+    onnx path's forward_fn against the plain one, and tests/test_cuda_script.py an onnx bench end to end."""
     pytest.importorskip("onnxruntime")
     r = bench("torchvision/resnet18", ("onnx",), batches=(2,), input_size=(32, 32), best=True, repeats=1,
               matmul_n=SMALL_MATMUL)
