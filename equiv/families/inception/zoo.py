@@ -72,3 +72,15 @@ register(Inception(
     stem=STEM, blocks=BLOCKS, bn_scale=True, pool_count_pad=True, aux_logits=True, transform_input=False,
     reference="torchvision.models.inception_v3", preprocessing="torchvision",
 ))
+
+
+# Which kind of block each of Inception v3's mixed blocks is (the names tables of the dialects
+# read it): A 35x35, B the 35 -> 17 reduction, C 17x17 (1x7 and 7x1), D the 17 -> 8 reduction,
+# E 8x8 (split 1x3 / 3x1 ends).
+KINDS = "AAABCCCCDEE"
+
+
+def is_inception_v3(v) -> bool:
+    """Whether `v`'s layers are Inception v3's (any conventions): then each library's own names
+    apply, otherwise its builder's systematic scheme."""
+    return v.stem == STEM and v.blocks == BLOCKS and (not v.aux_logits or (v.aux_from, v.aux_widths) == (7, (128, 768)))
