@@ -301,9 +301,9 @@ def test_a_registered_inception_ports_its_native_file_to_every_format_verified_a
     m = ad.build(v)
     ad.load_params(v, m, params)
     native = {"slim": "native.ckpt", "keras": "native.weights.h5", "torch": "native.pt"}[v.native]
-    path = ad.write_file(v, m, tmp_path / native)
+    written = ad.write_file(v, m, tmp_path / native)  # slim: the checkpoint's prefix
     ad.release(m)
-    path = str(path) + (".index" if v.native == "slim" else "")
+    path = str(written) + ".index" if v.native == "slim" else str(tmp_path / native)
     side = C.min_input_size(v)
     for fmt, suffix in zip(FORMATS, (".ckpt", ".weights.h5", ".pt", ".safetensors")):
         if fmt == NATIVE_FORMAT[v.native]:
