@@ -315,3 +315,20 @@ def test_a_registered_inception_ports_its_native_file_to_every_format_verified_a
         port(v, str(target) + (".index" if fmt == "tf-checkpoint" else ""), back)
         got = files.read(str(back) + (".index" if v.native == "slim" else ""), v)
         assert all(np.array_equal(got[k], params[k]) for k in params), fmt
+
+
+def test_drop_background_drops_class_0_of_both_classifiers(tmp_path):
+    """slim's 1001-class Inception has two classifiers (logits and AuxLogits): --drop-background
+    turns both into 1000-class ones, every other parameter bit for bit (safetensors both sides:
+    canonical names, no framework)."""
+    from safetensors.numpy import save_file
+
+    v = SMALL.replace(name="hypothesis/inception_1001", native="slim", bn_scale=False, num_classes=11)
+    params = W.random_params(v, 0)
+    save_file(params, str(tmp_path / "src.safetensors"))
+    port(v, tmp_path / "src.safetensors", tmp_path / "dst.safetensors", drop_background_class=True)
+    got = files.read(tmp_path / "dst.safetensors", v.replace(num_classes=10))
+    for name in ("logits", "aux/logits"):
+        assert np.array_equal(got[f"{name}/kernel"], params[f"{name}/kernel"][:, 1:])
+        assert np.array_equal(got[f"{name}/bias"], params[f"{name}/bias"][1:])
+    assert all(np.array_equal(got[k], params[k]) for k in params if "logits" not in k)
