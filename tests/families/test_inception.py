@@ -332,3 +332,69 @@ def test_drop_background_drops_class_0_of_both_classifiers(tmp_path):
         assert np.array_equal(got[f"{name}/kernel"], params[f"{name}/kernel"][:, 1:])
         assert np.array_equal(got[f"{name}/bias"], params[f"{name}/bias"][1:])
     assert all(np.array_equal(got[k], params[k]) for k in params if "logits" not in k)
+
+
+# ---------------------------------------------------------------------------------------
+# equiv diff across the libraries' conventions (issue 19 item 3), on SMALL's layers in torch
+
+SLIM_LIKE = SMALL.replace(name="hypothesis/inception_slim_like", native="slim", bn_scale=False, pool_count_pad=False)
+KERAS_LIKE = SLIM_LIKE.replace(name="hypothesis/inception_keras_like", native="keras", aux_logits=False)
+
+
+@pytest.mark.slow
+def test_diff_slim_against_keras_conventions_agree_but_for_the_aux_head():
+    """(Slow: two calibrations at 143x143; the torch-side diffs below run by default.) slim's conventions
+    and Keras' differ only in the auxiliary head (and 1001 classes): with slim's weights, Keras' network is the same function at every tap both have; the head is set aside, said."""
+    from equiv.checking import diff
+
+    report = diff(SLIM_LIKE, KERAS_LIKE, "torch", input_size=SIZE, batch=1)
+    assert report.equivalent and report.first is None
+    assert report.settings["conventions_differing"] == ["aux_logits"]
+    assert any("has no aux/conv1" in n and "set aside" in n for n in report.notes), report.notes
+    assert "aux/logits" not in {r.name for r in report.taps}
+
+
+def test_diff_torchvision_against_slim_conventions_diverges_at_the_first_conv_for_the_missing_gamma():
+    """torchvision's affine BatchNorm against slim's scale=False, with torchvision's weights: slim has no
+    gamma to take them (set aside, said), so the first conv diverges; the pool padding differs too."""
+    from equiv.checking import diff
+
+    report = diff(SMALL, SLIM_LIKE, "torch", input_size=SIZE, batch=1)
+    assert not report.equivalent and report.first.name == "stem/conv1"
+    assert report.settings["conventions_differing"] == ["bn_scale", "pool_count_pad"]
+    assert any("bn/gamma" in n or "set aside" in n for n in report.notes)
+    # slim's weights have no gamma for torchvision's network: refused, naming them
+    with pytest.raises(ParamMismatchError, match="gamma"):
+        diff(SLIM_LIKE, SMALL, "torch", input_size=SIZE, batch=1)
+
+
+def test_diff_pool_padding_alone_diverges_at_the_first_branch_average_pool():
+    """The same weights, only the branches' average pool counting its padding (torchvision) or not
+    (TF): everything agrees up to the first pool branch, mixed0/branch3, where the border windows differ."""
+    from equiv.checking import diff
+
+    report = diff(SMALL, SMALL.replace(name="hypothesis/inception_tf_pool", pool_count_pad=False), "torch",
+                  input_size=SIZE, batch=1)
+    assert report.first.name == "mixed0/branch3/conv1"
+    assert all(r.ok for r in report.taps if r.name.startswith("stem/"))
+
+
+def test_diff_transform_input_diverges_at_the_first_conv():
+    """torchvision transform_input=True against False, one set of weights: the input is re-normalised
+    before the stem, so the first conv diverges."""
+    from equiv.checking import diff
+
+    report = diff(SMALL, SMALL.replace(transform_input=True), "torch", input_size=SIZE, batch=1)
+    assert report.first.name == "stem/conv1"
+    assert report.settings["conventions_differing"] == ["transform_input"]
+
+
+@pytest.mark.slow
+def test_diff_of_the_registered_slim_and_keras_inception_v3_at_299():
+    """`equiv diff slim/inception_v3 keras/InceptionV3 --input-size 299 299` in Keras (keras.applications
+    against equiv's Keras build of slim's description): the same function at every tap both have."""
+    from equiv.checking import diff
+
+    report = diff("slim/inception_v3", "keras/InceptionV3", "keras", input_size=(299, 299), batch=1)
+    assert report.equivalent, report.first
+    assert set(report.settings["conventions_differing"]) == {"aux_logits", "input_size"}
