@@ -397,7 +397,8 @@ def real_inception_taps(v: Variant, model: torch.nn.Module, x: np.ndarray) -> di
         for blk in IP.blocks(v):
             for br in blk.branches:
                 if not br.split and isinstance(br.layers[-1], IP.Pool):
-                    got[br.layers[-1].name] = C.nchw_to_nhwc(torch.nn.functional.max_pool2d(inputs[blk.name], 3, 2).numpy())
+                    pooled = torch.nn.functional.max_pool2d(inputs[blk.name], 3, 2)
+                    got[br.layers[-1].name] = C.nchw_to_nhwc(pooled.numpy())
         if v.aux_logits:
             got["aux/logits"] = model.AuxLogits(outputs[f"mixed{v.aux_from}"]).numpy()
     got["pool"] = outputs["pool"].numpy()

@@ -85,7 +85,8 @@ def test_the_inception_v3s_are_registered_with_their_references_and_conventions(
     # keras.applications documents InceptionV3 at 23,851,784 parameters (its BatchNorm statistics counted);
     # torchvision's Inception_V3_Weights meta: 27,161,264 (parameters: its BatchNorms' gammas, not statistics)
     assert C.param_count(keras_) == 23_851_784
-    trained = sum(int(np.prod(s)) for n, s in C.param_shapes(tv).items() if not n.endswith(("moving_mean", "moving_variance")))
+    trained = sum(int(np.prod(s)) for n, s in C.param_shapes(tv).items()
+                  if not n.endswith(("moving_mean", "moving_variance")))
     assert trained == 27_161_264
     # 5.7 GMACs at 299 (torchvision's _ops 5.713 GFLOPs counts multiply-adds)
     assert abs(C.flops(tv, 299, 299) / 2e9 - 5.713) < 0.01
@@ -112,7 +113,8 @@ def test_drawn_inceptions_agree_in_every_framework_and_the_reference(v, data):
     outputs, exported = {"reference": R.forward(v, params, x)}, {}
     for fw in FRAMEWORKS:
         outputs[fw], exported[fw] = run(fw, v, params, x)
-    pairs = [("reference", fw) for fw in FRAMEWORKS] + [(a, b) for i, a in enumerate(FRAMEWORKS) for b in FRAMEWORKS[i + 1:]]
+    pairs = [("reference", fw) for fw in FRAMEWORKS]
+    pairs += [(a, b) for i, a in enumerate(FRAMEWORKS) for b in FRAMEWORKS[i + 1:]]
     assert first_bad(v, outputs, pairs) is None
     for fw, back in exported.items():
         assert list(back) == list(params)
@@ -264,9 +266,9 @@ def test_weights_round_trip_bit_exactly_through_every_framework():
 
 @pytest.mark.slow
 def test_files_port_slim_to_torch_to_keras_with_verify_and_back_bit_exact(tmp_path):
-    """(Slow: the generic port tests, tests/test_port.py, run every family's drawn description through
-    every format in the default suite.) A slim checkpoint of a small slim-style Inception (no gamma, the 1x1-conv logits and
-    auxiliary logits, 11 classes) ported to a torch .pt, a Keras .weights.h5, a .safetensors and back
+    """(Slow: slim's graph and four files, 30 s; the drawn descriptions' exports are bit-exact in every
+    framework in the default suite.) A slim checkpoint of a small slim-style Inception (no gamma, the
+    1x1-conv logits and auxiliary logits, 11 classes) ported to a torch .pt, a Keras .weights.h5, a .safetensors and back
     to a checkpoint, each port verified; every file reads back to the same bits."""
     v = SMALL.replace(name="hypothesis/inception_slim", native="slim", bn_scale=False, pool_count_pad=False,
                       num_classes=11)
@@ -344,7 +346,8 @@ KERAS_LIKE = SLIM_LIKE.replace(name="hypothesis/inception_keras_like", native="k
 @pytest.mark.slow
 def test_diff_slim_against_keras_conventions_agree_but_for_the_aux_head():
     """(Slow: two calibrations at 143x143; the torch-side diffs below run by default.) slim's conventions
-    and Keras' differ only in the auxiliary head (and 1001 classes): with slim's weights, Keras' network is the same function at every tap both have; the head is set aside, said."""
+    and Keras' differ only in the auxiliary head (and 1001 classes): with slim's weights, Keras' network
+    is the same function at every tap both have; the head is set aside, said."""
     from equiv.checking import diff
 
     report = diff(SLIM_LIKE, KERAS_LIKE, "torch", input_size=SIZE, batch=1)

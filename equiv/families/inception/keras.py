@@ -133,7 +133,8 @@ def _generic(v: Inception):
         n = convs[c.name]
         x = L.Conv2D(c.cout, (c.kh, c.kw), strides=c.stride, padding="same" if c.padding == "tf_same" else "valid",
                      use_bias=False, name=_numbered("conv2d", n))(x)
-        x = L.BatchNormalization(axis=3, epsilon=v.bn_epsilon, scale=v.bn_scale, name=_numbered("batch_normalization", n))(x)
+        x = L.BatchNormalization(axis=3, epsilon=v.bn_epsilon, scale=v.bn_scale,
+                                 name=_numbered("batch_normalization", n))(x)
         return L.Activation("relu", name=_numbered("activation", n))(x)
 
     def pool(p: plan.Pool, x):
