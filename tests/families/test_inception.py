@@ -268,8 +268,8 @@ def test_weights_round_trip_bit_exactly_through_every_framework():
 def test_files_port_slim_to_torch_to_keras_with_verify_and_back_bit_exact(tmp_path):
     """(Slow: slim's graph and four files, 30 s; the drawn descriptions' exports are bit-exact in every
     framework in the default suite.) A slim checkpoint of a small slim-style Inception (no gamma, the
-    1x1-conv logits and auxiliary logits, 11 classes) ported to a torch .pt, a Keras .weights.h5, a .safetensors and back
-    to a checkpoint, each port verified; every file reads back to the same bits."""
+    1x1-conv logits and auxiliary logits, 11 classes) ported to a torch .pt, a Keras .weights.h5, a
+    .safetensors and back to a checkpoint, each port verified; every file reads back to the same bits."""
     v = SMALL.replace(name="hypothesis/inception_slim", native="slim", bn_scale=False, pool_count_pad=False,
                       num_classes=11)
     params = W.random_params(v, 2)
