@@ -107,9 +107,10 @@ _FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"
 
 def modules(v: Description) -> dict[str, str]:
     """Canonical layer -> module path."""
-    _, layers, _ = _features(v)
+    with torch.device("meta"):  # only the layout is read: no memory, no random initialisation (VGG-16's takes seconds)
+        _, layers, _ = _features(v)
+        _, dense = _classifier(v)
     out = {layer: f"features.{i}" for layer, i in layers.items()}
-    _, dense = _classifier(v)
     out.update({name: f"classifier.{i}" for name, i in dense.items()})
     return out
 
