@@ -295,17 +295,13 @@ NATIVE_FORMAT = {"slim": "tf-checkpoint", "keras": "keras-weights", "torch": "to
 @pytest.mark.slow
 @pytest.mark.parametrize("v", INCEPTIONS, ids=lambda v: v.name)
 def test_a_registered_inception_ports_its_native_file_to_every_format_verified_and_back_bit_exact(v, tmp_path):
-    """native={v.native} real library build (tf_slim.nets, keras.applications, torchvision's layout),
-    its file written by equiv; ported to every other format with --verify (each a check of every tap
+    """A file in the variant's native format, written by equiv (slim and Keras from their real library
+    build: tf_slim.nets, keras.applications; torch in torchvision's layout from the params); ported to every other format with --verify (each a check of every tap
     at the variant's smallest input), then back to the native format: the same bits."""
     params = W.random_params(v, 0)
-    ad = adapter(v.native)
-    m = ad.build(v)
-    ad.load_params(v, m, params)
     native = {"slim": "native.ckpt", "keras": "native.weights.h5", "torch": "native.pt"}[v.native]
-    written = ad.write_file(v, m, tmp_path / native)  # slim: the checkpoint's prefix
-    ad.release(m)
-    path = str(written) + ".index" if v.native == "slim" else str(tmp_path / native)
+    files.write(params, tmp_path / native, v)  # slim and Keras: from their real library build
+    path = str(tmp_path / native) + (".index" if v.native == "slim" else "")
     side = C.min_input_size(v)
     for fmt, suffix in zip(FORMATS, (".ckpt", ".weights.h5", ".pt", ".safetensors")):
         if fmt == NATIVE_FORMAT[v.native]:
