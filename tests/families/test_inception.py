@@ -296,7 +296,8 @@ NATIVE_FORMAT = {"slim": "tf-checkpoint", "keras": "keras-weights", "torch": "to
 @pytest.mark.parametrize("v", INCEPTIONS, ids=lambda v: v.name)
 def test_a_registered_inception_ports_its_native_file_to_every_format_verified_and_back_bit_exact(v, tmp_path):
     """A file in the variant's native format, written by equiv (slim and Keras from their real library
-    build: tf_slim.nets, keras.applications; torch in torchvision's layout from the params); ported to every other format with --verify (each a check of every tap
+    build: tf_slim.nets, keras.applications; torch in torchvision's layout from the params); ported to
+    every other format with --verify (each a check of every tap
     at the variant's smallest input), then back to the native format: the same bits."""
     params = W.random_params(v, 0)
     native = {"slim": "native.ckpt", "keras": "native.weights.h5", "torch": "native.pt"}[v.native]
