@@ -211,12 +211,21 @@ def diff(variant_a: str | Variant, variant_b: str | Variant, framework: str | No
         notes.append(f"input: {a.name} expects {pa.describe()}, {b.name} {pb.describe()}"
                      + (" (the same numbers)" if pa.same_as(pb) else ""))
     params = weights.random_params(a, seed)
-    C.check_params(b, params, source=f"weights of {a.name}")
+    # a head that variant_b has none of (Inception's auxiliary classifier) is set aside, and said
+    aside, params_b = [n for n in params if n not in C.param_shapes(b)], params
+    if aside and all(n in params for n in C.param_shapes(b)):
+        layers = sorted({n.rsplit("/", 1)[0] for n in aside})
+        notes.append(f"{b.name} has no {', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''}: "
+                     f"{len(aside)} parameters of {a.name} set aside")
+        params_b = {n: params[n] for n in C.param_shapes(b)}
+    C.check_params(b, params_b, source=f"weights of {a.name}")
     x = weights.random_input(a, batch, h, w, seed)
     t = _Timer()
     outputs = {}
-    for label, var in ((a.name, a), (b.name, b)):
-        with loaded(fw, var, params, phase=t) as m, t("forward"):
+    # one name for two descriptions (a registered one and a changed copy): told apart in the outputs
+    label_b = b.name if b.name != a.name else f"{b.name} (changed)"
+    for label, var, p in ((a.name, a, params), (label_b, b, params_b)):
+        with loaded(fw, var, p, phase=t) as m, t("forward"):
             outputs[label] = ad.run(var, m, x)
     common = [n for n in C.tap_names(a) if n in set(C.tap_names(b))]
     tol = compare.tolerance(dtype)

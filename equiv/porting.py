@@ -28,9 +28,14 @@ def owner(fmt: str, v: Variant) -> str:
     return formats.get(fmt).owner or v.native
 
 
+def _is_head(name: str) -> bool:
+    """A classifier's parameter: `logits/...`, or an auxiliary classifier's (Inception's `aux/logits/...`)."""
+    return name.rsplit("/", 1)[0].rsplit("/", 1)[-1] == "logits"
+
+
 def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
     """How to port a head of another class count, when the head is all that does not fit."""
-    if e.missing or e.unexpected or any(not n.startswith("logits/") for n, _, _ in e.mismatched):
+    if e.missing or e.unexpected or any(not _is_head(n) for n, _, _ in e.mismatched):
         return None
     for name, _expected, found in e.mismatched:
         if name in ("logits/kernel", "logits/bias"):
@@ -44,7 +49,8 @@ def _head_hint(e: ParamMismatchError, v: Variant) -> str | None:
 
 def _head_of(e: ParamMismatchError) -> int | None:
     """The class count of a file whose head alone does not fit (both logits parameters, nothing else)."""
-    if e.missing or e.unexpected or sorted(n for n, _, _ in e.mismatched) != ["logits/bias", "logits/kernel"]:
+    names = {n for n, _, _ in e.mismatched}
+    if e.missing or e.unexpected or not {"logits/bias", "logits/kernel"} <= names or not all(map(_is_head, names)):
         return None
     return next(found[-1] for name, _, found in e.mismatched if name == "logits/bias")
 
@@ -163,8 +169,9 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
 def drop_background(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A 1001-class head (class 0 = background, as slim's ImageNet checkpoints) to 1000 classes."""
     out = dict(params)
-    out["logits/kernel"] = np.ascontiguousarray(params["logits/kernel"][:, 1:])
-    out["logits/bias"] = np.ascontiguousarray(params["logits/bias"][1:])
+    for name in params:  # the classifier, and an auxiliary one (Inception's aux/logits) where there is one
+        if _is_head(name):
+            out[name] = np.ascontiguousarray(params[name][:, 1:] if name.endswith("/kernel") else params[name][1:])
     return out
 
 

@@ -19,25 +19,28 @@ from equiv import families
 from equiv.variants import Variant
 
 
-def _pad(x: np.ndarray, rule: str, kernel: int, stride: int, value: float) -> np.ndarray:
-    (t, b), (l, r) = (C.pad_amounts(rule, x.shape[1], kernel, stride),
-                      C.pad_amounts(rule, x.shape[2], kernel, stride))
+def _pad(x: np.ndarray, rule: str, kernel, stride: int, value: float) -> np.ndarray:
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    (t, b), (l, r) = (C.pad_amounts(rule, x.shape[1], kh, stride),
+                      C.pad_amounts(rule, x.shape[2], kw, stride))
     if t == b == l == r == 0:
         return x
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-def _windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
-    w = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel), axis=(1, 2))
-    return w[:, ::stride, ::stride]  # (N, Ho, Wo, C, k, k)
+def _windows(x: np.ndarray, kernel, stride: int) -> np.ndarray:
+    w = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel) if isinstance(kernel, int) else kernel,
+                                                 axis=(1, 2))
+    return w[:, ::stride, ::stride]  # (N, Ho, Wo, C, kh, kw)
 
 
 def conv2d(x, kernel, stride, rule, bias=None):
-    k = kernel.shape[0]
-    w = _windows(_pad(x, rule, k, stride, 0.0), k, stride)
+    """A convolution with a kh x kw HWIO kernel (Inception's 1x7 and 7x1 too)."""
+    kh, kw = kernel.shape[:2]
+    w = _windows(_pad(x, rule, (kh, kw), stride, 0.0), (kh, kw), stride)
     n, ho, wo, c = w.shape[:4]
-    cols = w.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, k * k * c)
-    y = (cols @ kernel.reshape(k * k * c, -1)).reshape(n, ho, wo, -1)
+    cols = w.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+    y = (cols @ kernel.reshape(kh * kw * c, -1)).reshape(n, ho, wo, -1)
     return y + bias if bias is not None else y
 
 

@@ -30,7 +30,10 @@ GENERATOR = "he-exact-calibration/2"
 
 
 def calibration_size(v: Variant) -> int:
-    return max(C.min_body_size(v), 48)
+    """The side of the calibration batch: the family's own choice where it has one (its
+    `calibration_size`: Inception's last maps are 1x1 at its smallest input), else 48 or more."""
+    own = getattr(families.of(v), "calibration_size", None)
+    return own(v) if own is not None else max(C.min_body_size(v), 48)
 
 
 # The calibration runs in float64 on dyadic grids, so that every sum in it is exact and the

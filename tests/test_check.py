@@ -43,8 +43,10 @@ DEEP_IN_CI = {"torchvision/resnet101"}
 
 def heavy(v) -> list:
     """VGG's 138 M parameters (528 MB) go through every framework: slow (tests/families/test_vgg.py runs
-    small VGGs of every convention in the default suite); so are the deep ResNets but one, and REPEATS."""
-    if v.family == "vgg" or (C.unit_count(v) > 16 and v.name not in DEEP_IN_CI):
+    small VGGs of every convention in the default suite), as Inception v3 at 299x299 (its smallest input
+    with the auxiliary head: tests/families/test_inception.py runs small ones); so are the deep ResNets
+    but one, and REPEATS."""
+    if v.family in ("vgg", "inception") or (C.unit_count(v) > 16 and v.name not in DEEP_IN_CI):
         return [pytest.mark.slow]
     return repeat_marks(v)
 
@@ -57,7 +59,8 @@ def cases(pool):
 def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_property):
     """Every framework pair, every tap: the variant's native build (its library's code where equiv has
     it: tf_slim.nets, keras.applications, the seed's programs) against equiv's generic builds."""
-    report = check(v, FRAMEWORKS, input_size=v.input_size or (35, 34), batch=2, seed=1)
+    side = C.min_input_size(v)
+    report = check(v, FRAMEWORKS, input_size=v.input_size or (max(35, side), max(34, side)), batch=2, seed=1)
     record_property("worst_rel", report.worst_rel)
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
     assert {tuple(sorted(r.pair)) for r in report.taps} == {tuple(sorted(p)) for p in PAIRS}
@@ -75,7 +78,8 @@ def test_native_build_and_equiv_generic_builds_agree_at_every_tap(v, record_prop
 @pytest.mark.slow
 @pytest.mark.parametrize("v", V.all_variants(), ids=lambda v: f"{v.name}:native={native_code(v)}")
 def test_native_build_and_equiv_generic_builds_agree_at_224(v):
-    report = check(v, FRAMEWORKS, input_size=(224, 224), batch=2, seed=0)
+    side = max(224, C.min_input_size(v))  # Inception v3: 299 (slim's only size, torchvision's aux head)
+    report = check(v, FRAMEWORKS, input_size=v.input_size or (side, side), batch=2, seed=0)
     assert report.equivalent, f"{v.name} ({sides(v)}): first divergence {report.first}"
 
 

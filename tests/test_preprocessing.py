@@ -34,7 +34,9 @@ def test_every_registered_variant_states_the_input_its_reference_library_expects
                 "timm/resnetv2": "slim-inception",
                 # microsoft/resnet-50's preprocessor_config and keras-hub's ResNet image converter: ImageNet's
                 # mean and std on [0, 1], as torchvision
-                "hf/": "torchvision", "keras_hub/": "torchvision"}
+                "hf/": "torchvision", "keras_hub/": "torchvision",
+                # tf_slim.nets' inception_v3 and keras.applications.inception_v3.preprocess_input ("tf" mode): [-1, 1]
+                "slim/inception": "slim-inception", "keras/Inception": "keras-tf"}
     for v in V.all_variants():
         prefix = next(p for p in expected if v.name.startswith(p))
         want = "keras-tf" if v.name.startswith("keras/") and v.name.endswith("V2") else expected[prefix]

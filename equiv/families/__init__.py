@@ -16,6 +16,7 @@ from equiv.errors import EquivError
 REGISTRY: dict[str, str] = {
     "resnet": "equiv.families.resnet",
     "vgg": "equiv.families.vgg",
+    "inception": "equiv.families.inception",
 }
 
 _zoos_loaded = False

@@ -29,6 +29,7 @@ def _variants(fw: str):
     native = [v for v in all_variants() if v.native == fw and v.built_by() and not v.name.startswith("seed/")]
     # among the first-registered library's (the reference zoo's: keras.applications, not keras-hub)
     native = [v for v in native if v.framework == native[0].framework]
+    native = [v for v in native if C.min_input_size(v) <= SIZE]  # what runs at SIZE (not Inception v3: 75)
     return [min(native, key=C.param_count), TINY] if native else [TINY]
 
 
