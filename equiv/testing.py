@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class _Side:
     run: Callable[[np.ndarray, list[str]], dict[str, np.ndarray]] | None = None
     taps: list[str] | None = None  # the taps it can give
     static_size: tuple[int, int] | None = None  # the only input size it accepts, if any
+    notes: list[str] = field(default_factory=list)  # what the comparison must say about it
+    stored: list[str] | None = None  # parameters it holds as they are, where not all (an export's folds)
+    own: bool = False  # it carries its own weights (a model or a file), not the other operand's
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,8 +146,10 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
         except ParamMismatchError as e:
             raise EquivError(f"{e}; {ad.NAMING}") from None
         run, taps, size = ad.model_runner(v, obj)
+        notes = getattr(ad, "model_notes", lambda v, m: [])(v, obj)
+        stored = getattr(ad, "model_stored_params", lambda v, m: None)(v, obj)
         return _Side(f"{key}:{fw}", f"{fw} model {type(obj).__name__} read as {v.name}", v, fw, params, run, taps,
-                     size)
+                     size, notes, stored, own=True)
     from equiv import files
     from equiv.porting import load_weights, owner
 
@@ -153,9 +158,15 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
                          "to say which network its weights belong to")
     fmt = files.detect(obj)
     fw = owner(fmt, variant)
+    as_model = getattr(adapter(fw), "file_model", None)  # a file that is a model another tool exported
+    model = as_model(variant, obj) if as_model else None
+    if model is not None:
+        side = _side(model, "model", key, variant)
+        side.what = f"{obj} ({fmt}, exported) run in {fw} as {variant.name}"
+        return side
     params = load_weights(variant, obj, fmt)
     return _Side(f"{key}:{fw}", f"{obj} ({fmt}) loaded into {fw} as {variant.name}", variant, fw, params,
-                 _native_runner(fw, variant, params))
+                 _native_runner(fw, variant, params), own=True)
 
 
 def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
@@ -170,9 +181,16 @@ def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
     # own weights fit (a file is read as the model beside it is).
     named = [_as_variant(o) for o, k in zip(operands, kinds) if k == "variant"]
     base = get(variant) if variant is not None else named[0] if named else None
-    read_as = [base or (_infer_variant(backend_of(o), o) if k == "model" else None)
-               for o, k in zip(operands, kinds)]
+    read_as, unread = [], None
+    for o, k in zip(operands, kinds):
+        try:
+            read_as.append(base or (_infer_variant(backend_of(o), o) if k == "model" else None))
+        except EquivError as e:  # an exported graph holds no names to tell: the other operand may
+            read_as.append(None)
+            unread = unread or e
     read_as = [v or next((r for r in read_as if r is not None), None) for v in read_as]
+    if unread is not None and None in read_as:
+        raise unread
     sa, sb = (_side(o, k, key, v) for o, k, key, v in zip(operands, kinds, "ab", read_as))
     if sa.params is None and sb.params is None:  # two bare variants: a's seeded weights for both
         if sb.variant.num_classes != sa.variant.num_classes:
@@ -223,6 +241,28 @@ def _taps(taps, sa: _Side, sb: _Side) -> list[str]:
     if lacking:
         raise EquivError(f"tap {lacking[0]} is not given by both operands; they both give: {', '.join(have)}")
     return wanted
+
+
+def _compare_stored(sa: _Side, sb: _Side, notes: list[str]) -> list[str]:
+    """Where one operand holds only some parameters as they are (an exported graph whose BatchNorms were
+    folded) and both carry their own: compare those that both hold, name the ones that differ beyond the
+    float32 tolerance (max|a - b| / max|a|), and say so in the notes. Nothing otherwise."""
+    if not (sa.own and sb.own) or (sa.stored is None and sb.stored is None):
+        return []
+    names = [n for n in sa.params if (sa.stored is None or n in sa.stored) and (sb.stored is None or n in sb.stored)
+             and n in sb.params]
+    tol = compare.tolerance("float32")
+    bad = []
+    for n in names:
+        a, b = np.asarray(sa.params[n], np.float64), np.asarray(sb.params[n], np.float64)
+        scale = float(np.abs(a).max()) if a.size else 0.0
+        if a.shape != b.shape or float(np.abs(a - b).max(initial=0.0)) > tol * max(scale, np.finfo(np.float32).tiny):
+            bad.append(n)
+    left = len(set(sa.params) | set(sb.params)) - len(names)
+    notes.append(f"parameters compared one by one, as held: {len(names)}, {len(bad)} differ"
+                 + (f" ({', '.join(bad[:5])})" if bad else "")
+                 + (f"; {left} not comparable (reconstructed from a folded BatchNorm)" if left else ""))
+    return bad
 
 
 def _fmt(x: float) -> str:
@@ -321,6 +361,8 @@ def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch,
     results = [_with_atol(r, atol or 0.0) for r in compare.compare_taps(outputs, names, tols)]
     if sa.taps is not None or sb.taps is not None:
         notes.append(f"a model outside equiv gives only some taps; compared: {len(names)}")
+    notes += sa.notes + sb.notes
+    bad_params = _compare_stored(sa, sb, notes)
     report = Report(kind="assert", variant=sa.variant.name if sa.variant == sb.variant else
                     f"{sa.variant.name} vs {sb.variant.name}", frameworks=[sa.label, sb.label],
                     settings={"input_shape": list(x.shape), "seed": seed, "scale_rtol": scale_rtol, "atol": atol or 0.0,
@@ -330,6 +372,12 @@ def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch,
     first = report.first
     if first is not None:
         raise NotEquivalentError(_message(report, first, sa, sb, outputs, atol or 0.0), report)
+    if bad_params:
+        from equiv import report as R
+
+        raise NotEquivalentError(f"not equivalent: parameter {bad_params[0]!r} differs between {sa.what} and "
+                                 f"{sb.what} (every tap agrees)\n  note: " + "\n  note: ".join(notes)
+                                 + "\n\n" + R.to_text(report, color=False), report)
     if strict and report.uninformative:
         from equiv import report as R
 

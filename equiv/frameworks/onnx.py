@@ -386,10 +386,51 @@ def proto_params(variant: Variant, proto, source: str = "ONNX model") -> dict[st
     return params
 
 
+def _exported(variant: Variant, model) -> bool:
+    """An onnx.ModelProto that another tool exported (none of its outputs a canonical tap)."""
+    from equiv.frameworks import onnx_export
+
+    return _is_proto(model) and onnx_export.is_export(model, variant)
+
+
 def model_params(variant: Variant, model) -> dict[str, np.ndarray]:
     if isinstance(model, Model):
         return export_params(variant, model)
+    if _exported(variant, model):  # read through its nodes (equiv.frameworks.onnx_export)
+        from equiv.frameworks import onnx_export
+
+        return onnx_export.canonical_params(variant, onnx_export.read(variant, model),
+                                            f"exported ONNX model {model.graph.name!r}")
     return proto_params(variant, model, source=f"ONNX model {model.graph.name!r}")
+
+
+def model_notes(variant: Variant, model) -> list[str]:
+    """What a comparison must say about this model: for an exported graph, the BatchNorms the exporter
+    folded and every tap without a counterpart (by name, with the reason)."""
+    if not _exported(variant, model):
+        return []
+    from equiv.frameworks import onnx_export
+
+    return onnx_export.notes(variant, onnx_export.read(variant, model))
+
+
+def model_stored_params(variant: Variant, model) -> list[str] | None:
+    """Canonical names of the parameters a model holds as they are (None: all of them); an exported
+    graph's folded BatchNorms are reconstructed, not held, so they are left out."""
+    if not _exported(variant, model):
+        return None
+    from equiv.frameworks import onnx_export
+
+    return onnx_export.stored_names(variant, onnx_export.read(variant, model))
+
+
+def file_model(variant: Variant, path):
+    """An `.onnx` file another tool exported, as a model that runs itself (its weights are its own
+    nodes'); None for a graph equiv wrote, which is read as a weight file."""
+    proto = load_proto(path)
+    from equiv.frameworks import onnx_export
+
+    return proto if onnx_export.is_export(proto, variant) else None
 
 
 def model_runner(variant: Variant, model):
@@ -397,6 +438,10 @@ def model_runner(variant: Variant, model):
     taps that are among its graph outputs (all of them in a graph equiv wrote) at its input size."""
     if isinstance(model, Model):
         return (lambda x, taps: run(variant, model, x, taps)), None, None
+    if _exported(variant, model):  # its intermediate tensors mapped to taps and added as outputs
+        from equiv.frameworks import onnx_export
+
+        return onnx_export.runner(variant, model, onnx_export.read(variant, model))
     outputs = [o.name for o in model.graph.output]
     taps = [t for t in C.tap_names(variant) if t in outputs]
     if not taps:

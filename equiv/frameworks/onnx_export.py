@@ -1,0 +1,209 @@
+"""Did the export change my network? An ONNX graph that another tool exported (`torch.onnx.export`
+of a torchvision-layout module), read layer by layer against a registered variant.
+
+Such a graph has none of equiv's names: its initializers are the exporter's (`onnx::Conv_193` where
+it folded a BatchNorm into the conv, the state_dict's `m.conv1.weight` where it kept them), its
+outputs are the model's only. So it is read through its nodes: each node's name carries the module
+path the exporter saw (`/m/layer1.0/conv1/Conv`), the family's export reader
+(equiv/families/<family>/onnx_export.py) finds the node of each canonical layer there (through the
+torch dialect's module names) and follows the graph from it (Conv -> [BatchNormalization] -> Relu,
+the Add of a unit), and names every canonical tap it cannot place and why. The tensors it placed
+are added as graph outputs, the graph runs in ONNX Runtime, 4-D taps come back NHWC.
+
+Parameters are read from the same nodes (a Conv's weight and bias, a BatchNormalization's four
+inputs, the Gemm of the classifier), whatever their initializer names. Where the exporter folded
+a BatchNorm into the conv, the conv's weight and bias are the folded ones: the canonical form
+holds them as an equivalent unfolded layer (the conv's weight as kernel; gamma 1, mean 0,
+variance 1 - epsilon, beta the folded bias), which computes what the export computes; each of
+those layers is listed in `ExportReading.folded`, and its parameters cannot be compared one by one
+with the module's (its taps can: a folded conv's output is the BatchNorm's).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from equiv import canonical as C
+from equiv.errors import EquivError
+from equiv.variants import Variant
+
+
+@dataclass
+class ExportReading:
+    """What the family's reader found in an exported graph for a variant."""
+
+    taps: dict[str, str]  # canonical tap -> tensor of the graph (NCHW for 4-D taps)
+    missing: dict[str, str]  # canonical tap -> why the graph has no counterpart
+    params: dict[str, np.ndarray]  # canonical parameters, in the torch state_dict layout, by torch key
+    stored: set[str] = field(default_factory=set)  # torch keys read as the graph stores them (comparable)
+    folded: list[str] = field(default_factory=list)  # layers whose BatchNorm the exporter folded into the conv
+    named: bool = False  # the initializers carry the state_dict's names (BatchNorm kept)
+    remarks: list[str] = field(default_factory=list)  # what differs from the variant's description
+
+
+class ExportGraph:
+    """An exported graph's nodes, indexed: who makes and who reads each tensor, the module path of
+    each node (from the exporter's scope names), the initializers (through the Identity nodes that
+    the exporter uses to share equal ones)."""
+
+    def __init__(self, proto):
+        from onnx import numpy_helper
+
+        g = proto.graph
+        self.proto, self.nodes = proto, list(g.node)
+        self.inits = {i.name: i for i in g.initializer}
+        self._np = numpy_helper
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.alias = {n.output[0]: n.input[0] for n in self.nodes
+                      if n.op_type == "Identity" and n.input and n.input[0] in self.inits}
+        self.inputs = [i for i in g.input if i.name not in self.inits]
+        self.outputs = [o.name for o in g.output]
+
+    @staticmethod
+    def module_path(node) -> str:
+        """The module path of a node named by the TorchScript exporter: `/m/layer2.0/downsample/
+        downsample.0/Conv` -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
+        parts = [p for p in node.name.split("/") if p][:-1]
+        path = ""
+        for p in parts:
+            last = path.rsplit(".", 1)[-1] if path else ""
+            if last and p.startswith(last + "."):  # `downsample` then `downsample.0`
+                path += p[len(last):]
+            else:
+                path = f"{path}.{p}" if path else p
+        return path
+
+    def prefix(self, modules) -> str:
+        """The module path above the network (a wrapper's `m.`, or none): the one under which the
+        most of `modules` name a node."""
+        counts: dict[str, int] = {}
+        wanted = set(modules)
+        for n in self.nodes:
+            path = self.module_path(n)
+            for m in wanted:
+                if path == m or path.endswith("." + m):
+                    counts[path[:len(path) - len(m)]] = counts.get(path[:len(path) - len(m)], 0) + 1
+        return max(counts, key=lambda p: (counts[p], -len(p))) if counts else ""
+
+    def by_module(self, op: str, module: str) -> list:
+        """Nodes of type `op` whose module path is `module` (under `self.root`, set by the reader)."""
+        return [n for n in self.nodes if n.op_type == op and self.module_path(n) == getattr(self, "root", "") + module]
+
+    def init_name(self, tensor: str) -> str | None:
+        """The initializer a node input names (directly or through an Identity), else None."""
+        tensor = self.alias.get(tensor, tensor)
+        return tensor if tensor in self.inits else None
+
+    def array(self, tensor: str) -> np.ndarray:
+        name = self.init_name(tensor)
+        if name is None:
+            raise EquivError(f"exported graph: {tensor} is computed, not an initializer; its value cannot be read")
+        return np.asarray(self._np.to_array(self.inits[name]), np.float32)
+
+    def after(self, tensor: str, op: str):
+        """The one node of type `op` reading `tensor`, else None."""
+        found = [n for n in self.consumers.get(tensor, []) if n.op_type == op]
+        return found[0] if len(found) == 1 else None
+
+
+def is_export(proto, variant: Variant) -> bool:
+    """A graph equiv did not write: none of its outputs is a canonical tap of `variant`."""
+    taps = set(C.tap_names(variant))
+    return not any(o.name in taps for o in proto.graph.output)
+
+
+def _reader(variant: Variant):
+    from equiv import families
+
+    family = families.of(variant)
+    try:
+        return importlib.import_module(f"{family.__name__}.onnx_export")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{family.__name__}.onnx_export":
+            raise
+        raise EquivError(f"the {variant.family} family has no reader of exported ONNX graphs "
+                         f"({family.__name__}.onnx_export does not exist)") from None
+
+
+def read(variant: Variant, proto) -> ExportReading:
+    """The family reader's mapping of `proto` to `variant`'s taps and parameters."""
+    return _reader(variant).read_export(variant, ExportGraph(proto))
+
+
+def canonical_params(variant: Variant, reading: ExportReading, source: str) -> dict[str, np.ndarray]:
+    """The reading's parameters in canonical names and layout, checked strictly against `variant`."""
+    from equiv.frameworks import torch as T
+
+    return T.state_to_canonical(variant, dict(reading.params), source)
+
+
+def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
+    """Canonical names of the parameters read as the graph stores them (not reconstructed from a fold)."""
+    from equiv.frameworks import torch as T
+
+    return [name for name, key in T.framework_names(variant).items() if key in reading.stored]
+
+
+def notes(variant: Variant, reading: ExportReading) -> list[str]:
+    out = []
+    if reading.folded:
+        out.append(f"the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
+                   f"({', '.join(reading.folded[:3])}{', ...' if len(reading.folded) > 3 else ''}): their "
+                   "parameters are compared as the export holds them only where unfolded; their taps are compared "
+                   "(a folded conv's output is its BatchNorm's)")
+    out += reading.remarks
+    if reading.missing:
+        out.append(f"taps with no counterpart in the exported graph, not compared ({len(reading.missing)}): "
+                   + "; ".join(f"{t} ({why})" for t, why in reading.missing.items()))
+    return out
+
+
+def tapped(proto, tensors) -> object:
+    """A copy of `proto` with `tensors` added as graph outputs (float, shape left to ONNX Runtime)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    have = {o.name for o in p.graph.output}
+    for t in dict.fromkeys(tensors):
+        if t not in have:
+            p.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+    return p
+
+
+def runner(variant: Variant, proto, reading: ExportReading):
+    """(run, taps, size) as an adapter's model_runner gives them: the export in ONNX Runtime with
+    the mapped tensors as outputs, fed NCHW from the NHWC input, its 4-D taps given back NHWC."""
+    from equiv.frameworks import onnx as O
+
+    graph = ExportGraph(proto)
+    if len(graph.inputs) != 1:
+        raise EquivError(f"exported graph {proto.graph.name!r} has {len(graph.inputs)} inputs; equiv feeds one")
+    dims = [d.dim_value or None for d in graph.inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] not in (None, variant.in_channels):
+        raise EquivError(f"exported graph {proto.graph.name!r}: input {graph.inputs[0].name} is not NCHW with "
+                         f"{variant.in_channels} channels (its dims: {dims})")
+    size = tuple(dims[2:4]) if all(dims[2:4]) else None
+    taps = [t for t in C.tap_names(variant) if t in reading.taps]
+    sess = O.session(tapped(proto, [reading.taps[t] for t in taps]), optimization="disable")
+    name = graph.inputs[0].name
+
+    fixed = dims[0]  # an export without dynamic axes takes its example's batch only: fed in slices of it
+
+    def run(x, wanted):
+        x = np.ascontiguousarray(C.nhwc_to_nchw(np.asarray(x, np.float32)))
+        step = fixed or len(x)
+        if len(x) % step:
+            raise EquivError(f"exported graph {proto.graph.name!r} takes batches of {step} only, not {len(x)}")
+        parts = [sess.run([reading.taps[t] for t in wanted], {name: x[i:i + step]}) for i in range(0, len(x), step)]
+        out = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
+        return {t: np.asarray(C.nchw_to_nhwc(a) if a.ndim == 4 else a, np.float32) for t, a in zip(wanted, out)}
+    return run, taps, size
