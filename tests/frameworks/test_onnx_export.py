@@ -1,0 +1,164 @@
+"""Did the export change my network? Real `torch.onnx.export(..., dynamo=False)` output of equiv's
+torchvision-layout module (torchvision/resnet18, seeded weights, 32x32, batch 2), read layer by layer
+by equiv.frameworks.onnx_export against the module itself (torch, `equiv.frameworks.torch.build`) and
+against the variant built natively (torch): in eval mode (BatchNorm folded into the convs) and with
+TrainingMode.PRESERVE (BatchNormalization nodes and state_dict names kept). Each side runs its real
+framework: the export in ONNX Runtime, the module in PyTorch. Planted faults (a conv's weight in the
+exported initializer, a BatchNorm epsilon in the exported module) are caught at their layer; a tap the
+graph has no counterpart for is named in the notes.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from torch import nn  # noqa: E402
+
+from equiv import canonical as C  # noqa: E402
+from equiv import weights  # noqa: E402
+from equiv.errors import EquivError  # noqa: E402
+from equiv.frameworks import onnx_export  # noqa: E402
+from equiv.frameworks import torch as T  # noqa: E402
+from equiv.testing import NotEquivalentError, assert_equivalent  # noqa: E402
+from equiv.variants import get  # noqa: E402
+
+V = get("torchvision/resnet18")
+SIZE = (32, 32)
+MODES = {"eval": "EVAL", "preserve": "PRESERVE"}
+
+
+class Wrap(nn.Module):
+    """equiv's module takes an optional `record` argument; the export sees a plain forward (node names
+    then start with /m/)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x)
+
+
+def export(module, mode: str):
+    f = io.BytesIO()
+    torch.onnx.export(Wrap(module).eval(), torch.zeros(1, 3, *SIZE), f, dynamo=False,
+                      training=getattr(torch.onnx.TrainingMode, MODES[mode]))
+    return onnx.load_from_string(f.getvalue())
+
+
+@pytest.fixture(scope="module")
+def module():
+    m = T.build(V)
+    T.load_params(V, m, weights.random_params(V, 0))
+    return m
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def exported(request, module):
+    return request.param, export(module, request.param)
+
+
+def test_both_export_modes_agree_at_every_tap(module, exported, tmp_path):
+    """native=equiv.frameworks.torch.build (torchvision layout) vs its torch.onnx.export in ONNX Runtime."""
+    mode, proto = exported
+    reading = onnx_export.read(V, proto)
+    assert reading.missing == {}
+    report = assert_equivalent(module, proto, input_size=SIZE, batch=2)
+    assert [r.name for r in report.taps] == C.tap_names(V)  # every tap, none dropped
+    convs = [c for c in reading.params if c.endswith(".weight") and "fc" not in c]
+    if mode == "eval":  # BatchNorm folded: said, and its parameters left out of the one-by-one comparison
+        assert len(reading.folded) == 20 and "stem/conv" in reading.folded
+        assert any("folded BatchNorm into the conv in 20 layers" in n for n in report.notes)
+        assert any("as held: 2, 0 differ" in n for n in report.notes)  # fc only
+    else:  # state_dict names kept: every parameter compared one by one
+        assert reading.folded == [] and reading.named and convs
+        assert any(f"as held: {len(C.param_shapes(V))}, 0 differ" in n for n in report.notes)
+    # the file, against the variant built natively in torch with the export's weights
+    path = tmp_path / "exported.onnx"
+    onnx.save_model(proto, str(path))
+    report = assert_equivalent(str(path), "torchvision/resnet18", input_size=SIZE, batch=2)
+    assert len(report.taps) == len(C.tap_names(V))
+
+
+def _with_initializer(proto, node_name: str, change):
+    p = copy.deepcopy(proto)
+    node = next(n for n in p.graph.node if n.name == node_name)
+    init = next(i for i in p.graph.initializer if i.name == node.input[1])
+    from onnx import numpy_helper
+
+    init.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init).copy()), init.name))
+    return p
+
+
+def test_a_changed_conv_weight_in_the_export_is_caught_at_its_layer(module, exported):
+    """native=equiv.frameworks.torch.build vs its export with one output channel of layer2.0.conv1 scaled."""
+    mode, proto = exported
+
+    def scale(w):
+        w[3] *= 1.01
+        return w
+    bad = _with_initializer(proto, "/m/layer2.0/conv1/Conv", scale)
+    with pytest.raises(NotEquivalentError) as e:
+        assert_equivalent(module, bad, input_size=SIZE, batch=2)
+    assert e.value.report.first.name == "stage2/unit1/conv1"
+    assert all(r.ok for r in e.value.report.taps[:C.tap_names(V).index("stage2/unit1/conv1")])
+    if mode == "preserve":  # the kernel is held as it is: compared one by one too
+        assert any("stage2/unit1/conv1/kernel" in n for n in e.value.report.notes)
+
+
+def test_the_export_of_a_module_with_another_bn_epsilon_is_caught_at_that_layer(module):
+    """native=equiv.frameworks.torch.build vs the export of a copy whose layer3.0.bn2 has eps 1e-3."""
+    changed = copy.deepcopy(module)
+    changed.layer3[0].bn2.eps = 1e-3
+    proto = export(changed, "preserve")
+    with pytest.raises(NotEquivalentError) as e:
+        assert_equivalent(module, proto, input_size=SIZE, batch=2)
+    assert e.value.report.first.name == "stage3/unit1/conv2"
+    assert any("after stage3/unit1/conv2 has epsilon 0.001" in n for n in e.value.report.notes)
+
+
+def test_a_tap_without_counterpart_is_reported_by_name(module, exported):
+    """An Identity planted between stage2/unit2's Add and its Relu: that unit's tap has no counterpart."""
+    mode, proto = exported
+    p = copy.deepcopy(proto)
+    add = next(n for n in p.graph.node if n.name == "/m/layer2.1/Add")
+    relu = next(n for n in p.graph.node if n.op_type == "Relu" and add.output[0] in n.input)
+    relu.input[0] = "planted"
+    at = list(p.graph.node).index(add) + 1
+    p.graph.node.insert(at, onnx.helper.make_node("Identity", [add.output[0]], ["planted"], name="planted"))
+    onnx.checker.check_model(p)
+    report = assert_equivalent(module, p, input_size=SIZE, batch=2)
+    assert "stage2/unit2" not in [r.name for r in report.taps]
+    assert len(report.taps) == len(C.tap_names(V)) - 1
+    assert any("no counterpart" in n and "stage2/unit2 (no Relu reads the unit's Add)" in n for n in report.notes)
+    with pytest.raises(EquivError, match="stage2/unit2"):
+        assert_equivalent(module, p, input_size=SIZE, batch=2, taps=["stage2/unit2"])
+
+
+def test_the_export_of_torchvisions_own_resnet_is_read_too():
+    """native=torchvision.models.resnet18 (real, or the verbatim copy: tests/torchvision_layout.SOURCE)
+    exported in eval mode: its relu modules and in-place add read by structure."""
+    from tests import torchvision_layout as TV
+
+    model = TV.torchvision_model(V)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.from_numpy(np.random.default_rng(abs(hash(name)) % 2**32)
+                                         .uniform(0.5, 1.5, t.shape).astype(np.float32)) * (0.1 if "weight" in name
+                                                                                            else 1.0))
+    proto = export(model, "eval")
+    assert onnx_export.read(V, proto).missing == {}
+    x = weights.random_input(V, 2, *SIZE, 0)
+    report = assert_equivalent(model, proto, input_size=SIZE, batch=2, x=x, variant=V)
+    assert [r.name for r in report.taps] == ["stage1/unit1", "stage1/unit2", "stage2/unit1", "stage2/unit2",
+                                             "stage3/unit1", "stage3/unit2", "stage4/unit1", "stage4/unit2",
+                                             "logits"]
