@@ -71,7 +71,7 @@ def test_both_export_modes_agree_at_every_tap(module, exported, tmp_path):
     mode, proto = exported
     reading = onnx_export.read(V, proto)
     assert reading.missing == {}
-    report = assert_equivalent(module, proto, input_size=SIZE, batch=2)
+    report = assert_equivalent(module, proto, variant=V, input_size=SIZE, batch=2)
     assert [r.name for r in report.taps] == C.tap_names(V)  # every tap, none dropped
     convs = [c for c in reading.params if c.endswith(".weight") and "fc" not in c]
     if mode == "eval":  # BatchNorm folded: said, and its parameters left out of the one-by-one comparison
@@ -107,7 +107,7 @@ def test_a_changed_conv_weight_in_the_export_is_caught_at_its_layer(module, expo
         return w
     bad = _with_initializer(proto, "/m/layer2.0/conv1/Conv", scale)
     with pytest.raises(NotEquivalentError) as e:
-        assert_equivalent(module, bad, input_size=SIZE, batch=2)
+        assert_equivalent(module, bad, variant=V, input_size=SIZE, batch=1)
     assert e.value.report.first.name == "stage2/unit1/conv1"
     assert all(r.ok for r in e.value.report.taps[:C.tap_names(V).index("stage2/unit1/conv1")])
     if mode == "preserve":  # the kernel is held as it is: compared one by one too
@@ -120,7 +120,7 @@ def test_the_export_of_a_module_with_another_bn_epsilon_is_caught_at_that_layer(
     changed.layer3[0].bn2.eps = 1e-3
     proto = export(changed, "preserve")
     with pytest.raises(NotEquivalentError) as e:
-        assert_equivalent(module, proto, input_size=SIZE, batch=2)
+        assert_equivalent(module, proto, variant=V, input_size=SIZE, batch=1)
     assert e.value.report.first.name == "stage3/unit1/conv2"
     assert any("after stage3/unit1/conv2 has epsilon 0.001" in n for n in e.value.report.notes)
 
@@ -135,12 +135,12 @@ def test_a_tap_without_counterpart_is_reported_by_name(module, exported):
     at = list(p.graph.node).index(add) + 1
     p.graph.node.insert(at, onnx.helper.make_node("Identity", [add.output[0]], ["planted"], name="planted"))
     onnx.checker.check_model(p)
-    report = assert_equivalent(module, p, input_size=SIZE, batch=2)
+    report = assert_equivalent(module, p, variant=V, input_size=SIZE, batch=1)
     assert "stage2/unit2" not in [r.name for r in report.taps]
     assert len(report.taps) == len(C.tap_names(V)) - 1
     assert any("no counterpart" in n and "stage2/unit2 (no Relu reads the unit's Add)" in n for n in report.notes)
     with pytest.raises(EquivError, match="stage2/unit2"):
-        assert_equivalent(module, p, input_size=SIZE, batch=2, taps=["stage2/unit2"])
+        assert_equivalent(module, p, variant=V, input_size=SIZE, batch=1, taps=["stage2/unit2"])
 
 
 def test_the_export_of_torchvisions_own_resnet_is_read_too():
