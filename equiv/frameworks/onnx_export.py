@@ -185,6 +185,11 @@ def runner(variant: Variant, proto, reading: ExportReading):
     from equiv.frameworks import onnx as O
 
     graph = ExportGraph(proto)
+    taps = [t for t in C.tap_names(variant) if t in reading.taps]
+    if not taps:
+        raise EquivError(f"ONNX model {proto.graph.name!r} has no output named as a tap of {variant.name}, and "
+                         f"none of its nodes maps to one as an export of it (first: {next(iter(reading.missing), '-')}"
+                         f": {next(iter(reading.missing.values()), '-')})")
     if len(graph.inputs) != 1:
         raise EquivError(f"exported graph {proto.graph.name!r} has {len(graph.inputs)} inputs; equiv feeds one")
     dims = [d.dim_value or None for d in graph.inputs[0].type.tensor_type.shape.dim]
@@ -192,7 +197,6 @@ def runner(variant: Variant, proto, reading: ExportReading):
         raise EquivError(f"exported graph {proto.graph.name!r}: input {graph.inputs[0].name} is not NCHW with "
                          f"{variant.in_channels} channels (its dims: {dims})")
     size = tuple(dims[2:4]) if all(dims[2:4]) else None
-    taps = [t for t in C.tap_names(variant) if t in reading.taps]
     sess = O.session(tapped(proto, [reading.taps[t] for t in taps]), optimization="disable")
     name = graph.inputs[0].name
 
