@@ -61,9 +61,15 @@ def module():
     return m
 
 
-@pytest.fixture(scope="module", params=list(MODES))
-def exported(request, module):
-    return request.param, export(module, request.param)
+@pytest.fixture(scope="module")
+def exports(module):
+    """Each mode's export of `module`, made once for the module's tests."""
+    return {mode: export(module, mode) for mode in MODES}
+
+
+@pytest.fixture(params=list(MODES))
+def exported(request, exports):
+    return request.param, exports[request.param]
 
 
 def test_both_export_modes_agree_at_every_tap(module, exported, tmp_path):
@@ -164,10 +170,10 @@ def test_the_export_of_torchvisions_own_resnet_is_read_too():
                                              "logits"]
 
 
-def test_a_parameter_changed_below_the_taps_tolerance_is_named_where_names_are_kept(module):
+def test_a_parameter_changed_below_the_taps_tolerance_is_named_where_names_are_kept(module, exports):
     """PRESERVE: one running variance of the last BatchNorm changed by 5e-5 moves no tap beyond its
     tolerance, but the one-by-one comparison of the parameters held by name fails on it."""
-    proto = copy.deepcopy(export(module, "preserve"))
+    proto = copy.deepcopy(exports["preserve"])
     from onnx import numpy_helper
 
     init = next(i for i in proto.graph.initializer if i.name == "m.layer4.1.bn2.running_var")
