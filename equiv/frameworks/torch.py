@@ -320,7 +320,16 @@ def device_name(device: str) -> str | None:
 
 
 def write_file(variant: Variant, model, path) -> None:
-    torch.save(model.state_dict(), path)
+    """The state_dict in the dialect's names (framework_names), whatever module holds the weights: equiv's
+    own module of a description in another library's names (transformers' where transformers does not
+    import) is renamed, its BatchNorm counters with their module, so that library's strict load takes it."""
+    state = model.state_dict()
+    own, names = state_dict_keys(variant, model), framework_names(variant)
+    modules = {own[n].rsplit(".", 1)[0]: names[n].rsplit(".", 1)[0] for n in own}
+    def renamed(key: str) -> str:
+        module, leaf = key.rsplit(".", 1)
+        return f"{modules[module]}.{leaf}" if module in modules else key
+    torch.save({renamed(k): t for k, t in state.items()}, path)
 
 
 def read_file(variant: Variant, path, *, allow_pickle: bool = False,

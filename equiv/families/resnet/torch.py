@@ -261,9 +261,9 @@ def _timm(v: Description):
 # ResNet-D downsample as `_structural_names` adds them; it is built by timm itself only where timm
 # imports (ResNet.built_by: not beside the pinned torch, which has no torchvision for timm to import).
 DIALECTS = {
-    "torchvision": Dialect("torchvision.models.", _MODULES),  # the generic module is its transcription
+    "torchvision": Dialect("torchvision.models.", _MODULES, key="torchvision"),  # the generic module is its transcription
     "seed": Dialect("equiv.seed.torch_resnet_v2", _MODULES, build=_seed),
-    "timm": Dialect("timm.", _MODULES, build=_timm),
+    "timm": Dialect("timm.", _MODULES, build=_timm, key="timm"),
 }
 
 
@@ -511,7 +511,9 @@ def _hf(v: Description):
     def make():
         import transformers
 
-        config = transformers.ResNetConfig(num_labels=max(v.num_classes, 1))
+        from equiv.families.resnet.dialects import hf_config
+
+        config = transformers.ResNetConfig(**hf_config(v))
         return getattr(transformers, v.reference.rsplit(".", 1)[1])(config)
     return _library(v, make)
 
@@ -519,10 +521,10 @@ def _hf(v: Description):
 # before timm's ResNet ("timm."), which would claim every timm reference: dialect() takes the first match
 _LATER = {k: DIALECTS.pop(k) for k in list(DIALECTS) if k not in ("torchvision", "seed")}
 DIALECTS.update({
-    "timm.resnetv2": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm_v2),
+    "timm.resnetv2": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm_v2, key="timm"),
     "transformers.classifier": Dialect("transformers.ResNetForImageClassification", _hf_names("resnet."),
-                                       build=_hf),
-    "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf),
+                                       build=_hf, key="hf"),
+    "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf, key="hf"),
     **_LATER,
 })
 # Where a library's own module holds each tap (read by hooks), per dialect
