@@ -34,7 +34,7 @@ def port(*args, **kwargs):
     return _port(*args, **kwargs)
 
 
-def load_weights(variant, path, format=None, **kwargs):
+def load_weights(variant, path, format=None, **kwargs):  # dialect="hf": the file in that library's names
     """Canonical parameters of `variant` from a weight file (see `equiv.porting.load_weights`)."""
     from equiv.porting import load_weights as _load
 

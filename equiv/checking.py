@@ -64,7 +64,7 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
 
 def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
-          dtype: str = "float32", raw_images: bool | np.ndarray = False,
+          dtype: str = "float32", raw_images: bool | np.ndarray = False, dialect: str | None = None,
           progress: Progress | None = None) -> Report:
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
     run one input through all, and compare every tap of every pair.
@@ -72,8 +72,10 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     `raw_images`: True (seeded uint8 RGB images) or a uint8 RGB NHWC batch (which sets the batch
     and input size): each framework is fed its own library's preprocessing of them
     (equiv.preprocessing.of_framework, computed by the library's own function where it imports),
-    and that preprocessed input is compared first, as the tap "input"."""
-    v = get(variant)
+    and that preprocessed input is compared first, as the tap "input".
+    `dialect`: the variant in another library's names and code (equiv.dialects.names()): that library's
+    own build is the native one where it imports (torchvision/resnet50 with dialect="hf": transformers')."""
+    v = get(variant, dialect=dialect)
     weights.check_seed(seed)
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:

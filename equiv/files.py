@@ -291,9 +291,37 @@ def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]
     from equiv import safetensors_reader
 
     entries = safetensors_reader.header(path)
+    if _backend_named(variant):  # a library's own file (Hugging Face's model.safetensors): its names and layout
+        entries = {n: e for n, e in entries.items() if not n.endswith(".num_batches_tracked")}
     limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
+    backend = _backend_named(variant)
+    if backend:
+        from equiv.frameworks import adapter
+
+        wanted = set(adapter(backend).framework_names(variant).values())
+        # the wanted tensors' data (sizes checked above); a zero-stride view of its shape stands for each
+        # unexpected one, which the check names without reading it
+        state = {n: _shape_only(e.shape) for n, e in entries.items() if n not in wanted}
+        state.update(safetensors_reader.read(path, entries, [n for n in entries if n in wanted]))
+        return adapter(backend).state_to_canonical(variant, state, str(path))
     C.check_shapes(variant, {n: e.shape for n, e in entries.items()}, source=str(path))
     return safetensors_reader.read(path, entries, list(C.param_shapes(variant)))
+
+
+def _backend_named(variant: Variant) -> str | None:
+    """The backend whose names and layout a safetensors file of `variant` uses: that of its dialect
+    where one is chosen that a library's own safetensors files use (transformers' and timm's: torch),
+    else None (canonical names and layout)."""
+    if not variant.dialect:
+        return None
+    from equiv import dialects
+
+    backend = dialects.backend(variant, variant.dialect)
+    return backend if backend == "torch" else None
+
+
+def _shape_only(shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape, (0,) * len(shape))
 
 
 def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
@@ -341,6 +369,12 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
 def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
+    if _backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
+        from equiv.frameworks import adapter
+
+        state = adapter(_backend_named(variant)).state_arrays(variant, params)
+        save_file(state, str(path), metadata={"format": "pt"})
+        return
     # One metadata key: safetensors writes them in hash order, which changes from process to
     # process, so two keys would give the same port different bytes each run.
     save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},

@@ -139,15 +139,17 @@ def fit_declared(path, fmt: str, **_):
 
 
 def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
-                 allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict:
+                 dialect: str | None = None, allow_pickle: bool = False,
+                 classes: Mapping[str, type] | None = None) -> dict:
     """Canonical parameters of `variant` from the weight file `path` in any supported format
-    (`format`: one of equiv.formats.NAMES; default from the name, else the content).
+    (`format`: one of equiv.formats.NAMES; default from the name, else the content; `dialect`: the
+    library whose names the file uses, equiv.dialects.names(), default the variant's own).
 
     A file that does not fit names the variant expected, the first parameter with its shape
     expected and found, and the registered variant the file looks like (or the flag for its head).
     `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
     fmt = format
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
     try:
@@ -168,11 +170,13 @@ def drop_background(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def build(variant: str | Variant, framework: str, weights=None, *, num_classes: int | None = None):
-    """The framework's own model object for `variant`, with `weights` (a path or canonical dict)."""
+def build(variant: str | Variant, framework: str, weights=None, *, num_classes: int | None = None,
+          dialect: str | None = None):
+    """The framework's own model object for `variant`, with `weights` (a path or canonical dict);
+    `dialect`: the library whose module and names it has (its own code where it imports)."""
     from equiv.frameworks import adapter
 
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     ad = adapter(framework)
     model = ad.build(v)
     if weights is not None:
@@ -214,21 +218,27 @@ class PortResult:
 
 def port(variant: str | Variant, source, target, *, source_format: str | None = None,
          target_format: str | None = None, num_classes: int | None = None, drop_background_class: bool = False,
+         dialect: str | None = None, source_dialect: str | None = None, target_dialect: str | None = None,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
          allow_pickle: bool = False, classes: Mapping[str, type] | None = None, progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force).
 
     `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
-    equiv.frameworks.torch.load_state. Never by default."""
+    equiv.frameworks.torch.load_state. Never by default.
+    `dialect`: the names of both files (equiv.dialects.names()); `source_dialect`, `target_dialect`: of
+    each (a port from Hugging Face's names to timm's: source_dialect="hf", target_dialect="timm")."""
     say = progress or (lambda msg: None)
-    v_src = get(variant, num_classes)
+    own = get(variant, num_classes)
+    v_src = own.in_dialect(source_dialect or dialect) if source_dialect or dialect else own
     weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
         if v_src.num_classes < 2:
             raise EquivError("`drop_background_class=True` needs a head of at least 2 classes")
-        v_dst = v_src.replace(num_classes=v_src.num_classes - 1)
+        v_dst = own.replace(num_classes=own.num_classes - 1)
     else:
-        v_dst = v_src
+        v_dst = own
+    if target_dialect or dialect:
+        v_dst = v_dst.in_dialect(target_dialect or dialect)
     dst_fmt = files.detect(target, target_format, reading=False)
     # the source's files are regular (read without opening a FIFO), the target is none of them
     paths.check_job([("`source`", source, source_format)], [("`target`", target, dst_fmt)], force=force)
@@ -297,13 +307,13 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
 
 
 def run_file(variant: str | Variant, path, framework: str, x: np.ndarray, taps="logits", *,
-             format: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
-             classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+             format: str | None = None, num_classes: int | None = None, dialect: str | None = None,
+             allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Run the weight file `path` in one framework on NHWC float32 input `x`; the requested taps."""
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input
 
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[-1] != v.in_channels:
         raise EquivError(f"input must be NHWC with {v.in_channels} channels, got shape {x.shape}")

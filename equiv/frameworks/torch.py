@@ -178,6 +178,14 @@ def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
             for name, key in state_dict_keys(variant, model).items()}
 
 
+def state_arrays(variant: Variant, params) -> dict[str, np.ndarray]:
+    """Canonical `params` as a state_dict of numpy arrays in the dialect's names and torch's layout
+    (a library's own safetensors file; no module built)."""
+    flattened = _nchw_flattened(variant)
+    return {key: np.ascontiguousarray(_torch_layout(variant, name, np.asarray(params[name], np.float32), flattened))
+            for name, key in framework_names(variant).items()}
+
+
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
     flattened = _nchw_flattened(variant)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from equiv.errors import EquivError
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
+from equiv.variants import get
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ def _hf_reference(v: ResNet) -> str | None:
     """transformers' ResNetConfig expresses torchvision's plain ResNets (basic or bottleneck blocks of
     expansion 1 or 4, no groups, any depths and widths): ResNetForImageClassification with a dense
     head, ResNetModel without one."""
-    from equiv.variants import get
-
     template = get("torchvision/resnet50" if v.block == "bottleneck" else "torchvision/resnet18")
     if len(v.depths) != 4 or v.head not in ("dense", "conv", "features") or v.expansion != template.expansion:
         return None
@@ -128,6 +127,11 @@ def place(v: ResNet, name: str) -> ResNet:
         return v
     if v.reference.startswith(s.library) and not v.dialect:
         return v  # its registered library's own names already
+    from equiv.variants import aliases, names
+
+    registered = get(v.name) if v.name in names() and v.name not in aliases() else None
+    if registered is not None and registered.reference.startswith(s.library):  # back to its own library
+        return v.replace(dialect="", native=registered.native, reference=registered.reference)
     ref = s.reference(v)
     if ref is None and not s.names_only:
         raise EquivError(f"{v.name} is not a network {s.library.rstrip('.')} computes ({_why(v, s)}); the "
