@@ -291,24 +291,24 @@ def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]
     from equiv import safetensors_reader
 
     entries = safetensors_reader.header(path)
-    if _backend_named(variant):  # a library's own file (Hugging Face's model.safetensors): its names and layout
+    if backend_named(variant):  # a library's own file (Hugging Face's model.safetensors): its names and layout
         entries = {n: e for n, e in entries.items() if not n.endswith(".num_batches_tracked")}
     limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
-    backend = _backend_named(variant)
+    backend = backend_named(variant)
     if backend:
         from equiv.frameworks import adapter
 
         wanted = set(adapter(backend).framework_names(variant).values())
         # the wanted tensors' data (sizes checked above); a zero-stride view of its shape stands for each
         # unexpected one, which the check names without reading it
-        state = {n: _shape_only(e.shape) for n, e in entries.items() if n not in wanted}
+        state = foreign_state(variant, {n: e.shape for n, e in entries.items() if n not in wanted})
         state.update(safetensors_reader.read(path, entries, [n for n in entries if n in wanted]))
         return adapter(backend).state_to_canonical(variant, state, str(path))
     C.check_shapes(variant, {n: e.shape for n, e in entries.items()}, source=str(path))
     return safetensors_reader.read(path, entries, list(C.param_shapes(variant)))
 
 
-def _backend_named(variant: Variant) -> str | None:
+def backend_named(variant: Variant) -> str | None:
     """The backend whose names and layout a safetensors file of `variant` uses: that of its dialect
     where one is chosen that a library's own safetensors files use (transformers' and timm's: torch),
     else None (canonical names and layout)."""
@@ -320,7 +320,14 @@ def _backend_named(variant: Variant) -> str | None:
     return backend if backend == "torch" else None
 
 
-def _shape_only(shape: tuple[int, ...]) -> np.ndarray:
+def foreign_state(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Zero-stride stand-ins of names a library's file should not hold, a canonical name marked as
+    such (a canonical safetensors file read as Hugging Face's is unexpected throughout, not a fit)."""
+    canonical = C.param_shapes(variant)
+    return {f"{n} (a canonical name)" if n in canonical else n: shape_only(s) for n, s in shapes.items()}
+
+
+def shape_only(shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape, (0,) * len(shape))
 
 
@@ -369,10 +376,10 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
 def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
-    if _backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
+    if backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
         from equiv.frameworks import adapter
 
-        state = adapter(_backend_named(variant)).state_arrays(variant, params)
+        state = adapter(backend_named(variant)).state_arrays(variant, params)
         save_file(state, str(path), metadata={"format": "pt"})
         return
     # One metadata key: safetensors writes them in hash order, which changes from process to

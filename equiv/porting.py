@@ -49,16 +49,78 @@ def _head_of(e: ParamMismatchError) -> int | None:
     return next(found[-1] for name, _, found in e.mismatched if name == "logits/bias")
 
 
+def label(cand: Variant, dialect_arg: str = "dialect") -> str:
+    """A candidate as a hint names it: its name, and the argument that places it in its dialect."""
+    return f"{cand.name} with `{dialect_arg}='{cand.dialect}'`" if cand.dialect else cand.name
+
+
+# The last read's misfits: candidate -> its ParamMismatchError (for "fits nothing": the nearest three)
+_MISFITS: dict[Variant, ParamMismatchError] = {}
+
+
 def _fits(read, cand: Variant) -> str | None:
-    """`cand`'s name if `read(cand)` fits it, with the flag for another head; else None."""
+    """`cand`'s name if `read(cand)` fits it, with the flags for its dialect and another head; else None."""
     try:
         read(cand)
-        return cand.name
+        return label(cand)
     except ParamMismatchError as e:
         head = _head_of(e)
-        return f"{cand.name} with `num_classes={head}`" if head else None
+        if head:
+            return f"{label(cand)}{' and' if cand.dialect else ' with'} `num_classes={head}`"
+        _MISFITS[cand] = e
+        return None
     except EquivError:
         return None
+
+
+def candidates(exclude: Variant | None = None, fmt: str | None = None) -> list[Variant]:
+    """Every registered variant, and each in every dialect whose library computes it (equiv.dialects)
+    and whose names files of format `fmt` use (its backend's; safetensors: a torch library's): what a
+    file is tried as."""
+    from equiv import dialects
+    from equiv.variants import all_variants
+
+    out = []
+    for v in all_variants():
+        if exclude is None or v.name != exclude.name:
+            out.append(v)
+        for d in dialects.names():
+            try:
+                placed = v.in_dialect(d)
+            except EquivError:
+                continue
+            if placed.dialect and placed != exclude and (fmt is None or _names_of(placed, fmt)):
+                out.append(placed)
+    return list(dict.fromkeys(out))
+
+
+def _names_of(placed: Variant, fmt: str) -> bool:
+    """Whether files of format `fmt` of `placed` carry its dialect's names (not the canonical ones, or
+    another backend's)."""
+    owner_ = formats.get(fmt).owner
+    return placed.native == owner_ if owner_ else files.backend_named(placed) is not None
+
+
+def nearest(n: int = 3) -> list[str]:
+    """The `n` candidates of the last `looks_like` that came nearest (fewest names and shapes that
+    differ), each with what differs."""
+    def size(e: ParamMismatchError) -> int:
+        return len(e.missing) + len(e.unexpected) + len(e.mismatched)
+    out = []
+    for cand, e in sorted(_MISFITS.items(), key=lambda kv: size(kv[1]))[:n]:
+        parts = []
+        if e.missing:
+            parts.append(f"{len(e.missing)} missing ({e.missing[0]})")
+        if e.unexpected:
+            parts.append(f"{len(e.unexpected)} unexpected ({e.unexpected[0]})")
+        if e.mismatched:
+            name, exp, got = e.mismatched[0]
+            parts.append(f"{len(e.mismatched)} of another shape ({name} {tuple(exp)} vs {tuple(got)})")
+        if any(name == "logits/bias" for name, _, _ in e.mismatched):
+            got = next(g for name, _, g in e.mismatched if name == "logits/bias")
+            parts.append(f"{got[-1]} classes, not {cand.num_classes}")
+        out.append(f"{label(cand)}: {'; '.join(parts)}")
+    return out
 
 
 def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
@@ -85,21 +147,53 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     The file is read once, whatever the number of candidates, by its format's `fit` (declared
     shapes only where the format declares them); candidates native to the file's framework come
     first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but the head."""
-    from equiv.variants import all_variants
-
     record = formats.get(fmt)
-    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != record.owner)
+    pool = sorted(candidates(exclude, fmt), key=lambda c: (c.native != record.owner, bool(c.dialect)))
+    _MISFITS.clear()
     try:
         match = record.fit_to()(path, fmt, allow_pickle=allow_pickle, classes=classes)
     except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
         return None
     exact = None
-    for cand in candidates:
+    for cand in pool:
         found = match(cand)
         if found == cand.name:
             return found
         exact = exact or found
     return exact
+
+
+def detect(path, format: str | None = None, *, allow_pickle: bool = False,
+           classes: Mapping[str, type] | None = None) -> dict:
+    """What a weight file is, from its content: its format, the dialects (libraries' names) it is in,
+    and every registered variant it loads as (each as `looks_like` names it: with the dialect and
+    head-size arguments that load it); where none, the nearest three and what differs. The file is
+    read once."""
+    paths.check_input(path, format)
+    fmt = files.detect(path, format)
+    record = formats.get(fmt)
+    _MISFITS.clear()
+    try:
+        match = record.fit_to()(path, fmt, allow_pickle=allow_pickle, classes=classes)
+    except EquivError as e:
+        raise EquivError(f"{path}: cannot be read as {fmt} ({e})") from None
+    loads, found_dialects = [], []
+    for cand in candidates(fmt=fmt):
+        found = match(cand)
+        if found:
+            loads.append(found)
+            d = cand.dialect or (_own_dialect(cand) if record.owner else "canonical")
+            if d and d not in found_dialects:
+                found_dialects.append(d)
+    return {"path": str(path), "format": fmt, "dialects": found_dialects, "loads_as": loads,
+            "nearest": [] if loads else nearest()}
+
+
+def _own_dialect(v: Variant) -> str:
+    """The public dialect of a registered variant's own library ("" for the seed's programs)."""
+    from equiv import dialects
+
+    return next((d for d in dialects.names() if v.reference.startswith(dialects.spelling(v, d).library)), "")
 
 
 # Each format's `fit`: read a file once, return what each candidate variant makes of it (its name,
@@ -133,14 +227,25 @@ def fit_state_dict(path, fmt: str, *, allow_pickle: bool = False, classes=None):
 
 
 def fit_declared(path, fmt: str, **_):
-    """Canonical names and the shapes the file declares (safetensors' header)."""
+    """Canonical names and the shapes the file declares (safetensors' header); a candidate in a torch
+    library's dialect by its names and torch's layout (files.read_safetensors)."""
     declared = files.declared_shapes(path, fmt)
-    return lambda cand: _fits(lambda c: C.check_shapes(c, declared), cand)
+
+    def check(c: Variant) -> None:
+        backend = files.backend_named(c)
+        if backend is None:
+            C.check_shapes(c, declared)
+            return
+        from equiv.frameworks import adapter
+
+        state = files.foreign_state(c, {n: s for n, s in declared.items() if not n.endswith(".num_batches_tracked")})
+        adapter(backend).state_to_canonical(c, state, str(path))
+    return lambda cand: _fits(check, cand)
 
 
 def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
                  dialect: str | None = None, allow_pickle: bool = False,
-                 classes: Mapping[str, type] | None = None) -> dict:
+                 classes: Mapping[str, type] | None = None, dialect_arg: str = "dialect") -> dict:
     """Canonical parameters of `variant` from the weight file `path` in any supported format
     (`format`: one of equiv.formats.NAMES; default from the name, else the content; `dialect`: the
     library whose names the file uses, equiv.dialects.names(), default the variant's own).
@@ -158,7 +263,10 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
         hint = _head_hint(e, v)
         if hint is None:
             other = looks_like(path, fmt, v, allow_pickle=allow_pickle, classes=classes)
-            hint = f"the file looks like {other}" if other else None
+            if other:
+                hint = f"the file loads as {other}".replace("`dialect=", f"`{dialect_arg}=")
+            elif _MISFITS:
+                hint = "it fits no registered variant in any dialect; nearest: " + " | ".join(nearest())
         raise (e.relabel(hint=hint) if hint else e) from None
 
 
@@ -251,7 +359,8 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes)
+    source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes,
+                                          dialect_arg="source_dialect")
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
