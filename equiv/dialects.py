@@ -51,6 +51,14 @@ def place(v, name: str):
     return _of(v.family).place(v, name)
 
 
+def companions(v, filename: str) -> dict[str, str]:
+    """Files a library's loader needs beside a weight file named `filename` of `v` in its dialect
+    (transformers' `config.json` beside `model.safetensors`): name -> text; none by default."""
+    mod = _of(v.family)
+    make = getattr(mod, "companions", None) if mod else None
+    return make(v, filename) if make and v.dialect else {}
+
+
 def backend(v, name: str) -> str:
     """The backend whose names dialect `name` is."""
     return spelling(v, name).backend

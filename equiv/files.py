@@ -379,8 +379,15 @@ def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: 
     if backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
         from equiv.frameworks import adapter
 
+        from equiv import dialects
+
         state = adapter(backend_named(variant)).state_arrays(variant, params)
+        # BatchNorm's step counter, as a state_dict holds it (bookkeeping; readers drop it)
+        state.update({k[: -len("running_mean")] + "num_batches_tracked": np.zeros((), np.int64)
+                      for k in list(state) if k.endswith(".running_mean")})
         save_file(state, str(path), metadata={"format": "pt"})
+        for name, text in dialects.companions(variant, path.name).items():  # published with it, atomically
+            (path.parent / name).write_text(text)
         return
     # One metadata key: safetensors writes them in hash order, which changes from process to
     # process, so two keys would give the same port different bytes each run.

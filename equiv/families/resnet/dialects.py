@@ -99,6 +99,21 @@ def hf_config(v: ResNet) -> dict:
             "num_labels": max(v.num_classes, 1)}
 
 
+def companions(v: ResNet, filename: str) -> dict[str, str]:
+    """transformers' `config.json` beside a `model.safetensors` in the hf dialect: the folder
+    `ResNetForImageClassification.from_pretrained(folder)` loads with no network."""
+    if v.dialect != "hf" or filename != "model.safetensors":
+        return {}
+    import json
+
+    arch = v.reference.rsplit(".", 1)[1]
+    config = {"architectures": [arch], "model_type": "resnet", **hf_config(v)}
+    if arch == "ResNetForImageClassification":
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(v.num_classes)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(v.num_classes)}
+    return {"config.json": json.dumps(config, indent=2, sort_keys=True) + "\n"}
+
+
 SPELLINGS: dict[str, Spelling] = {s.name: s for s in (
     Spelling("torchvision", "torch", "torchvision.", _zoo("torchvision."), True,
              "torchvision.models' names (conv1, layer1.0.conv1, downsample.0, fc); equiv's own torch scheme"),
