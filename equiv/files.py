@@ -310,14 +310,14 @@ def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]
 
 def backend_named(variant: Variant) -> str | None:
     """The backend whose names and layout a safetensors file of `variant` uses: that of its dialect
-    where one is chosen that a library's own safetensors files use (transformers' and timm's: torch),
-    else None (canonical names and layout)."""
+    where the library's own safetensors files hold its state_dict (transformers', timm's), else None
+    (canonical names and layout)."""
     if not variant.dialect:
         return None
     from equiv import dialects
 
-    backend = dialects.backend(variant, variant.dialect)
-    return backend if backend == "torch" else None
+    s = dialects.spelling(variant, variant.dialect)
+    return s.backend if s.safetensors else None
 
 
 def foreign_state(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
@@ -377,9 +377,8 @@ def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: 
     from safetensors.numpy import save_file
 
     if backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
-        from equiv.frameworks import adapter
-
         from equiv import dialects
+        from equiv.frameworks import adapter
 
         state = adapter(backend_named(variant)).state_arrays(variant, params)
         # BatchNorm's step counter, as a state_dict holds it (bookkeeping; readers drop it)

@@ -291,7 +291,7 @@ LIBRARY_VARIANTS = ["timm/resnetv2_50", "timm/resnetv2_50x1_bit", "hf/resnet-50"
 
 def _library_module(v: Variant):
     """The library's own module for `v` (equiv's native build), or a skip (a failure in the stage)."""
-    lib = "timm" if v.framework == "timm" else "transformers"
+    lib = v.reference.split(".")[0]  # hf/resnet-50 is torchvision/resnet50 in the hf dialect: transformers
     try:
         __import__(lib)
     except ImportError as exc:

@@ -36,6 +36,9 @@ class Spelling:
     reference: Callable[[ResNet], str | None]  # the library's code computing a description, or None
     names_only: bool  # equiv's builders use its names for any description (else: refuse what it cannot compute)
     help: str
+    # The library's own safetensors files hold its state_dict names and layout (transformers' model.safetensors,
+    # timm's hub files), so equiv's safetensors files in this dialect do too; else canonical ones.
+    safetensors: bool = False
 
 
 def _zoo(prefix: str, rename: Callable[[str], str] | None = None, *, also: tuple[str, ...] = ()):
@@ -120,10 +123,10 @@ SPELLINGS: dict[str, Spelling] = {s.name: s for s in (
     Spelling("timm", "torch", "timm.",
              _zoo("timm.", lambda ref: "timm.models.resnet." + ref.rsplit(".", 1)[1], also=("torchvision.",)),
              False, "timm's ResNet (torchvision's names, a deep stem's conv1.N) and ResNetV2 (stem.conv, "
-             "stages.S.blocks.U, head.fc)"),
+             "stages.S.blocks.U, head.fc)", safetensors=True),
     Spelling("hf", "torch", "transformers.", _hf_reference, False,
              "Hugging Face transformers' ResNet (resnet.embedder..., resnet.encoder.stages.S.layers.U.layer.I, "
-             "classifier.1)"),
+             "classifier.1)", safetensors=True),
     Spelling("keras-hub", "keras", "keras_hub.", _zoo("keras_hub."), False,
              "keras-hub's ResNetBackbone and ResNetImageClassifier (stack{s}_block{u}_{i}_conv, predictions)"),
     Spelling("keras", "keras", "keras.applications.", _zoo("keras.applications."), True,

@@ -261,7 +261,8 @@ def _timm(v: Description):
 # ResNet-D downsample as `_structural_names` adds them; it is built by timm itself only where timm
 # imports (ResNet.built_by: not beside the pinned torch, which has no torchvision for timm to import).
 DIALECTS = {
-    "torchvision": Dialect("torchvision.models.", _MODULES, key="torchvision"),  # the generic module is its transcription
+    # the generic module is torchvision's transcription
+    "torchvision": Dialect("torchvision.models.", _MODULES, key="torchvision"),
     "seed": Dialect("equiv.seed.torch_resnet_v2", _MODULES, build=_seed),
     "timm": Dialect("timm.", _MODULES, build=_timm, key="timm"),
 }
