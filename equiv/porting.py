@@ -223,7 +223,20 @@ def fit_state_dict(path, fmt: str, *, allow_pickle: bool = False, classes=None):
 
     ad = adapter(formats.get(fmt).owner)
     state = ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
-    return lambda cand: _fits(lambda c: ad.state_to_canonical(c, state, str(path)), cand)
+    shapes = {k: tuple(a.shape) for k, a in state.items() if not k.endswith(".num_batches_tracked")}
+
+    def check(c: Variant) -> None:
+        # names and shapes first, from the description (cheap); the arrays only for a candidate that fits them
+        expected = ad.state_shapes(c)
+        if expected != shapes:
+            canonical = {key: name for name, key in ad.framework_names(c).items()}
+            raise ParamMismatchError(
+                c.name, missing=[canonical[k] for k in expected if k not in shapes],
+                unexpected=[k for k in shapes if k not in expected],
+                mismatched=[(canonical[k], expected[k], shapes[k]) for k in expected
+                            if k in shapes and shapes[k] != expected[k]], source=str(path))
+        ad.state_to_canonical(c, state, str(path))
+    return lambda cand: _fits(check, cand)
 
 
 def fit_declared(path, fmt: str, **_):

@@ -98,7 +98,8 @@ def dialect(dialects: Mapping[str, Dialect], v: Variant) -> Dialect:
     chosen = [d for d in dialects.values() if v.dialect and d.key == v.dialect]
     if chosen:
         return next((d for d in chosen if v.reference and v.reference.startswith(d.library)), chosen[0])
-    built_by = v.built_by()
+    # the library whose code computes `v` wherever it imports: its names do not depend on this environment
+    built_by = Variant.built_by(v)
     for d in dialects.values():
         if built_by and built_by.startswith(d.library):
             return d

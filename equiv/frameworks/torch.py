@@ -178,6 +178,18 @@ def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
             for name, key in state_dict_keys(variant, model).items()}
 
 
+def state_shapes(variant: Variant) -> dict[str, tuple[int, ...]]:
+    """state_dict key -> shape in the dialect's names and torch's layout, from the description alone
+    (no array made): what a file must declare to fit."""
+    out, shapes = {}, C.param_shapes(variant)
+    hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
+    for name, key in framework_names(variant).items():
+        s = shapes[name]
+        s = s[::-1] if len(s) == 2 else (s[3], s[2], s[0], s[1]) if len(s) == 4 else s
+        out[key] = tuple(hook(variant, name, s)) if hook else tuple(s)
+    return out
+
+
 def state_arrays(variant: Variant, params) -> dict[str, np.ndarray]:
     """Canonical `params` as a state_dict of numpy arrays in the dialect's names and torch's layout
     (a library's own safetensors file; no module built)."""

@@ -106,10 +106,12 @@ _FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"
 
 
 def modules(v: Description) -> dict[str, str]:
-    """Canonical layer -> module path."""
-    _, layers, _ = _features(v)
+    """Canonical layer -> module path (its modules made on the meta device: names only, no memory, no
+    initialisation, so that trying a file against every registered variant stays cheap)."""
+    with torch.device("meta"):
+        _, layers, _ = _features(v)
+        _, dense = _classifier(v)
     out = {layer: f"features.{i}" for layer, i in layers.items()}
-    _, dense = _classifier(v)
     out.update({name: f"classifier.{i}" for name, i in dense.items()})
     return out
 
