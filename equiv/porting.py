@@ -157,10 +157,26 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     exact = None
     for cand in pool:
         found = match(cand)
+        if not found or not _loads(path, fmt, cand, found, allow_pickle, classes):
+            continue
         if found == cand.name:
             return found
         exact = exact or found
     return exact
+
+
+def _loads(path, fmt: str, cand: Variant, found: str, allow_pickle: bool, classes) -> bool:
+    """Whether the file really loads as `cand` with the head `found` names: a hint is given only then
+    (a fit by sorted shapes alone, as Keras files are matched, is not a load; no hint goes in a circle)."""
+    import re
+
+    head = re.search(r"`num_classes=(\d+)`", found)
+    v = cand.replace(num_classes=int(head.group(1))) if head else cand
+    try:
+        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+    except EquivError:
+        return False
+    return True
 
 
 def detect(path, format: str | None = None, *, allow_pickle: bool = False,
@@ -180,7 +196,7 @@ def detect(path, format: str | None = None, *, allow_pickle: bool = False,
     loads, found_dialects = [], []
     for cand in candidates(fmt=fmt):
         found = match(cand)
-        if found:
+        if found and _loads(path, fmt, cand, found, allow_pickle, classes):
             loads.append(found)
             d = cand.dialect or (_own_dialect(cand) if record.owner else "canonical")
             if d and d not in found_dialects:
