@@ -62,6 +62,21 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
     return rows
 
 
+def _native_note(v: Variant, model) -> list[str]:
+    """Which code built the native side where it is not what `v.reference` names: equiv's own module,
+    its transcription (where the library does not import: torchvision, timm, transformers beside the
+    pinned torch), or, for a description in another dialect, that library's."""
+    from equiv import families
+
+    built = f"{type(model).__module__}.{type(model).__qualname__}"
+    own = getattr(families.builder(v, v.native), "built_here", None)
+    if own is not None and own(model) and v.reference and not v.reference.startswith("equiv."):
+        return [f"native build: {built}, equiv's transcription of {v.reference}, not the library's own module"]
+    if v.dialect:
+        return [f"native build: {built} ({v.name} in the {v.dialect} dialect)"]
+    return []
+
+
 def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
           dtype: str = "float32", raw_images: bool | np.ndarray = False, dialect: str | None = None,
@@ -124,6 +139,8 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                     ad.load_params(v, model, source)
                 if fw == fws[-1]:
                     del source  # every framework holds its copy now
+            if fw == v.native:
+                notes += _native_note(v, model)
             say(f"running {fw}")
             with t("forward"):
                 if inputs:

@@ -148,7 +148,10 @@ def test_variant_fields_carry_over_to_a_named_operand(r18):
     assert report.equivalent and report.taps[-1].shape[-1] == 2
 
 
+@pytest.mark.slow
 def test_the_command_line_ports_between_dialects_and_refuses_in_one_line(r18, tmp_path):
+    """Two processes of the command line (slow: their start-up is most of it; the default run holds the
+    same port and hint through the API above, and test_cli the one-line, exit-2 contract)."""
     folder, v, params, hf = r18
     cmd = [sys.executable, "-c", "import sys; from equiv.cli import main; sys.exit(main())", "port", R18]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user runs it (test_cli)
