@@ -293,7 +293,7 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
         if hint is None:
             other = looks_like(path, fmt, v, allow_pickle=allow_pickle, classes=classes)
             if other:
-                hint = f"the file loads as {other}".replace("`dialect=", f"`{dialect_arg}=")
+                hint = f"the file looks like {other}".replace("`dialect=", f"`{dialect_arg}=")
             elif _MISFITS:
                 hint = "it fits no registered variant in any dialect; nearest: " + " | ".join(nearest())
         raise (e.relabel(hint=hint) if hint else e) from None

@@ -111,9 +111,9 @@ def test_detection_names_the_dialect_and_hints_only_what_loads(r18):
     found = detect(hf)
     assert found["dialects"] == ["hf"] and found["format"] == "torch"
     assert found["loads_as"] == [f"{R18} with `dialect='hf'`"]
-    with pytest.raises(ParamMismatchError, match=r"the file loads as torchvision/resnet18 with `dialect='hf'`"):
+    with pytest.raises(ParamMismatchError, match=r"the file looks like torchvision/resnet18 with `dialect='hf'`"):
         load_weights(R18, hf)
-    with pytest.raises(ParamMismatchError, match=r"loads as torchvision/resnet18 with `dialect='hf'`"):
+    with pytest.raises(ParamMismatchError, match=r"looks like torchvision/resnet18 with `dialect='hf'`"):
         load_weights("torchvision/resnet34", hf)
     # the hint, taken, loads (no circle)
     assert set(load_weights(R18, hf, dialect="hf")) == set(params)
@@ -165,4 +165,4 @@ def test_the_command_line_ports_between_dialects_and_refuses_in_one_line(r18, tm
     done = subprocess.run(cmd + ["--from", str(hf), "--to", str(wrong), "-q"], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and not wrong.exists()
     assert done.stderr.count("\n") == 1 and str(hf) in done.stderr
-    assert "loads as torchvision/resnet18 with --from-dialect hf" in done.stderr
+    assert "looks like torchvision/resnet18 with --from-dialect hf" in done.stderr
