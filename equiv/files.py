@@ -364,8 +364,9 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
 
 def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: formats.Format) -> None:
     """`params` written to `staged` by the format's own writer: a backend's from its model."""
-    if fmt.owner is None:
-        fmt.write()(variant, params, staged)
+    writer = fmt.write()
+    if fmt.owner is None or getattr(writer, "takes_params", False):  # from the arrays, no model built
+        writer(variant, params, staged)
         return
     from equiv.frameworks import loaded
 

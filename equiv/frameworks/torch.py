@@ -339,17 +339,17 @@ def device_name(device: str) -> str | None:
 # Files: a state_dict saved with torch.save
 
 
-def write_file(variant: Variant, model, path) -> None:
-    """The state_dict in the dialect's names (framework_names), whatever module holds the weights: equiv's
-    own module of a description in another library's names (transformers' where transformers does not
-    import) is renamed, its BatchNorm counters with their module, so that library's strict load takes it."""
-    state = model.state_dict()
-    own, names = state_dict_keys(variant, model), framework_names(variant)
-    modules = {own[n].rsplit(".", 1)[0]: names[n].rsplit(".", 1)[0] for n in own}
-    def renamed(key: str) -> str:
-        module, leaf = key.rsplit(".", 1)
-        return f"{modules[module]}.{leaf}" if module in modules else key
-    torch.save({renamed(k): t for k, t in state.items()}, path)
+def write_file(variant: Variant, params, path) -> None:
+    """The state_dict of canonical `params` in the dialect's names (framework_names) and torch's layout,
+    BatchNorm step counters included, as the library's own module's state_dict() holds it, so that its
+    strict load takes it; made from the arrays, no module built (`write_file.takes_params`)."""
+    state = {k: torch.from_numpy(a) for k, a in state_arrays(variant, params).items()}
+    state.update({k[: -len("running_mean")] + "num_batches_tracked": torch.tensor(0) for k in list(state)
+                  if k.endswith(".running_mean")})
+    torch.save(state, path)
+
+
+write_file.takes_params = True  # equiv.files writes it from the parameters, without building a module
 
 
 def read_file(variant: Variant, path, *, allow_pickle: bool = False,
