@@ -374,20 +374,89 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
         fmt.write()(variant, model, staged)
 
 
+def write_safetensors_state(variant: Variant, state: Mapping[str, np.ndarray], path: Path) -> None:
+    """A library's own safetensors file: its state_dict `state` (names and layout), BatchNorm step counters
+    added as a state_dict holds them (bookkeeping; readers drop them), and the files its loader needs
+    beside it (equiv.dialects.companions), published with it."""
+    from safetensors.numpy import save_file
+
+    from equiv import dialects
+
+    state = dict(state)
+    state.update({k[: -len("running_mean")] + "num_batches_tracked": np.zeros((), np.int64)
+                  for k in list(state) if k.endswith(".running_mean")})
+    save_file(state, str(path), metadata={"format": "pt"})
+    for name, text in dialects.companions(variant, path.name).items():
+        (path.parent / name).write_text(text)
+
+
+def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant, fmt: str, *,
+                force: bool = False) -> list[Path]:
+    """Write a state in `variant`'s backend names and layout (what `state_layout` gives) as `fmt`,
+    atomically: a port between two files of one layout renames, never transposes."""
+    path = Path(path)
+    check_target(path, fmt, force)
+    check_finite(state, f"{path} not written")
+    with atomic.staging(path) as tmp:
+        staged = tmp / path.name
+        if formats.get(fmt).owner is None:
+            write_safetensors_state(variant, state, staged)
+        else:
+            from equiv.frameworks import adapter
+
+            adapter(formats.get(fmt).owner).write_state_file(variant, state, staged)
+        produced = sorted(tmp.iterdir(), key=lambda p: p.name.endswith(".index"))
+        folder = path.parent if str(path.parent) else Path(".")
+        return atomic.publish([(p, folder / p.name) for p in produced], force)
+
+
+def layout_of(variant: Variant, fmt: str) -> str | None:
+    """The backend whose names and layout a file of `fmt` holds for `variant` where it is a state_dict
+    that the backend can rename without transposing (its adapter's `state_shapes`), else None."""
+    from equiv.frameworks import adapter
+
+    backend = formats.get(fmt).owner or backend_named(variant)
+    if backend is None or not hasattr(adapter(backend), "state_shapes") or (
+            formats.get(fmt).owner and not hasattr(adapter(backend), "write_state_file")):
+        return None
+    return backend
+
+
+def read_state(path: Path, variant: Variant, fmt: str, *, allow_pickle: bool = False,
+               classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray] | None:
+    """A state_dict file in `variant`'s names and its backend's layout, read as it is (float32,
+    finite), when it holds exactly the names and shapes expected; None otherwise (the full read
+    then says what does not fit)."""
+    from equiv.frameworks import adapter
+
+    backend = layout_of(variant, fmt)
+    ad = adapter(backend)
+    expected = ad.state_shapes(variant)
+    if formats.get(fmt).owner is None:
+        from equiv import safetensors_reader
+
+        entries = {n: e for n, e in safetensors_reader.header(path).items() if not n.endswith(".num_batches_tracked")}
+        if {n: e.shape for n, e in entries.items()} != expected:
+            return None
+        limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
+        state = safetensors_reader.read(path, entries, list(entries))
+    else:
+        state = {k: a for k, a in ad.load_state(path, allow_pickle=allow_pickle, classes=classes).items()
+                 if not k.endswith(".num_batches_tracked")}
+        if {k: tuple(a.shape) for k, a in state.items()} != expected:
+            return None
+        state = {k: np.asarray(a, np.float32) for k, a in state.items()}
+    check_finite(state, str(path))
+    return state
+
+
 def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
     if backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
-        from equiv import dialects
         from equiv.frameworks import adapter
 
-        state = adapter(backend_named(variant)).state_arrays(variant, params)
-        # BatchNorm's step counter, as a state_dict holds it (bookkeeping; readers drop it)
-        state.update({k[: -len("running_mean")] + "num_batches_tracked": np.zeros((), np.int64)
-                      for k in list(state) if k.endswith(".running_mean")})
-        save_file(state, str(path), metadata={"format": "pt"})
-        for name, text in dialects.companions(variant, path.name).items():  # published with it, atomically
-            (path.parent / name).write_text(text)
+        write_safetensors_state(variant, adapter(backend_named(variant)).state_arrays(variant, params), path)
         return
     # One metadata key: safetensors writes them in hash order, which changes from process to
     # process, so two keys would give the same port different bytes each run.

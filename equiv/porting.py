@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -388,6 +389,14 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
+    if not verify and not drop_background_class:
+        written = _rename_port(v_src, source, src_fmt, v_dst, target, dst_fmt, force, allow_pickle, classes, t)
+        if written is not None:
+            from equiv.preprocessing import port_advice
+
+            return PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t,
+                              preprocessing=port_advice(v_dst, owner(src_fmt, v_src), formats.get(dst_fmt).owner))
+        t0 = time.perf_counter()
     source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes,
                                           dialect_arg="source_dialect")
     if drop_background_class:
@@ -411,6 +420,30 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
                                      input_size=input_size, batch=batch, source_params=source_params)
         t["verify"] = time.perf_counter() - t0
     return result
+
+
+def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, force: bool,
+                 allow_pickle: bool, classes, t: dict):
+    """A port between two files of one backend's layout (Hugging Face's model.safetensors to timm's or
+    torchvision's state_dict, and back): the tensors renamed, not transposed twice. None where the two
+    layouts differ or the source does not fit exactly (the full read then says why)."""
+    from equiv.frameworks import adapter
+
+    backend = files.layout_of(v_src, src_fmt)
+    if backend is None or files.layout_of(v_dst, dst_fmt) != backend:
+        return None
+    t0 = time.perf_counter()
+    state = files.read_state(Path(source), v_src, src_fmt, allow_pickle=allow_pickle, classes=classes)
+    if state is None:
+        return None
+    ad = adapter(backend)
+    src_names, dst_names, dst_shapes = ad.framework_names(v_src), ad.framework_names(v_dst), ad.state_shapes(v_dst)
+    out = {dst_names[n]: state[k].reshape(dst_shapes[dst_names[n]]) for n, k in src_names.items()}
+    t["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    written = files.write_state(out, target, v_dst, dst_fmt, force=force)
+    t["write"] = time.perf_counter() - t0
+    return written
 
 
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,

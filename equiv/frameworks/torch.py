@@ -339,14 +339,19 @@ def device_name(device: str) -> str | None:
 # Files: a state_dict saved with torch.save
 
 
+def write_state_file(variant: Variant, state, path) -> None:
+    """A state_dict of arrays already in the dialect's names and torch's layout, with BatchNorm counters."""
+    state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in state.items()}
+    state.update({k[: -len("running_mean")] + "num_batches_tracked": torch.tensor(0) for k in list(state)
+                  if k.endswith(".running_mean")})
+    torch.save(state, path)
+
+
 def write_file(variant: Variant, params, path) -> None:
     """The state_dict of canonical `params` in the dialect's names (framework_names) and torch's layout,
     BatchNorm step counters included, as the library's own module's state_dict() holds it, so that its
     strict load takes it; made from the arrays, no module built (`write_file.takes_params`)."""
-    state = {k: torch.from_numpy(a) for k, a in state_arrays(variant, params).items()}
-    state.update({k[: -len("running_mean")] + "num_batches_tracked": torch.tensor(0) for k in list(state)
-                  if k.endswith(".running_mean")})
-    torch.save(state, path)
+    write_state_file(variant, state_arrays(variant, params), path)
 
 
 write_file.takes_params = True  # equiv.files writes it from the parameters, without building a module
