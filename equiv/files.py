@@ -391,12 +391,14 @@ def write_safetensors_state(variant: Variant, state: Mapping[str, np.ndarray], p
 
 
 def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant, fmt: str, *,
-                force: bool = False) -> list[Path]:
-    """Write a state in `variant`'s backend names and layout (what `state_layout` gives) as `fmt`,
-    atomically: a port between two files of one layout renames, never transposes."""
+                force: bool = False, finite: bool = False) -> list[Path]:
+    """Write a state in `variant`'s backend names and layout (what `read_state` gives) as `fmt`,
+    atomically: a port between two files of one layout renames, never transposes. `finite`: the
+    arrays are known finite (read_state checked them)."""
     path = Path(path)
     check_target(path, fmt, force)
-    check_finite(state, f"{path} not written")
+    if not finite:
+        check_finite(state, f"{path} not written")
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
         if formats.get(fmt).owner is None:

@@ -441,7 +441,7 @@ def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     out = {dst_names[n]: state[k].reshape(dst_shapes[dst_names[n]]) for n, k in src_names.items()}
     t["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    written = files.write_state(out, target, v_dst, dst_fmt, force=force)
+    written = files.write_state(out, target, v_dst, dst_fmt, force=force, finite=True)
     t["write"] = time.perf_counter() - t0
     return written
 
