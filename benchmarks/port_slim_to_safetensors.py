@@ -1,18 +1,21 @@
-"""Porting slim/resnet_v2_152 from a slim checkpoint to safetensors, against the bare work.
+"""Porting a slim checkpoint (slim/resnet_v2_152 by default) to safetensors or a torch
+state_dict, against the bare work.
 
 The bare work is what any port must do at least: read every tensor with
-`tf.train.load_checkpoint` and write them all with safetensors. Both run in fresh processes,
-alternating, several rounds; each reports the time of the work alone (imports excluded) and
-its peak memory above the process's own baseline once TensorFlow and safetensors are imported
-(Linux: the peak-RSS mark is reset through /proc/self/clear_refs just before the work).
+`tf.train.load_checkpoint` and write them all with safetensors (or torch.save). Both run in fresh
+processes, alternating, several rounds; each reports the time of the work alone (imports excluded)
+and its peak memory above the process's own baseline once TensorFlow, safetensors and torch are
+imported (Linux: the peak-RSS mark is reset through /proc/self/clear_refs just before the work).
 
-    python benchmarks/port_slim_to_safetensors.py [--rounds 5] [--out benchmarks/results]
+    python benchmarks/port_slim_to_safetensors.py [--variant slim/vgg_16] [--to torch] [--rounds 5]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -25,9 +28,10 @@ import json, sys, time, os
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np, tensorflow as tf
 from safetensors.numpy import save_file
-mode, ckpt, out = sys.argv[1:4]
+import torch
+mode, ckpt, out, variant = sys.argv[1:5]
 if mode == "equiv":  # imports are not the work, for either side
-    import equiv, equiv.porting, equiv.files, equiv.frameworks.slim
+    import equiv, equiv.porting, equiv.files, equiv.frameworks.slim, equiv.frameworks.torch
     assert equiv.frameworks.slim.available() is None  # imports tf_slim
 def status(field):
     with open("/proc/self/status") as f:
@@ -41,17 +45,21 @@ t0 = time.perf_counter()
 if mode == "bare":
     reader = tf.train.load_checkpoint(ckpt)
     tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
-    save_file(tensors, out)
+    if out.endswith(".safetensors"):
+        save_file(tensors, out)
+    else:
+        torch.save({n: torch.from_numpy(t) for n, t in tensors.items()}, out)
 else:
-    equiv.port("slim/resnet_v2_152", ckpt, out, force=True)
+    equiv.port(variant, ckpt, out, force=True)
 dt = time.perf_counter() - t0
 peak = status("VmHWM")
 print(json.dumps({"mode": mode, "seconds": dt, "base_mb": base / 1024, "peak_mb": peak / 1024}))
 """
 
 
-def run(mode: str, ckpt: Path, out: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", WORKER, mode, str(ckpt), str(out)], capture_output=True, text=True)
+def run(mode: str, ckpt: Path, out: Path, variant: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", WORKER, mode, str(ckpt), str(out), variant], capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -59,30 +67,40 @@ def run(mode: str, ckpt: Path, out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", default="slim/resnet_v2_152", help="a slim-native variant")
+    ap.add_argument("--to", choices=["safetensors", "torch"], default="safetensors")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     from equiv import canonical, files, variants, weights
 
-    v = variants.get("slim/resnet_v2_152")
+    v = variants.get(args.variant)
+    suffix = ".safetensors" if args.to == "safetensors" else ".pt"
+    stem = f"port_{v.name.replace('/', '_')}_to_{args.to}"
+    if (v.name, args.to) == ("slim/resnet_v2_152", "safetensors"):
+        stem = "port_slim_to_safetensors"  # the first figures' name
     weights_mb = sum(a.nbytes for a in weights.random_params(v, 0).values()) / 2**20
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "resnet_v2_152.ckpt"
+        ckpt = Path(tmp) / "model.ckpt"
         print("writing the checkpoint ...", file=sys.stderr)
         files.write(weights.random_params(v, 0), ckpt, v)
         rows = []
         for i in range(args.rounds):
             for mode in ("bare", "equiv"):
-                r = run(mode, ckpt, Path(tmp) / f"{mode}.safetensors")
+                r = run(mode, ckpt, Path(tmp) / f"{mode}{suffix}", v.name)
                 rows.append(r)
                 print(f"round {i + 1}: {mode:5s} {r['seconds']:.2f}s, "
                       f"peak {r['peak_mb'] - r['base_mb']:.0f} MB above base", file=sys.stderr)
+    load_after = os.getloadavg()
     med = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
     mem = {m: max(r["peak_mb"] - r["base_mb"] for r in rows if r["mode"] == m) for m in ("bare", "equiv")}
     result = {
-        "command": f"python benchmarks/port_slim_to_safetensors.py --rounds {args.rounds}",
+        "command": f"python benchmarks/port_slim_to_safetensors.py --variant {v.name} --to {args.to} "
+                   f"--rounds {args.rounds}",
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version()},
+        "load_average_1_5_15_before": load_before, "load_average_1_5_15_after": load_after,
         "variant": v.name, "parameters": canonical.param_count(v), "weights_mb": round(weights_mb, 1),
         "median_seconds": med, "time_ratio": med["equiv"] / med["bare"],
         "peak_above_base_mb": mem, "memory_ratio_to_weights": mem["equiv"] / weights_mb,
@@ -90,14 +108,16 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "port_slim_to_safetensors.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = (f"# Port slim/resnet_v2_152 checkpoint -> safetensors\n\n`{result['command']}` on {platform.platform()}\n\n"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    writer = "safetensors" if args.to == "safetensors" else "torch.save"
+    md = (f"# Port {v.name} checkpoint -> {args.to}\n\n`{result['command']}` on {platform.platform()}\n\n"
           f"| | median time | peak memory above base |\n|---|---:|---:|\n"
-          f"| bare (tf.train.load_checkpoint + safetensors) | {med['bare']:.2f} s | {mem['bare']:.0f} MB |\n"
+          f"| bare (tf.train.load_checkpoint + {writer}) | {med['bare']:.2f} s | {mem['bare']:.0f} MB |\n"
           f"| equiv port | {med['equiv']:.2f} s | {mem['equiv']:.0f} MB |\n\n"
           f"time ratio {result['time_ratio']:.2f} (target <= 1.5); equiv's peak is "
-          f"{result['memory_ratio_to_weights']:.2f}x the weights' {weights_mb:.0f} MB (target <= 2)\n")
-    (out / "port_slim_to_safetensors.md").write_text(md)
+          f"{result['memory_ratio_to_weights']:.2f}x the weights' {weights_mb:.0f} MB (target <= 2); load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
+    (out / f"{stem}.md").write_text(md)
     print(md)
 
 

@@ -84,11 +84,12 @@ class BenchResult:
 def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           batches: Sequence[int] = (16,), input_size: tuple[int, int] = (224, 224), device: str = "cpu",
           dtype: str = "float32", channels_last: bool = False, paths: Sequence[str] = (), best: bool = False,
-          repeats: int = 5, progress: Callable[[str], None] | None = None) -> BenchResult:
+          repeats: int = 5, matmul_n: int = MATMUL_N, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Time each framework's forward pass. `paths` names fast paths to try as well
     (channels_last, jit_freeze, compile for PyTorch; xla for Keras); `best` tries them all.
     Each is checked against the plain path on the same input: one that changes the logits
-    beyond the float32 tolerance is reported and not used."""
+    beyond the float32 tolerance is reported and not used. `matmul_n`: the side of the matrix
+    product whose rate is each engine's ceiling (smaller ones fall short of the peak)."""
     v = get(variant)
     fws = parse_frameworks(frameworks)
     say = progress or (lambda msg: None)
@@ -106,8 +107,8 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
             ad = adapter(fw)
             key = ad.engine()
             if key not in engines:
-                say(f"measuring the {n_str()} matrix product in {fw}")
-                engines[key] = matmul_gflops(fw, device=device, dtype=dtype)
+                say(f"measuring the {n_str(matmul_n)} matrix product in {fw}")
+                engines[key] = matmul_gflops(fw, device=device, dtype=dtype, n=matmul_n)
             ceilings[fw] = engines[key]
         except (FrameworkError, EquivError) as e:
             skipped[fw] = str(e)
@@ -155,7 +156,7 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                 if usable:
                     max(usable, key=lambda r: r.images_per_s).best = True
     return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
-                       settings={"repeats": repeats, "matmul_n": MATMUL_N, **_versions(fws, device)})
+                       settings={"repeats": repeats, "matmul_n": matmul_n, **_versions(fws, device)})
 
 
 def _numpy(out) -> np.ndarray:
@@ -165,8 +166,8 @@ def _numpy(out) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
-def n_str() -> str:
-    return f"{MATMUL_N}x{MATMUL_N}"
+def n_str(n: int = MATMUL_N) -> str:
+    return f"{n}x{n}"
 
 
 def _versions(fws: Sequence[str], device: str) -> dict:
@@ -199,7 +200,7 @@ def to_text(result: BenchResult) -> str:
                   f"{r.rel_error:.1e}" + ("" if r.used else " NOT USED"))
     console = Console(record=True, width=140, file=open(os.devnull, "w"))
     console.print(t)
-    console.print("ceilings (" + n_str() + " matrix product, GFLOP/s): "
+    console.print("ceilings (" + n_str(result.settings.get("matmul_n", MATMUL_N)) + " matrix product, GFLOP/s): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
                   + f"; machine {result.machine_ceiling_gflops:.0f}", highlight=False)
     for fw, why in result.skipped.items():
@@ -222,7 +223,7 @@ def to_markdown(result: BenchResult, command: str = "") -> str:
         lines.append(f"| {r.framework} | {r.path}{' **best**' if r.best else ''} | {r.batch} | {r.images_per_s:.1f} | "
                      f"{r.gflops:.0f} | {r.of_framework_ceiling:.0%} | {r.of_machine_ceiling:.0%} | "
                      f"{r.rel_error:.1e}{'' if r.used else ' (not used)'} |")
-    lines += ["", "Ceilings (" + n_str() + " matrix product, GFLOP/s): "
+    lines += ["", "Ceilings (" + n_str(result.settings.get("matmul_n", MATMUL_N)) + " matrix product, GFLOP/s): "
               + ", ".join(f"{k} {v:.0f}" for k, v in result.ceilings_gflops.items())
               + f"; machine {result.machine_ceiling_gflops:.0f}."]
     lines += [f"Skipped {fw}: {why}" for fw, why in result.skipped.items()]

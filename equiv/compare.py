@@ -106,9 +106,53 @@ def uninformative(a: np.ndarray) -> str | None:
     return None
 
 
-# Taps are compared in float64 a slice at a time: a 224x224 stem tap of a batch of 16 is 100 MB
-# in float32, and three float64 copies of it at once would triple that.
+# Taps are compared a slice at a time: a 224x224 stem tap of a batch of 16 is 100 MB in float32,
+# and float64 copies of it would multiply that.
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Side:
+    """What one side of a comparison needs of its array alone, computed once however many pairs
+    it is in: the flat array, its NaN/Inf count, and (when finite) max |x| and sum x^2 in float64."""
+
+    flat: np.ndarray
+    bad: int
+    scale: float = 0.0
+    norm2: float = 0.0
+
+
+_UNSET = object()
+
+
+def _side(x: np.ndarray) -> _Side:
+    f = np.asarray(x).reshape(-1)
+    bad = f.size - int(np.isfinite(f).sum())
+    if bad or f.size == 0:
+        return _Side(f, bad)
+    norm2 = 0.0
+    for i in range(0, f.size, _CHUNK):
+        c = f[i:i + _CHUNK].astype(np.float64)
+        norm2 += float(c @ c)
+    return _Side(f, 0, float(np.abs(f).max()), norm2)
+
+
+def _difference(fa: np.ndarray, fb: np.ndarray) -> tuple[float, int, float]:
+    """max |a - b|, its first flat index, and sum (a - b)^2 in float64, of two finite flat arrays.
+    Two float32 arrays are subtracted in float32: exact wherever the two are within a factor of two
+    of each other (Sterbenz), which is everywhere a comparison can pass; any other dtypes in float64."""
+    same32 = fa.dtype == np.float32 and fb.dtype == np.float32
+    max_abs, worst, d2 = -1.0, 0, 0.0
+    for i in range(0, fa.size, _CHUNK):
+        ca, cb = fa[i:i + _CHUNK], fb[i:i + _CHUNK]
+        diff = ca - cb if same32 else ca.astype(np.float64) - cb.astype(np.float64)
+        ad = np.abs(diff)
+        j = int(np.argmax(ad))
+        if ad[j] > max_abs:
+            max_abs, worst = float(ad[j]), i + j
+        dd = diff.astype(np.float64, copy=False)
+        d2 += float(dd @ dd)
+    return max_abs, worst, d2
 
 
 def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str],
@@ -118,46 +162,38 @@ def compare_tap(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str],
     `tol=None` takes the tolerance of the pair's coarser dtype (float16 and bfloat16 arrays get
     their own). NaN or Inf in either is status "nonfinite" with the count in each, never a
     relative error; an all-zero reference is equal only to all zeros (no division by zero)."""
-    a, b = np.asarray(a), np.asarray(b)
+    return _compare(name, np.asarray(a), np.asarray(b), pair, tol)
+
+
+def _compare(name: str, a: np.ndarray, b: np.ndarray, pair: tuple[str, str], tol: float | None,
+             sa: _Side | None = None, sb: _Side | None = None, why: str | None | object = _UNSET) -> TapResult:
     dtype = coarser_dtype(a, b)
     tol = tolerance(dtype) if tol is None else tol
     if a.shape != b.shape:
         return TapResult(name, pair, tuple(a.shape), math.inf, math.inf, math.nan, math.nan, False, tol,
                          status="shape", dtype=dtype)
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    bad_a = bad_b = 0
-    max_abs, worst, scale, dot, na2, nb2 = -1.0, 0, 0.0, 0.0, 0.0, 0.0
-    for i in range(0, fa.size, _CHUNK):
-        ca, cb = fa[i:i + _CHUNK].astype(np.float64), fb[i:i + _CHUNK].astype(np.float64)
-        fin_a, fin_b = np.isfinite(ca), np.isfinite(cb)
-        bad_a += ca.size - int(fin_a.sum())
-        bad_b += cb.size - int(fin_b.sum())
-        if bad_a or bad_b:
-            continue  # only the counts matter now
-        diff = np.abs(ca - cb)
-        j = int(np.argmax(diff))
-        if diff[j] > max_abs:
-            max_abs, worst = float(diff[j]), i + j
-        scale = max(scale, float(np.abs(ca).max()))
-        dot += float(ca @ cb)
-        na2 += float(ca @ ca)
-        nb2 += float(cb @ cb)
-    if bad_a or bad_b:
+    sa, sb = sa or _side(a), sb or _side(b)
+    if sa.bad or sb.bad:
         return TapResult(name, pair, a.shape, math.nan, math.nan, math.nan, math.nan, False, tol,
-                         status="nonfinite", dtype=dtype, nonfinite=(bad_a, bad_b))
-    if fa.size == 0:
+                         status="nonfinite", dtype=dtype, nonfinite=(sa.bad, sb.bad))
+    if a.size == 0:
         return TapResult(name, pair, a.shape, 0.0, 0.0, 1.0, 0.0, True, tol, dtype=dtype, uninformative="empty")
+    max_abs, worst, d2 = _difference(sa.flat, sb.flat)
+    scale = sa.scale
     if scale > 0:
         rel = max_abs / scale
     else:  # an all-zero reference tap: equal only if the other is all zero too
         rel = 0.0 if max_abs == 0 else math.inf
-    na, nb = math.sqrt(na2), math.sqrt(nb2)
-    cosine = dot / (na * nb) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+    na, nb = math.sqrt(sa.norm2), math.sqrt(sb.norm2)
+    # cos = a.b / (|a||b|), with a.b = (|a|^2 + |b|^2 - |a-b|^2) / 2 written so that nothing cancels
+    # when a and b nearly agree
+    cosine = 1.0 + ((na - nb) ** 2 - d2) / (2 * na * nb) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     ok = rel <= tol
     idx = tuple(int(k) for k in np.unravel_index(worst, a.shape))
     return TapResult(name, pair, a.shape, max_abs, rel, cosine, scale, ok, tol,
                      status="ok" if ok else "diverged", worst_index=idx,
-                     worst_values=(float(a[idx]), float(b[idx])), dtype=dtype, uninformative=uninformative(a))
+                     worst_values=(float(a[idx]), float(b[idx])), dtype=dtype,
+                     uninformative=uninformative(a) if why is _UNSET else why)
 
 
 def compare_taps(outputs: Mapping[str, Mapping[str, np.ndarray]], taps: Sequence[str],
@@ -173,13 +209,21 @@ def compare_taps(outputs: Mapping[str, Mapping[str, np.ndarray]], taps: Sequence
         pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
     results = []
     for t in taps:
+        arrays = {fw: np.asarray(outputs[fw][t]) for fw in dict.fromkeys(f for p in pairs for f in p)}
+        sides = {fw: _side(x) for fw, x in arrays.items()}
+        whys: dict[str, str | None] = {}
         for a, b in pairs:
-            x, y = outputs[a][t], outputs[b][t]
+            x, y = arrays[a], arrays[b]
             if tol is None:
                 here = tap_tolerance(tolerance(coarser_dtype(x, y)), depths[t]) if depths else None
             else:
                 here = tol[t] if isinstance(tol, Mapping) else tol
-            results.append(compare_tap(t, x, y, (a, b), here))
+            if x.shape != y.shape:
+                results.append(_compare(t, x, y, (a, b), here))
+                continue
+            if a not in whys:
+                whys[a] = uninformative(x)
+            results.append(_compare(t, x, y, (a, b), here, sides[a], sides[b], whys[a]))
     return results
 
 

@@ -363,12 +363,15 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
 
 
 def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: formats.Format) -> None:
-    """`params` written to `staged` by the format's own writer: a backend's from its model."""
-    writer = fmt.write()
-    if fmt.owner is None or getattr(writer, "takes_params", False):  # from the arrays, no model built
-        writer(variant, params, staged)
+    """`params` written to `staged` by the format's own writer: a backend's from its model, or from
+    the params themselves where the format says so."""
+    from equiv.frameworks import adapter, loaded
+
+    if fmt.owner is None or fmt.from_params:
+        if fmt.owner is not None:
+            adapter(fmt.owner)  # a FrameworkError that says why the backend cannot be used here
+        fmt.write()(variant, params, staged)
         return
-    from equiv.frameworks import loaded
 
     with loaded(fmt.owner, variant, params) as model:
         fmt.write()(variant, model, staged)

@@ -28,7 +28,9 @@ class Format:
     * owner: the backend that reads and writes it, or None (no framework needed).
     * suffixes: file names it is told by (longest match wins across formats).
     * help: one line for `--help` and the README.
-    * reader, writer: "module:function"; writer None for a read-only format.
+    * reader, writer: "module:function"; writer None for a read-only format. A writer takes
+      (variant, the owner's model, path), or with `from_params` (and for every format without an
+      owner) (variant, canonical params, path).
     * fit: "module:function": (path, format, **options) -> a function of a candidate variant that
       says whether the file fits it; the file read once (equiv.porting.looks_like).
     * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing, or its
@@ -48,6 +50,7 @@ class Format:
     # "module:function": (path) -> {name: shape} the file declares apart from its data (a
     # header or an index), checked without reading a tensor; None when only the data says.
     declared: str | None = None
+    from_params: bool = False
 
     def declared_shapes(self, path: Path) -> dict[str, tuple[int, ...]]:
         from equiv.errors import EquivError
@@ -146,7 +149,7 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
     Format("torch", "torch", (".pt", ".pth", ".pkl"),
            "a PyTorch state_dict, read with weights_only=True (a pickled model only with allow_pickle)",
            "equiv.frameworks.torch:read_file", "equiv.frameworks.torch:write_file", "equiv.porting:fit_state_dict",
-           _is_torch),
+           _is_torch, from_params=True),
 )}
 NAMES = tuple(REGISTRY)
 WRITABLE = tuple(name for name, f in REGISTRY.items() if f.writer)

@@ -41,10 +41,13 @@ SEED = 0
 BATCH = 1
 # Small, to keep fixtures/ compact, and odd by even, so TF SAME pads differently on each side.
 INPUT_SIZE = (15, 14)
-# A network that takes only a large input (the seed's 224x224-only ones), or none as small as
-# INPUT_SIZE (a VGG's five pools need 32x32), keeps this many evenly spaced elements of each tap,
-# so that fixtures/ stays small; the same elements are taken from today's taps when verifying.
-TAP_SAMPLE = 1024
+# Each tap keeps this many evenly spaced elements (the whole tap where it is no larger), so that
+# fixtures/ stays small; the same elements are taken from today's taps when verifying. At
+# INPUT_SIZE, 512 elements still touch every spatial position of every tap (a tap has more
+# channels than the spacing). A network that takes only a large input (the seed's 224x224-only
+# ones), or none as small as INPUT_SIZE (a VGG's five pools need 32x32), keeps TAP_SAMPLE_LARGE.
+TAP_SAMPLE = 512
+TAP_SAMPLE_LARGE = 1024
 
 Progress = Callable[[str], None]
 PROBLEMS = ("missing", "unreadable", "stale")  # verdicts that say the file, not a framework, is at fault
@@ -59,7 +62,7 @@ def settings_for(v: Variant) -> dict:
     smallest = C.min_input_size(v)
     large = v.input_size is not None or smallest > min(INPUT_SIZE)
     return {"seed": SEED, "batch": BATCH, "height": max(INPUT_SIZE[0], smallest),
-            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE if large else None}
+            "width": max(INPUT_SIZE[1], smallest), "sample": TAP_SAMPLE_LARGE if large else TAP_SAMPLE}
 
 
 def sample(a: np.ndarray, n: int | None) -> np.ndarray:

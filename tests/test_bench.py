@@ -15,10 +15,14 @@ from equiv.errors import EquivError
 # 3x3 convs at the new width (3 * 4,718,592) and a 1x1/2 projection (262,144), 16,777,216 per stage;
 # fc 2*512*1000 = 1,024,000. 4,816,896 + 18,874,368 + 3 * 16,777,216 + 1,024,000 = 75,046,912.
 RESNET18_FLOPS_32 = 75_046_912
+# The ceilings' matrix product at a side these tests can afford (the command's 4096x4096 takes 10-20 s
+# per engine here): the tests read the table's structure and arithmetic, not the machine's peak.
+SMALL_MATMUL = 256
 
 
 def test_bench_rows_are_self_consistent_and_flops_match_a_hand_count():
-    r = bench("torchvision/resnet18", ("torch", "keras"), batches=(1, 2), input_size=(32, 32), repeats=1)
+    r = bench("torchvision/resnet18", ("torch", "keras"), batches=(1, 2), input_size=(32, 32), repeats=1,
+              matmul_n=SMALL_MATMUL)
     assert r.flops_per_image == RESNET18_FLOPS_32
     assert {(row.framework, row.batch) for row in r.rows} == {("torch", 1), ("torch", 2), ("keras", 1), ("keras", 2)}
     assert r.machine_ceiling_gflops == max(r.ceilings_gflops.values()) > 0
@@ -27,7 +31,8 @@ def test_bench_rows_are_self_consistent_and_flops_match_a_hand_count():
         # the achieved rate by its definition (plumbing: the figure is what the table says it is)
         assert row.gflops == pytest.approx(r.flops_per_image * row.batch / row.seconds_per_batch / 1e9)
         assert row.of_machine_ceiling <= row.of_framework_ceiling * (1 + 1e-9)
-    assert "of machine ceiling" in to_text(r)
+    assert "of machine ceiling" in to_text(r) and f"{SMALL_MATMUL}x{SMALL_MATMUL} matrix product" in to_text(r)
+    assert r.settings["matmul_n"] == SMALL_MATMUL
 
 
 def test_cuda_without_a_gpu_is_refused_with_the_reason():
@@ -44,7 +49,7 @@ def test_cuda_without_a_gpu_is_refused_with_the_reason():
 
 def test_half_types_are_torch_only_and_say_so():
     r = bench("torchvision/resnet18", ("torch", "slim"), batches=(1,), input_size=(32, 32), dtype="bfloat16",
-              repeats=1)
+              repeats=1, matmul_n=SMALL_MATMUL)
     assert [row.framework for row in r.rows] == ["torch"]
     assert "slim" in r.skipped
 
@@ -62,7 +67,8 @@ def test_best_checks_every_fast_path_against_the_plain_one(monkeypatch):
     monkeypatch.setattr(T, "forward_fn", forward_fn)
     monkeypatch.setattr(T, "FAST_PATHS", {"channels_last": {"channels_last": True},
                                           "jit_freeze": {"jit_freeze": True}, "perturbed": {"perturb": True}})
-    r = bench("torchvision/resnet18", ("torch",), batches=(2,), input_size=(32, 32), best=True, repeats=1)
+    r = bench("torchvision/resnet18", ("torch",), batches=(2,), input_size=(32, 32), best=True, repeats=1,
+              matmul_n=SMALL_MATMUL)
     rows = {row.path: row for row in r.rows}
     assert set(rows) == {"plain", "channels_last", "jit_freeze", "perturbed"}
     assert rows["perturbed"].rel_error == pytest.approx(0.01, rel=1e-3) and not rows["perturbed"].used
@@ -77,6 +83,29 @@ def test_best_on_cpu_reports_cuda_only_paths_as_skipped():
         pytest.skip("a GPU is present")
     from equiv.frameworks import torch as T
 
-    r = bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), paths=["tf32"], repeats=1)
+    r = bench("torchvision/resnet18", ("torch",), batches=(1,), input_size=(32, 32), paths=["tf32"], repeats=1,
+              matmul_n=SMALL_MATMUL)
     assert r.skipped == {"torch:tf32": "TF32 is a CUDA mode"}
     assert [row.path for row in r.rows] == ["plain"] and "tf32" in T.FAST_PATHS
+
+
+# VGG-16's FLOPs on one 32x32 image, counted by hand from torchvision's layers (2 x multiply-adds):
+# block 1 at 32x32: 3->64 and 64->64 3x3 convs, 2*1024*9*(3*64 + 64*64) = 79,036,416; block 2 at 16x16:
+# 2*256*9*(64*128 + 128*128) = 113,246,208; block 3 at 8x8: 2*64*9*(128*256 + 2*256*256) = 188,743,680;
+# block 4 at 4x4: 2*16*9*(256*512 + 2*512*512) = 188,743,680; block 5 at 2x2: 2*4*9*3*512*512 = 56,623,104;
+# the adaptive pool repeats the 1x1 map to 7x7, so fc6 is 2*25088*4096 = 205,520,896; fc7 2*4096*4096 =
+# 33,554,432; fc8 2*4096*1000 = 8,192,000. Sum: 873,660,416.
+VGG16_FLOPS_32 = 873_660_416
+
+
+def test_vgg_flops_match_a_hand_count():
+    from equiv import canonical as C
+    from equiv.variants import get
+
+    assert C.flops(get("torchvision/vgg16"), 32, 32) == VGG16_FLOPS_32
+
+
+@pytest.mark.slow  # VGG-16's 138M seeded weights; the FLOP count above is the default run's check
+def test_bench_runs_a_vgg():
+    r = bench("torchvision/vgg16", ("torch",), batches=(1,), input_size=(32, 32), repeats=1, matmul_n=SMALL_MATMUL)
+    assert r.flops_per_image == VGG16_FLOPS_32 and [row.path for row in r.rows] == ["plain"]

@@ -88,10 +88,9 @@ def test_every_registered_variant_has_a_golden_file_of_its_description():
         assert g.meta["command"] and g.meta["weights"]["generator"] == weights.GENERATOR
 
 
-def test_fixtures_stay_under_24_mb():
-    # 20 MB until issue 16 (A and B) added ten 50- and 101-layer variants' golden files (20.3 MB with both)
+def test_fixtures_stay_under_20_mb():
     root = golden.DEFAULT_DIR.parent
-    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 24e6
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 20e6
 
 
 def test_a_perturbed_stored_tap_is_named_by_variant_framework_and_tap(tmp_path):
@@ -190,10 +189,10 @@ def test_weights_that_differ_on_this_machine_are_a_bug_not_an_update(tmp_path):
 
 def test_other_settings_are_stale(tmp_path):
     path = copy_golden(tmp_path)
-    rewrite(path, change_meta=lambda meta: meta["settings"].update(sample=512))
+    rewrite(path, change_meta=lambda meta: meta["settings"].update(sample=256))
     (verdict,) = golden.verify([SMALL], directory=tmp_path).verdicts
     assert verdict.status == "stale"
-    assert "input or sampling settings are not today's (sample 512 -> None)" in verdict.message
+    assert "input or sampling settings are not today's (sample 256 -> 512)" in verdict.message
     assert "made by equiv " in verdict.message and f"`equiv golden update {SMALL}`" in verdict.message
 
 

@@ -24,6 +24,7 @@ from equiv import compare, reference, variants, weights
 from equiv.errors import EquivError, FrameworkError, ParamMismatchError
 from equiv.families.resnet import plan as P
 from equiv.families.resnet.description import ResNet
+from equiv.families.vgg.description import VGG
 from equiv.frameworks import torch as adapter
 from tests.contract import repeat_marks
 
@@ -337,15 +338,26 @@ def test_torchvision_state_dict_counts(name, entries, batch_counters):
 # state_dict files
 
 
-@pytest.mark.parametrize("name", ["torchvision/resnet18", "synthetic/tf_same_unscaled", "synthetic/basic_v2"])
+# A small torchvision-style VGG with BatchNorm and a flatten of a 3x2 map
+VGG_SMALL = VGG(name="hypothesis/vgg_small", native="torch", description="a small torchvision-style VGG",
+                convs=(2, 1), widths=(4, 6), batch_norm=True, fc_widths=(10, 8), adaptive_pool=(3, 2), num_classes=5)
+
+
+@pytest.mark.parametrize("name", ["torchvision/resnet18", "synthetic/tf_same_unscaled", "synthetic/basic_v2",
+                                  "timm/resnet50d", "hypothesis/vgg_small"])
 def test_state_dict_file_round_trip(name, tmp_path):
-    v = next(v for v in ALL if v.name == name)
+    """The file is written from the params (no module built); a module built and loaded with them
+    holds the same state_dict, key for key and bit for bit."""
+    v = next(v for v in [*ALL, VGG_SMALL] if v.name == name)
     params = weights.random_params(v, 1)
     model = adapter.build(v)
     adapter.load_params(v, model, params)
     path = tmp_path / "model.pth"
-    adapter.write_file(v, model, path)
-    assert any(k.endswith("num_batches_tracked") for k in torch.load(path, weights_only=True))
+    adapter.write_file(v, params, path)
+    written, held = torch.load(path, weights_only=True), model.state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in written)
+    assert set(written) == set(held)
+    assert all(torch.equal(written[k], held[k]) for k in held)
     back = adapter.read_file(v, path)
     assert list(back) == list(C.param_shapes(v))
     assert all(np.array_equal(back[n], params[n]) for n in params)

@@ -106,9 +106,8 @@ _FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"
 
 
 def modules(v: Description) -> dict[str, str]:
-    """Canonical layer -> module path (its modules made on the meta device: names only, no memory, no
-    initialisation, so that trying a file against every registered variant stays cheap)."""
-    with torch.device("meta"):
+    """Canonical layer -> module path."""
+    with torch.device("meta"):  # only the layout is read: no memory, no random initialisation (VGG-16's takes seconds)
         _, layers, _ = _features(v)
         _, dense = _classifier(v)
     out = {layer: f"features.{i}" for layer, i in layers.items()}
