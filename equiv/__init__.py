@@ -34,7 +34,7 @@ def port(*args, **kwargs):
     return _port(*args, **kwargs)
 
 
-def load_weights(variant, path, format=None, **kwargs):
+def load_weights(variant, path, format=None, **kwargs):  # dialect="hf": the file in that library's names
     """Canonical parameters of `variant` from a weight file (see `equiv.porting.load_weights`)."""
     from equiv.porting import load_weights as _load
 
@@ -48,7 +48,14 @@ def build(variant, framework, weights=None, **kwargs):
     return _build(variant, framework, weights, **kwargs)
 
 
+def detect(path, format=None, **kwargs):
+    """What a weight file is: its format, dialects and the variants it loads as (see `equiv.porting.detect`)."""
+    from equiv.porting import detect as _detect
+
+    return _detect(path, format, **kwargs)
+
+
 __all__ = [
     "EquivError", "FrameworkError", "ParamMismatchError", "UnknownVariantError",
-    "Variant", "all_variants", "get", "names", "check", "diff", "port", "load_weights", "build",
+    "Variant", "all_variants", "get", "names", "check", "diff", "port", "load_weights", "build", "detect",
 ]

@@ -62,9 +62,24 @@ def _isolated(v: Variant, params, x, outputs: dict[str, dict[str, np.ndarray]]) 
     return rows
 
 
+def _native_note(v: Variant, model) -> list[str]:
+    """Which code built the native side where it is not what `v.reference` names: equiv's own module,
+    its transcription (where the library does not import: torchvision, timm, transformers beside the
+    pinned torch), or, for a description in another dialect, that library's."""
+    from equiv import families
+
+    built = f"{type(model).__module__}.{type(model).__qualname__}"
+    own = getattr(families.builder(v, v.native), "built_here", None)
+    if own is not None and own(model) and v.reference and not v.reference.startswith("equiv."):
+        return [f"native build: {built}, equiv's transcription of {v.reference}, not the library's own module"]
+    if v.dialect:
+        return [f"native build: {built} ({v.name} in the {v.dialect} dialect)"]
+    return []
+
+
 def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, *,
           input_size: tuple[int, int] | None = None, batch: int = 2, seed: int = 0, isolated: bool = False,
-          dtype: str = "float32", raw_images: bool | np.ndarray = False,
+          dtype: str = "float32", raw_images: bool | np.ndarray = False, dialect: str | None = None,
           progress: Progress | None = None) -> Report:
     """Build `variant` natively, give it seeded weights, port them to the other frameworks,
     run one input through all, and compare every tap of every pair.
@@ -72,8 +87,10 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
     `raw_images`: True (seeded uint8 RGB images) or a uint8 RGB NHWC batch (which sets the batch
     and input size): each framework is fed its own library's preprocessing of them
     (equiv.preprocessing.of_framework, computed by the library's own function where it imports),
-    and that preprocessed input is compared first, as the tap "input"."""
-    v = get(variant)
+    and that preprocessed input is compared first, as the tap "input".
+    `dialect`: the variant in another library's names and code (equiv.dialects.names()): that library's
+    own build is the native one where it imports (torchvision/resnet50 with dialect="hf": transformers')."""
+    v = get(variant, dialect=dialect)
     weights.check_seed(seed)
     fws = parse_frameworks(frameworks)
     if len(fws) < 2:
@@ -122,6 +139,8 @@ def check(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                     ad.load_params(v, model, source)
                 if fw == fws[-1]:
                     del source  # every framework holds its copy now
+            if fw == v.native:
+                notes += _native_note(v, model)
             say(f"running {fw}")
             with t("forward"):
                 if inputs:

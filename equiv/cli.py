@@ -16,7 +16,8 @@ ALL = ",".join(FRAMEWORKS)
 FLAGS = {"batch": "--batch", "batches": "--batch", "input_size": "--input-size", "seed": "--seed", "force": "--force",
          "num_classes": "--num-classes", "drop_background_class": "--drop-background", "allow_pickle": "--allow-pickle",
          "device": "--device", "source": "--from", "target": "--to", "source_format": "--from-format",
-         "target_format": "--to-format", "format": "--format", "frameworks": "--frameworks", "framework": "--framework"}
+         "target_format": "--to-format", "format": "--format", "frameworks": "--frameworks", "framework": "--framework",
+         "dialect": "--dialect", "source_dialect": "--from-dialect", "target_dialect": "--to-dialect"}
 _ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
 
@@ -174,7 +175,8 @@ def cmd_check(args) -> int:
     _plot_usable(args)
     raw = _raw_images(args)
     report = check(args.variant, args.frameworks, input_size=_input_size(args, args.variant), batch=args.batch,
-                   seed=args.seed, isolated=args.isolated, raw_images=raw, progress=_progress(not args.quiet))
+                   seed=args.seed, isolated=args.isolated, raw_images=raw, dialect=args.dialect,
+                   progress=_progress(not args.quiet))
     return _emit(report, args)
 
 
@@ -196,6 +198,7 @@ def cmd_port(args) -> int:
     result = port(args.variant, args.source, args.target, source_format=args.from_format,
                   target_format=args.to_format, num_classes=args.num_classes,
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
+                  dialect=args.dialect, source_dialect=args.from_dialect, target_dialect=args.to_dialect,
                   seed=args.seed, input_size=_input_size(args, args.variant), batch=args.batch,
                   allow_pickle=args.allow_pickle, progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
@@ -214,10 +217,10 @@ def cmd_run(args) -> int:
     from equiv.porting import npz_bytes, run_file
     from equiv.variants import get
 
-    x = read_npy(args.input, get(args.variant, args.num_classes), args.framework)
+    x = read_npy(args.input, get(args.variant, args.num_classes, args.dialect), args.framework)
     taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
     taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, format=args.format,
-                    num_classes=args.num_classes, allow_pickle=args.allow_pickle)
+                    num_classes=args.num_classes, dialect=args.dialect, allow_pickle=args.allow_pickle)
     R.write_atomic(args.output, npz_bytes(taps), force=args.force)
     print(f"wrote {len(taps)} tap(s) to {args.output}")
     return EXIT_OK
@@ -323,6 +326,14 @@ def _run_settings(s, size) -> None:
                         "run; without them the JSON is byte-identical for the same command and seed)")
 
 
+def _dialect(s, flag: str = "--dialect", what: str = "the variant's") -> None:
+    from equiv import dialects
+
+    s.add_argument(flag, choices=dialects.names(), metavar="DIALECT",
+                   help=f"read {what} names and library code as this library's: {', '.join(dialects.names())} "
+                        "(default: the variant's own)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from equiv.checking import CHECK_SIZE, DIFF_SIZE
     from equiv.formats import NAMES, WRITABLE, choices_help
@@ -351,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true",
                    help="also exit 1 when a tap is uninformative: all zero or constant per channel on the "
                         "reference side, so its match proves nothing (the table marks such taps)")
+    _dialect(s)
     _outputs(s, "json", "markdown", "plot")
     _terminal(s)
     s.set_defaults(func=cmd_check)
@@ -396,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", action="store_true",
                    help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
+    _dialect(s, what="both files'")
+    _dialect(s, "--from-dialect", "--from's")
+    _dialect(s, "--to-dialect", "--to's")
     _run_settings(s, VERIFY_SIZE)
     _outputs(s, "json", main="--to")
     _terminal(s)
@@ -412,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
     s.add_argument("--num-classes", type=_size)
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
+    _dialect(s, what="the weights'")
     _outputs(s, main="--output")
     _terminal(s, progress=False)
     s.set_defaults(func=cmd_run)

@@ -291,9 +291,44 @@ def read_safetensors(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]
     from equiv import safetensors_reader
 
     entries = safetensors_reader.header(path)
+    if backend_named(variant):  # a library's own file (Hugging Face's model.safetensors): its names and layout
+        entries = {n: e for n, e in entries.items() if not n.endswith(".num_batches_tracked")}
     limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
+    backend = backend_named(variant)
+    if backend:
+        from equiv.frameworks import adapter
+
+        wanted = set(adapter(backend).framework_names(variant).values())
+        # the wanted tensors' data (sizes checked above); a zero-stride view of its shape stands for each
+        # unexpected one, which the check names without reading it
+        state = foreign_state(variant, {n: e.shape for n, e in entries.items() if n not in wanted})
+        state.update(safetensors_reader.read(path, entries, [n for n in entries if n in wanted]))
+        return adapter(backend).state_to_canonical(variant, state, str(path))
     C.check_shapes(variant, {n: e.shape for n, e in entries.items()}, source=str(path))
     return safetensors_reader.read(path, entries, list(C.param_shapes(variant)))
+
+
+def backend_named(variant: Variant) -> str | None:
+    """The backend whose names and layout a safetensors file of `variant` uses: that of its dialect
+    where the library's own safetensors files hold its state_dict (transformers', timm's), else None
+    (canonical names and layout)."""
+    if not variant.dialect:
+        return None
+    from equiv import dialects
+
+    s = dialects.spelling(variant, variant.dialect)
+    return s.backend if s.safetensors else None
+
+
+def foreign_state(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Zero-stride stand-ins of names a library's file should not hold, a canonical name marked as
+    such (a canonical safetensors file read as Hugging Face's is unexpected throughout, not a fit)."""
+    canonical = C.param_shapes(variant)
+    return {f"{n} (a canonical name)" if n in canonical else n: shape_only(s) for n, s in shapes.items()}
+
+
+def shape_only(shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape, (0,) * len(shape))
 
 
 def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
@@ -342,9 +377,92 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
         fmt.write()(variant, model, staged)
 
 
+def write_safetensors_state(variant: Variant, state: Mapping[str, np.ndarray], path: Path) -> None:
+    """A library's own safetensors file: its state_dict `state` (names and layout), BatchNorm step counters
+    added as a state_dict holds them (bookkeeping; readers drop them), and the files its loader needs
+    beside it (equiv.dialects.companions), published with it."""
+    from safetensors.numpy import save_file
+
+    from equiv import dialects
+
+    state = dict(state)
+    state.update({k[: -len("running_mean")] + "num_batches_tracked": np.zeros((), np.int64)
+                  for k in list(state) if k.endswith(".running_mean")})
+    save_file(state, str(path), metadata={"format": "pt"})
+    for name, text in dialects.companions(variant, path.name).items():
+        (path.parent / name).write_text(text)
+
+
+def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant, fmt: str, *,
+                force: bool = False, finite: bool = False) -> list[Path]:
+    """Write a state in `variant`'s backend names and layout (what `read_state` gives) as `fmt`,
+    atomically: a port between two files of one layout renames, never transposes. `finite`: the
+    arrays are known finite (read_state checked them)."""
+    path = Path(path)
+    check_target(path, fmt, force)
+    if not finite:
+        check_finite(state, f"{path} not written")
+    with atomic.staging(path) as tmp:
+        staged = tmp / path.name
+        if formats.get(fmt).owner is None:
+            write_safetensors_state(variant, state, staged)
+        else:
+            from equiv.frameworks import adapter
+
+            adapter(formats.get(fmt).owner).write_state_file(variant, state, staged)
+        produced = sorted(tmp.iterdir(), key=lambda p: p.name.endswith(".index"))
+        folder = path.parent if str(path.parent) else Path(".")
+        return atomic.publish([(p, folder / p.name) for p in produced], force)
+
+
+def layout_of(variant: Variant, fmt: str) -> str | None:
+    """The backend whose names and layout a file of `fmt` holds for `variant` where it is a state_dict
+    that the backend can rename without transposing (its adapter's `state_shapes`), else None."""
+    from equiv.frameworks import adapter
+
+    backend = formats.get(fmt).owner or backend_named(variant)
+    if backend is None or not hasattr(adapter(backend), "state_shapes") or (
+            formats.get(fmt).owner and not hasattr(adapter(backend), "write_state_file")):
+        return None
+    return backend
+
+
+def read_state(path: Path, variant: Variant, fmt: str, *, allow_pickle: bool = False,
+               classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray] | None:
+    """A state_dict file in `variant`'s names and its backend's layout, read as it is (float32,
+    finite), when it holds exactly the names and shapes expected; None otherwise (the full read
+    then says what does not fit)."""
+    from equiv.frameworks import adapter
+
+    backend = layout_of(variant, fmt)
+    ad = adapter(backend)
+    expected = ad.state_shapes(variant)
+    if formats.get(fmt).owner is None:
+        from equiv import safetensors_reader
+
+        entries = {n: e for n, e in safetensors_reader.header(path).items() if not n.endswith(".num_batches_tracked")}
+        if {n: e.shape for n, e in entries.items()} != expected:
+            return None
+        limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
+        state = safetensors_reader.read(path, entries, list(entries))
+    else:
+        state = {k: a for k, a in ad.load_state(path, allow_pickle=allow_pickle, classes=classes).items()
+                 if not k.endswith(".num_batches_tracked")}
+        if {k: tuple(a.shape) for k, a in state.items()} != expected:
+            return None
+        state = {k: np.asarray(a, np.float32) for k, a in state.items()}
+    check_finite(state, str(path))
+    return state
+
+
 def write_safetensors(variant: Variant, params: Mapping[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
+    if backend_named(variant):  # the library's own names and layout (a state_dict, as save_pretrained)
+        from equiv.frameworks import adapter
+
+        write_safetensors_state(variant, adapter(backend_named(variant)).state_arrays(variant, params), path)
+        return
     # One metadata key: safetensors writes them in hash order, which changes from process to
     # process, so two keys would give the same port different bytes each run.
     save_file({k: np.ascontiguousarray(params[k], np.float32) for k in C.param_shapes(variant)},

@@ -59,6 +59,8 @@ def walk(group, source: str) -> list[Declared]:
             obj = g[key]
             if isinstance(obj, h5py.Group):
                 visit(obj)
+            elif isinstance(obj, h5py.Dataset) and name.startswith(_OPTIMIZER):
+                _dataset(obj, name, refuse, weights=False)  # stored here, checked, never a weight
             elif isinstance(obj, h5py.Dataset):
                 found.append(_dataset(obj, name, refuse))
             else:
@@ -68,7 +70,12 @@ def walk(group, source: str) -> list[Declared]:
     return found
 
 
-def _dataset(ds, name: str, refuse) -> Declared:
+# A Keras 3 `.weights.h5` of a compiled model (keras-hub's tasks) keeps its optimizer's state beside the
+# weights, with an int64 iteration counter: checked for where it is stored, never read as a weight.
+_OPTIMIZER = "/optimizer/"
+
+
+def _dataset(ds, name: str, refuse, weights: bool = True) -> Declared:
     import h5py
 
     plist = ds.id.get_create_plist()
@@ -81,7 +88,7 @@ def _dataset(ds, name: str, refuse) -> Declared:
         refuse(name, f"a dataset of unknown layout {layout}")
     if ds.shape is None:
         refuse(name, "a dataset without a shape", False)
-    if ds.dtype.kind != "f":
+    if ds.dtype.kind != "f" and weights:
         refuse(name, f"a dataset of {ds.dtype}; weights must be floating point (float16, float32, float64)", False)
     return Declared(name, tuple(int(d) for d in ds.shape), ds.dtype)
 

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -55,16 +56,78 @@ def _head_of(e: ParamMismatchError) -> int | None:
     return next(found[-1] for name, _, found in e.mismatched if name == "logits/bias")
 
 
+def label(cand: Variant, dialect_arg: str = "dialect") -> str:
+    """A candidate as a hint names it: its name, and the argument that places it in its dialect."""
+    return f"{cand.name} with `{dialect_arg}='{cand.dialect}'`" if cand.dialect else cand.name
+
+
+# The last read's misfits: candidate -> its ParamMismatchError (for "fits nothing": the nearest three)
+_MISFITS: dict[Variant, ParamMismatchError] = {}
+
+
 def _fits(read, cand: Variant) -> str | None:
-    """`cand`'s name if `read(cand)` fits it, with the flag for another head; else None."""
+    """`cand`'s name if `read(cand)` fits it, with the flags for its dialect and another head; else None."""
     try:
         read(cand)
-        return cand.name
+        return label(cand)
     except ParamMismatchError as e:
         head = _head_of(e)
-        return f"{cand.name} with `num_classes={head}`" if head else None
+        if head:
+            return f"{label(cand)}{' and' if cand.dialect else ' with'} `num_classes={head}`"
+        _MISFITS[cand] = e
+        return None
     except EquivError:
         return None
+
+
+def candidates(exclude: Variant | None = None, fmt: str | None = None) -> list[Variant]:
+    """Every registered variant, and each in every dialect whose library computes it (equiv.dialects)
+    and whose names files of format `fmt` use (its backend's; safetensors: a torch library's): what a
+    file is tried as."""
+    from equiv import dialects
+    from equiv.variants import all_variants
+
+    out = []
+    for v in all_variants():
+        if exclude is None or v.name != exclude.name:
+            out.append(v)
+        for d in dialects.names():
+            try:
+                placed = v.in_dialect(d)
+            except EquivError:
+                continue
+            if placed.dialect and placed != exclude and (fmt is None or _names_of(placed, fmt)):
+                out.append(placed)
+    return list(dict.fromkeys(out))
+
+
+def _names_of(placed: Variant, fmt: str) -> bool:
+    """Whether files of format `fmt` of `placed` carry its dialect's names (not the canonical ones, or
+    another backend's)."""
+    owner_ = formats.get(fmt).owner
+    return placed.native == owner_ if owner_ else files.backend_named(placed) is not None
+
+
+def nearest(n: int = 3) -> list[str]:
+    """The `n` candidates of the last `looks_like` that came nearest (fewest names and shapes that
+    differ), each with what differs."""
+    def size(e: ParamMismatchError) -> int:
+        return len(e.missing) + len(e.unexpected) + len(e.mismatched)
+    out = []
+    for cand, e in sorted(_MISFITS.items(), key=lambda kv: size(kv[1]))[:n]:
+        parts = []
+        if e.missing:
+            parts.append(f"{len(e.missing)} missing ({e.missing[0]})")
+        if e.unexpected:
+            parts.append(f"{len(e.unexpected)} unexpected ({e.unexpected[0]})")
+        if e.mismatched:
+            name, exp, got = e.mismatched[0]
+            parts.append(f"{len(e.mismatched)} of another shape ({name} {tuple(exp)} vs {tuple(got)})")
+        if any(name == "logits/bias" for name, _, _ in e.mismatched):
+            got = next(g for name, _, g in e.mismatched if name == "logits/bias")
+            parts.append(f"{got[-1]} classes, not {cand.num_classes}")
+        out.append(f"{label(cand)}: {'; '.join(parts)}")
+    return out
 
 
 def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
@@ -91,21 +154,69 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     The file is read once, whatever the number of candidates, by its format's `fit` (declared
     shapes only where the format declares them); candidates native to the file's framework come
     first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but the head."""
-    from equiv.variants import all_variants
-
     record = formats.get(fmt)
-    candidates = sorted((c for c in all_variants() if c.name != exclude.name), key=lambda c: c.native != record.owner)
+    pool = sorted(candidates(exclude, fmt), key=lambda c: (c.native != record.owner, bool(c.dialect)))
+    _MISFITS.clear()
     try:
         match = record.fit_to()(path, fmt, allow_pickle=allow_pickle, classes=classes)
     except Exception:  # noqa: BLE001 - an unreadable file looks like nothing
         return None
     exact = None
-    for cand in candidates:
+    for cand in pool:
         found = match(cand)
+        if not found or not _loads(path, fmt, cand, found, allow_pickle, classes):
+            continue
         if found == cand.name:
             return found
         exact = exact or found
     return exact
+
+
+def _loads(path, fmt: str, cand: Variant, found: str, allow_pickle: bool, classes) -> bool:
+    """Whether the file really loads as `cand` with the head `found` names: a hint is given only then
+    (a fit by sorted shapes alone, as Keras files are matched, is not a load; no hint goes in a circle)."""
+    import re
+
+    head = re.search(r"`num_classes=(\d+)`", found)
+    v = cand.replace(num_classes=int(head.group(1))) if head else cand
+    try:
+        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+    except EquivError:
+        return False
+    return True
+
+
+def detect(path, format: str | None = None, *, allow_pickle: bool = False,
+           classes: Mapping[str, type] | None = None) -> dict:
+    """What a weight file is, from its content: its format, the dialects (libraries' names) it is in,
+    and every registered variant it loads as (each as `looks_like` names it: with the dialect and
+    head-size arguments that load it); where none, the nearest three and what differs. The file is
+    read once."""
+    paths.check_input(path, format)
+    fmt = files.detect(path, format)
+    record = formats.get(fmt)
+    _MISFITS.clear()
+    try:
+        match = record.fit_to()(path, fmt, allow_pickle=allow_pickle, classes=classes)
+    except EquivError as e:
+        raise EquivError(f"{path}: cannot be read as {fmt} ({e})") from None
+    loads, found_dialects = [], []
+    for cand in candidates(fmt=fmt):
+        found = match(cand)
+        if found and _loads(path, fmt, cand, found, allow_pickle, classes):
+            loads.append(found)
+            d = cand.dialect or (_own_dialect(cand) if record.owner else "canonical")
+            if d and d not in found_dialects:
+                found_dialects.append(d)
+    return {"path": str(path), "format": fmt, "dialects": found_dialects, "loads_as": loads,
+            "nearest": [] if loads else nearest()}
+
+
+def _own_dialect(v: Variant) -> str:
+    """The public dialect of a registered variant's own library ("" for the seed's programs)."""
+    from equiv import dialects
+
+    return next((d for d in dialects.names() if v.reference.startswith(dialects.spelling(v, d).library)), "")
 
 
 # Each format's `fit`: read a file once, return what each candidate variant makes of it (its name,
@@ -135,25 +246,51 @@ def fit_state_dict(path, fmt: str, *, allow_pickle: bool = False, classes=None):
 
     ad = adapter(formats.get(fmt).owner)
     state = ad.load_state(path, allow_pickle=allow_pickle, classes=classes)
-    return lambda cand: _fits(lambda c: ad.state_to_canonical(c, state, str(path)), cand)
+    shapes = {k: tuple(a.shape) for k, a in state.items() if not k.endswith(".num_batches_tracked")}
+
+    def check(c: Variant) -> None:
+        # names and shapes first, from the description (cheap); the arrays only for a candidate that fits them
+        expected = ad.state_shapes(c)
+        if expected != shapes:
+            canonical = {key: name for name, key in ad.framework_names(c).items()}
+            raise ParamMismatchError(
+                c.name, missing=[canonical[k] for k in expected if k not in shapes],
+                unexpected=[k for k in shapes if k not in expected],
+                mismatched=[(canonical[k], expected[k], shapes[k]) for k in expected
+                            if k in shapes and shapes[k] != expected[k]], source=str(path))
+        ad.state_to_canonical(c, state, str(path))
+    return lambda cand: _fits(check, cand)
 
 
 def fit_declared(path, fmt: str, **_):
-    """Canonical names and the shapes the file declares (safetensors' header)."""
+    """Canonical names and the shapes the file declares (safetensors' header); a candidate in a torch
+    library's dialect by its names and torch's layout (files.read_safetensors)."""
     declared = files.declared_shapes(path, fmt)
-    return lambda cand: _fits(lambda c: C.check_shapes(c, declared), cand)
+
+    def check(c: Variant) -> None:
+        backend = files.backend_named(c)
+        if backend is None:
+            C.check_shapes(c, declared)
+            return
+        from equiv.frameworks import adapter
+
+        state = files.foreign_state(c, {n: s for n, s in declared.items() if not n.endswith(".num_batches_tracked")})
+        adapter(backend).state_to_canonical(c, state, str(path))
+    return lambda cand: _fits(check, cand)
 
 
 def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
-                 allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict:
+                 dialect: str | None = None, allow_pickle: bool = False,
+                 classes: Mapping[str, type] | None = None, dialect_arg: str = "dialect") -> dict:
     """Canonical parameters of `variant` from the weight file `path` in any supported format
-    (`format`: one of equiv.formats.NAMES; default from the name, else the content).
+    (`format`: one of equiv.formats.NAMES; default from the name, else the content; `dialect`: the
+    library whose names the file uses, equiv.dialects.names(), default the variant's own).
 
     A file that does not fit names the variant expected, the first parameter with its shape
     expected and found, and the registered variant the file looks like (or the flag for its head).
     `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
     fmt = format
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
     try:
@@ -162,7 +299,10 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
         hint = _head_hint(e, v)
         if hint is None:
             other = looks_like(path, fmt, v, allow_pickle=allow_pickle, classes=classes)
-            hint = f"the file looks like {other}" if other else None
+            if other:
+                hint = f"the file looks like {other}".replace("`dialect=", f"`{dialect_arg}=")
+            elif _MISFITS:
+                hint = "it fits no registered variant in any dialect; nearest: " + " | ".join(nearest())
         raise (e.relabel(hint=hint) if hint else e) from None
 
 
@@ -175,11 +315,13 @@ def drop_background(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def build(variant: str | Variant, framework: str, weights=None, *, num_classes: int | None = None):
-    """The framework's own model object for `variant`, with `weights` (a path or canonical dict)."""
+def build(variant: str | Variant, framework: str, weights=None, *, num_classes: int | None = None,
+          dialect: str | None = None):
+    """The framework's own model object for `variant`, with `weights` (a path or canonical dict);
+    `dialect`: the library whose module and names it has (its own code where it imports)."""
     from equiv.frameworks import adapter
 
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     ad = adapter(framework)
     model = ad.build(v)
     if weights is not None:
@@ -221,21 +363,27 @@ class PortResult:
 
 def port(variant: str | Variant, source, target, *, source_format: str | None = None,
          target_format: str | None = None, num_classes: int | None = None, drop_background_class: bool = False,
+         dialect: str | None = None, source_dialect: str | None = None, target_dialect: str | None = None,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
          allow_pickle: bool = False, classes: Mapping[str, type] | None = None, progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force).
 
     `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
-    equiv.frameworks.torch.load_state. Never by default."""
+    equiv.frameworks.torch.load_state. Never by default.
+    `dialect`: the names of both files (equiv.dialects.names()); `source_dialect`, `target_dialect`: of
+    each (a port from Hugging Face's names to timm's: source_dialect="hf", target_dialect="timm")."""
     say = progress or (lambda msg: None)
-    v_src = get(variant, num_classes)
+    own = get(variant, num_classes)
+    v_src = own.in_dialect(source_dialect or dialect) if source_dialect or dialect else own
     weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
         if v_src.num_classes < 2:
             raise EquivError("`drop_background_class=True` needs a head of at least 2 classes")
-        v_dst = v_src.replace(num_classes=v_src.num_classes - 1)
+        v_dst = own.replace(num_classes=own.num_classes - 1)
     else:
-        v_dst = v_src
+        v_dst = own
+    if target_dialect or dialect:
+        v_dst = v_dst.in_dialect(target_dialect or dialect)
     dst_fmt = files.detect(target, target_format, reading=False)
     # the source's files are regular (read without opening a FIFO), the target is none of them
     paths.check_job([("`source`", source, source_format)], [("`target`", target, dst_fmt)], force=force)
@@ -248,7 +396,16 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes)
+    if not verify and not drop_background_class:
+        written = _rename_port(v_src, source, src_fmt, v_dst, target, dst_fmt, force, allow_pickle, classes, t)
+        if written is not None:
+            from equiv.preprocessing import port_advice
+
+            return PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t,
+                              preprocessing=port_advice(v_dst, owner(src_fmt, v_src), formats.get(dst_fmt).owner))
+        t0 = time.perf_counter()
+    source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes,
+                                          dialect_arg="source_dialect")
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
@@ -270,6 +427,30 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
                                      input_size=input_size, batch=batch, source_params=source_params)
         t["verify"] = time.perf_counter() - t0
     return result
+
+
+def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, force: bool,
+                 allow_pickle: bool, classes, t: dict):
+    """A port between two files of one backend's layout (Hugging Face's model.safetensors to timm's or
+    torchvision's state_dict, and back): the tensors renamed, not transposed twice. None where the two
+    layouts differ or the source does not fit exactly (the full read then says why)."""
+    from equiv.frameworks import adapter
+
+    backend = files.layout_of(v_src, src_fmt)
+    if backend is None or files.layout_of(v_dst, dst_fmt) != backend:
+        return None
+    t0 = time.perf_counter()
+    state = files.read_state(Path(source), v_src, src_fmt, allow_pickle=allow_pickle, classes=classes)
+    if state is None:
+        return None
+    ad = adapter(backend)
+    src_names, dst_names, dst_shapes = ad.framework_names(v_src), ad.framework_names(v_dst), ad.state_shapes(v_dst)
+    out = {dst_names[n]: state[k].reshape(dst_shapes[dst_names[n]]) for n, k in src_names.items()}
+    t["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    written = files.write_state(out, target, v_dst, dst_fmt, force=force, finite=True)
+    t["write"] = time.perf_counter() - t0
+    return written
 
 
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,
@@ -304,13 +485,13 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
 
 
 def run_file(variant: str | Variant, path, framework: str, x: np.ndarray, taps="logits", *,
-             format: str | None = None, num_classes: int | None = None, allow_pickle: bool = False,
-             classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+             format: str | None = None, num_classes: int | None = None, dialect: str | None = None,
+             allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
     """Run the weight file `path` in one framework on NHWC float32 input `x`; the requested taps."""
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input
 
-    v = get(variant, num_classes)
+    v = get(variant, num_classes, dialect)
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[-1] != v.in_channels:
         raise EquivError(f"input must be NHWC with {v.in_channels} channels, got shape {x.shape}")

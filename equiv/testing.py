@@ -169,7 +169,17 @@ def _side(obj, kind: str, key: str, variant: Variant | None) -> _Side:
                  _native_runner(fw, variant, params), own=True)
 
 
-def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
+def _carried(v: Variant, base: Variant | None) -> Variant:
+    """A named operand with the fields `variant=` gives beyond its registered description: its head
+    size (a 2-class variant= makes a named torchvision/resnet50 a 2-class one)."""
+    if base is None or base.family != v.family:
+        return v
+    if base.num_classes != v.num_classes:
+        v = v.replace(num_classes=base.num_classes)
+    return v
+
+
+def _sides(a, b, variant, seed: int, dialect: str | None = None) -> tuple[_Side, _Side, list[str]]:
     """Both operands made runnable, each with its weights."""
     from equiv import weights
 
@@ -179,8 +189,10 @@ def _sides(a, b, variant, seed: int) -> tuple[_Side, _Side, list[str]]:
         raise EquivError("variant= says how to read model objects and weight files; both operands are variants")
     # How to read models and files: variant=, else the variant operand, else what each model's
     # own weights fit (a file is read as the model beside it is).
-    named = [_as_variant(o) for o, k in zip(operands, kinds) if k == "variant"]
-    base = get(variant) if variant is not None else named[0] if named else None
+    given = get(variant, dialect=dialect) if variant is not None else None
+    operands = tuple(_carried(_as_variant(o), given) if k == "variant" else o for o, k in zip(operands, kinds))
+    named = [o for o, k in zip(operands, kinds) if k == "variant"]
+    base = given or (get(named[0], dialect=dialect) if named else None)
     read_as, unread = [], None
     for o, k in zip(operands, kinds):
         try:
@@ -298,7 +310,8 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
                       taps: str | Sequence[str] | None = "all", scale_rtol: float | None = None,
                       atol: float | None = None, input_size: tuple[int, int] | None = None, batch: int = 2,
                       seed: int = 0, x: np.ndarray | None = None,
-                      progress: Callable[[str], None] | None = None, strict: bool = False) -> Report:
+                      progress: Callable[[str], None] | None = None, strict: bool = False,
+                      dialect: str | None = None) -> Report:
     """Assert that `a` and `b` compute the same function, tap by tap; return the Report.
 
     * a, b: variants (registered names or `Variant`s), model objects (torch `nn.Module`, Keras
@@ -306,7 +319,10 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
     * variant: how to read model objects and weight files (their parameter names and taps).
       Default: the variant operand, else the one registered variant each model's weights fit
       (a weight file is read as the model beside it).
-      A head of another size: ``equiv.get(name, num_classes=N)``.
+      A head of another size: ``equiv.get(name, num_classes=N)``; its head size carries over to a
+      named operand (a file of a 2-class head against "torchvision/resnet50").
+    * dialect: the library whose names the model objects and files use (equiv.dialects.names():
+      "hf", "timm", "keras-hub", ...), when not the variant's own.
     * taps: "all" (every tap both give), "logits", or a list of tap names.
     * scale_rtol: the error allowed at every tap as a fraction of the tap's scale:
       max|a-b| / max|a|, `a` the reference (not torch's element-wise rtol).
@@ -327,18 +343,18 @@ def assert_equivalent(a: Any, b: Any, *, variant: str | Variant | None = None,
     try:
         return _assert_equivalent(a, b, variant, taps, _check_tolerance("scale_rtol", scale_rtol),
                                   _check_tolerance("atol", atol), input_size, batch, seed, x,
-                                  progress or (lambda msg: None), strict)
+                                  progress or (lambda msg: None), strict, dialect)
     except (EquivError, NotEquivalentError) as e:
         raise e.with_traceback(None) from None  # the user's line, not equiv's insides
 
 
 def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch, seed, x, say,
-                       strict=False) -> Report:
+                       strict=False, dialect=None) -> Report:
     from equiv import weights
     from equiv.memory import check_input, peak_memory_mb
 
     say("preparing both operands")
-    sa, sb, notes = _sides(a, b, variant, seed)
+    sa, sb, notes = _sides(a, b, variant, seed, dialect)
     fixed = {s.static_size for s in (sa, sb)} - {None}
     if x is None:
         h, w = input_size or (next(iter(fixed)) if fixed else DEFAULT_INPUT_SIZE)

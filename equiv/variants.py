@@ -39,6 +39,10 @@ class Variant:
     # channel order, scale, mean, std; "none" for the seed programs, which preprocess nothing).
     # It changes no number of the network.
     preprocessing: str = "none"
+    # The naming dialect its files and modules use when chosen apart from the registered variant
+    # (equiv.dialects: "hf", "timm", "keras-hub", ...); "" for its registered library's own. Set by
+    # in_dialect(), with `reference` and `native` of that dialect's library. It changes no number.
+    dialect: str = ""
 
     def __post_init__(self) -> None:
         from equiv.preprocessing import RECORDS
@@ -61,7 +65,7 @@ class Variant:
     def conventions(self) -> dict:
         """Every field that changes a number (everything but the name, native, reference, prose and the
         preprocessing its weights expect, which is outside the network)."""
-        skip = {"name", "native", "description", "notes", "reference", "preprocessing"}
+        skip = {"name", "native", "description", "notes", "reference", "preprocessing", "dialect"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def reference_differences(self) -> list[str]:
@@ -69,10 +73,23 @@ class Variant:
         (the head size aside): where it names a reference, that library code no longer computes
         what it says unless this is empty."""
         registered = _registry().get(self.name)
+        if registered is not None and self.dialect:  # compared with the registered one in the same dialect
+            try:
+                registered = registered.in_dialect(self.dialect)
+            except EquivError:
+                return ["dialect"]
         if registered is None or registered.reference != self.reference or type(registered) is not type(self):
             return ["reference"]
         mine, theirs = self.conventions(), registered.conventions()
         return sorted(k for k in mine if k != "num_classes" and mine[k] != theirs[k])
+
+    def in_dialect(self, dialect: str) -> Variant:
+        """The same network in another library's names (equiv.dialects.place): `reference` becomes that
+        library's code where it computes this network, `native` that library's backend. An EquivError
+        names what the library cannot express."""
+        from equiv import dialects
+
+        return dialects.place(self, dialect)
 
     def built_by(self) -> str:
         """The library code that computes this description (any head size), or "" if none does."""
@@ -83,6 +100,8 @@ class Variant:
 # The registry
 
 _REGISTRY: dict[str, Variant] = {}
+# Names kept for a registered network in another dialect: name -> (registered name, dialect)
+_ALIASES: dict[str, tuple[str, str]] = {}
 
 
 def _registry() -> dict[str, Variant]:
@@ -99,6 +118,19 @@ def register(variant: Variant) -> Variant:
     return variant
 
 
+def alias(name: str, target: str, dialect: str) -> None:
+    """Keep `name` working for registered `target` in `dialect` (hf/resnet-50 is torchvision/resnet50
+    in Hugging Face's names): one network, one description."""
+    if name in _REGISTRY or name in _ALIASES:
+        raise ValueError(f"variant {name!r} is already registered")
+    _ALIASES[name] = (target, dialect)
+
+
+def aliases() -> dict[str, tuple[str, str]]:
+    _registry()
+    return dict(_ALIASES)
+
+
 def names() -> list[str]:
     return list(_registry())
 
@@ -111,7 +143,7 @@ def closest(name: str, n: int = 3) -> list[str]:
     """Registered names near `name`. A full name ("slim/resnet_v2_5O") is matched against full
     names; a bare short name ("resnet50") ranks its exact owners first (several libraries may use
     one short name: slim/resnet_v2_50 and keras_hub/resnet_v2_50)."""
-    pool = names()
+    pool = names() + list(_ALIASES)
     if "/" in name:
         return difflib.get_close_matches(name, pool, n=n, cutoff=0.4)
     short: dict[str, list[str]] = {}
@@ -124,13 +156,15 @@ def closest(name: str, n: int = 3) -> list[str]:
     return list(dict.fromkeys(hits))[:n]
 
 
-def get(name: str | Variant, num_classes: int | None = None) -> Variant:
-    """Look up a registered variant; `num_classes` gives a copy with another head."""
+def get(name: str | Variant, num_classes: int | None = None, dialect: str | None = None) -> Variant:
+    """Look up a registered variant (or an alias); `num_classes` gives a copy with another head,
+    `dialect` the same network in another library's names (Variant.in_dialect)."""
     if isinstance(name, Variant):
         v = name
     else:
         try:
-            v = _registry()[name]
+            registry = _registry()
+            v = registry[name] if name not in _ALIASES else registry[_ALIASES[name][0]].in_dialect(_ALIASES[name][1])
         except KeyError:
             hint = closest(name)
             msg = f"unknown variant {name!r}"
@@ -140,6 +174,8 @@ def get(name: str | Variant, num_classes: int | None = None) -> Variant:
         if num_classes < 1:
             raise EquivError(f"num_classes must be positive, got {num_classes}")
         v = v.replace(num_classes=num_classes)
+    if dialect is not None and dialect != v.dialect:
+        v = v.in_dialect(dialect)
     return v
 
 

@@ -22,11 +22,10 @@ def assert_exports_exactly(v, exported, params, where=""):
 #   in the torchvision stage;
 # - timm/resnetv2_50 and keras_hub/resnet_v2_50 share the torch-style pre-activation; keras_hub/resnet_v2_50
 #   stays (its native build is real keras-hub, met only here), timm's own model meets equiv in the stage;
-# - hf/resnet-50: torchvision/resnet50's conventions in Hugging Face's names (real transformers: the stage);
+# - hf/resnet-50 is no variant of its own any more (torchvision/resnet50 in the hf dialect, an alias);
 #   hf/resnet-50-features keeps its headless head in the default suite;
 # - keras_hub/resnet_50: keras-hub's v1, on the builder path keras_hub/resnet_v2_50 takes.
-REPEATS = {"torchvision/resnext101_32x8d", "torchvision/wide_resnet50_2", "timm/resnetv2_50", "hf/resnet-50",
-           "keras_hub/resnet_50"}
+REPEATS = {"torchvision/resnext101_32x8d", "torchvision/wide_resnet50_2", "timm/resnetv2_50", "keras_hub/resnet_50"}
 
 
 def repeat_marks(v) -> list:

@@ -53,11 +53,8 @@ def test_variants_that_differ_in_a_convention_are_distinct():
 
 # One network that two libraries ship as the same function: VGG-16 and VGG-19 in tf_slim.nets and
 # keras.applications (slim's convolutional classifier is Keras' Flatten + Dense at 224x224).
-SAME_NETWORK = {frozenset({"slim/vgg_16", "keras/VGG16"}), frozenset({"slim/vgg_19", "keras/VGG19"}),
-                # transformers' ResNet-50 (1000 classes, as microsoft/resnet-50) is torchvision's network in
-                # Hugging Face's names: a dialect, registered as a variant until a dialect can be chosen apart
-                # from the variant (issue 17)
-                frozenset({"hf/resnet-50", "torchvision/resnet50"})}
+# (transformers' ResNet-50 is no longer one: hf/resnet-50 is torchvision/resnet50 in the hf dialect, an alias.)
+SAME_NETWORK = {frozenset({"slim/vgg_16", "keras/VGG16"}), frozenset({"slim/vgg_19", "keras/VGG19"})}
 
 
 def test_every_registered_variant_has_a_distinct_description():

@@ -86,12 +86,20 @@ class Dialect:
     # What reference=None does with a description changed from the library's: build it
     # generically ("generic"), or refuse and name the change ("refuse").
     changed: str = "generic"
+    # Its public name (equiv.dialects: "torchvision", "timm", "hf", "keras-hub", "keras", "slim"), by which
+    # a description is placed in it apart from its registered library (Variant.in_dialect); "" for none.
+    key: str = ""
 
 
 def dialect(dialects: Mapping[str, Dialect], v: Variant) -> Dialect:
-    """The dialect `v` is named in: the one whose library wrote the code that computes `v`
-    (`v.built_by()`), else the builder's default (its first)."""
-    built_by = v.built_by()
+    """The dialect `v` is named in: the one chosen for it (`v.dialect`, the entry of that key whose
+    library wrote its `reference`, else the first of that key), else the one whose library wrote the
+    code that computes `v` (`v.built_by()`), else the builder's default (its first)."""
+    chosen = [d for d in dialects.values() if v.dialect and d.key == v.dialect]
+    if chosen:
+        return next((d for d in chosen if v.reference and v.reference.startswith(d.library)), chosen[0])
+    # the library whose code computes `v` wherever it imports: its names do not depend on this environment
+    built_by = Variant.built_by(v)
     for d in dialects.values():
         if built_by and built_by.startswith(d.library):
             return d

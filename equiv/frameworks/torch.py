@@ -193,6 +193,26 @@ def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
             for name, key in state_dict_keys(variant, model).items()}
 
 
+def state_shapes(variant: Variant) -> dict[str, tuple[int, ...]]:
+    """state_dict key -> shape in the dialect's names and torch's layout, from the description alone
+    (no array made): what a file must declare to fit."""
+    out, shapes = {}, C.param_shapes(variant)
+    hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
+    for name, key in framework_names(variant).items():
+        s = shapes[name]
+        s = s[::-1] if len(s) == 2 else (s[3], s[2], s[0], s[1]) if len(s) == 4 else s
+        out[key] = tuple(hook(variant, name, s)) if hook else tuple(s)
+    return out
+
+
+def state_arrays(variant: Variant, params) -> dict[str, np.ndarray]:
+    """Canonical `params` as a state_dict of numpy arrays in the dialect's names and torch's layout
+    (a library's own safetensors file; no module built)."""
+    flattened = _nchw_flattened(variant)
+    return {key: _torch_layout(variant, name, np.asarray(params[name]), flattened).numpy()
+            for name, key in framework_names(variant).items()}
+
+
 def load_params(variant: Variant, model, params) -> None:
     C.check_params(variant, params)
     flattened = _nchw_flattened(variant)
@@ -344,6 +364,15 @@ def write_file(variant: Variant, params: Mapping[str, np.ndarray], path) -> None
     for key in list(state):
         if key.endswith(".running_var"):
             state[key[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
+    torch.save(state, path)
+
+
+def write_state_file(variant: Variant, state, path) -> None:
+    """A state_dict of arrays already in the dialect's names and torch's layout (a port between two
+    files of that layout: equiv.porting), with each BatchNorm's `num_batches_tracked` as write_file."""
+    state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in state.items()}
+    state.update({k[: -len("running_var")] + "num_batches_tracked": torch.tensor(0) for k in list(state)
+                  if k.endswith(".running_var")})
     torch.save(state, path)
 
 

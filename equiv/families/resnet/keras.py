@@ -55,7 +55,8 @@ def _seed(v: ResNet):
 # generically; the seed's model names its layers as keras.applications does (Keras 2 files of
 # it name them by class and counter: keras2_layer_names).
 DIALECTS = {
-    "keras.applications": Dialect("keras.applications.", _LAYERS, build=_applications, changed="refuse"),
+    "keras.applications": Dialect("keras.applications.", _LAYERS, build=_applications, changed="refuse",
+                                  key="keras"),
     "seed": Dialect("equiv.seed.keras_resnet_v2", _LAYERS, build=_seed),
 }
 
@@ -91,7 +92,7 @@ def _keras_hub(v: ResNet):
     return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=v.num_classes, activation=None)
 
 
-DIALECTS["keras_hub"] = Dialect("keras_hub.", _KERAS_HUB, build=_keras_hub)
+DIALECTS["keras_hub"] = Dialect("keras_hub.", _KERAS_HUB, build=_keras_hub, key="keras-hub")
 
 
 def _hub(v: ResNet) -> bool:

@@ -54,7 +54,8 @@ def _seed_taps(v: Description, x) -> dict[str, Any]:
 # The seed's program calls its resnet_v2_50 `resnet_v2_6`, its units `residual_v2`, their
 # pre-activation `preactivate`.
 DIALECTS = {
-    "tf_slim.nets": Dialect("tf_slim.nets.", {"preact": "preact"}, build=lambda v, x: _build_reference(v, x)),
+    "tf_slim.nets": Dialect("tf_slim.nets.", {"preact": "preact"}, build=lambda v, x: _build_reference(v, x),
+                            key="slim"),
     "seed": Dialect("equiv.seed.slim_resnet_v2", {"scope": "resnet_v2_6", "unit": "residual_v2",
                                                   "preact": "preactivate"}, build=_seed_taps),
 }

@@ -220,6 +220,8 @@ def forward_taps(v: Description, model, t, record: Record) -> None:
         torch_resnet_v2.record_taps(model, t, record)
     elif dialect(DIALECTS, v) is DIALECTS["timm"]:  # timm's own ResNet: taps through hooks
         timm_taps(v, model, t, record)
+    elif dialect(DIALECTS, v) is DIALECTS["torchvision"] and type(model).__module__.startswith("torchvision."):
+        torchvision_taps(v, model, t, record)
     else:
         raise EquivError(f"a {type(model).__name__} is not a module equiv built for {v.name}; "
                          "read a foreign module through equiv.frameworks.torch.model_runner")
@@ -245,6 +247,51 @@ _FIELDS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"
            "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
+def _torchvision(v: Description):
+    """torchvision's own module (torchvision.models.<name>, its V1.5 ResNets, ResNeXt and Wide ResNet)
+    where torchvision imports; equiv's module, its transcription, elsewhere (the pinned torch 2.13 has
+    no torchvision that imports: the check's notes say which built it)."""
+    from equiv.families.resnet.description import _imports
+
+    if not _imports("torchvision"):
+        return ResNet(v)
+    import torchvision
+
+    return getattr(torchvision.models, v.reference.rsplit(".", 1)[1])(weights=None, num_classes=v.num_classes)
+
+
+def torchvision_taps(v: Description, model, t, record: Record) -> None:
+    """Run torchvision's own ResNet on NCHW `t`, recording every canonical tap through forward hooks on
+    its own modules: a block calls its one ReLU module several times, in tap order (its inner convs,
+    then the unit); its last BatchNorm gives the last conv, `downsample` (or the block's input) the
+    shortcut; the stem's ReLU, maxpool, avgpool, fc."""
+    handles = []
+
+    def on(module, *taps):
+        calls = iter(taps)
+        handles.append(module.register_forward_hook(lambda m, inputs, output: record(next(calls), output)))
+
+    on(model.relu, "stem/conv")
+    on(model.maxpool, "stem/pool")
+    for unit in plan.units(v):
+        block = getattr(model, f"layer{unit.stage}")[unit.index - 1]
+        convs = [c.name for c in unit.convs]
+        on(block.relu, *convs[:-1], unit.name)
+        on(getattr(block, f"bn{len(convs)}"), convs[-1])
+        if block.downsample is not None:
+            on(block.downsample, f"{unit.name}/shortcut")
+        else:
+            handles.append(block.register_forward_pre_hook(
+                lambda m, inputs, tap=f"{unit.name}/shortcut": record(tap, inputs[0])))
+    handles.append(model.avgpool.register_forward_hook(lambda m, inputs, output: record("pool", output.flatten(1))))
+    on(model.fc, "logits")
+    try:
+        model(t)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _seed(v: Description):
     from equiv.seed import torch_resnet_v2
 
@@ -261,9 +308,10 @@ def _timm(v: Description):
 # ResNet-D downsample as `_structural_names` adds them; it is built by timm itself only where timm
 # imports (ResNet.built_by: not beside the pinned torch, which has no torchvision for timm to import).
 DIALECTS = {
-    "torchvision": Dialect("torchvision.models.", _MODULES),  # the generic module is its transcription
+    # the generic module is torchvision's transcription
+    "torchvision": Dialect("torchvision.models.", _MODULES, build=_torchvision, key="torchvision"),
     "seed": Dialect("equiv.seed.torch_resnet_v2", _MODULES, build=_seed),
-    "timm": Dialect("timm.", _MODULES, build=_timm),
+    "timm": Dialect("timm.", _MODULES, build=_timm, key="timm"),
 }
 
 
@@ -511,7 +559,9 @@ def _hf(v: Description):
     def make():
         import transformers
 
-        config = transformers.ResNetConfig(num_labels=max(v.num_classes, 1))
+        from equiv.families.resnet.dialects import hf_config
+
+        config = transformers.ResNetConfig(**hf_config(v))
         return getattr(transformers, v.reference.rsplit(".", 1)[1])(config)
     return _library(v, make)
 
@@ -519,10 +569,10 @@ def _hf(v: Description):
 # before timm's ResNet ("timm."), which would claim every timm reference: dialect() takes the first match
 _LATER = {k: DIALECTS.pop(k) for k in list(DIALECTS) if k not in ("torchvision", "seed")}
 DIALECTS.update({
-    "timm.resnetv2": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm_v2),
+    "timm.resnetv2": Dialect("timm.models.resnetv2", _TIMM_V2, build=_timm_v2, key="timm"),
     "transformers.classifier": Dialect("transformers.ResNetForImageClassification", _hf_names("resnet."),
-                                       build=_hf),
-    "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf),
+                                       build=_hf, key="hf"),
+    "transformers": Dialect("transformers.ResNetModel", _hf_names(""), build=_hf, key="hf"),
     **_LATER,
 })
 # Where a library's own module holds each tap (read by hooks), per dialect

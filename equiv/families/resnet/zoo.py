@@ -2,7 +2,7 @@
 torchvision) and the seed's three programs, each as its library computes it."""
 
 from equiv.families.resnet.description import ResNet
-from equiv.variants import register
+from equiv.variants import alias, register
 
 _BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _WIDTHS = (64, 128, 256, 512)
@@ -184,14 +184,11 @@ _HF_RESNET = dict(  # transformers' ResNetConfig() defaults: torchvision's ResNe
     stride_unit="first", stride_conv=2, projection="channels_or_stride", shortcut_norm=True,
     conv_bias="none", conv_padding="symmetric", bn_epsilon=1e-5, preprocessing="torchvision",
 )
-register(ResNet(
-    name="hf/resnet-50", native="torch",
-    description="transformers ResNetForImageClassification(ResNetConfig()): the defaults' ResNet-50 v1.5 "
-                "(stride on the 3x3, downsample_in_bottleneck=False), Flatten + Linear classifier",
-    **_HF_RESNET, reference="transformers.ResNetForImageClassification",
-    notes=(_BUILT.format(lib="transformers 5.24.0"),
-           "1000 classes, as microsoft/resnet-50 (ResNetConfig()'s own num_labels is 2; ports change the head)"),
-))
+# transformers' ResNetForImageClassification(ResNetConfig()) is torchvision's ResNet-50 v1.5 (stride on the
+# 3x3, downsample_in_bottleneck=False, Flatten + Linear classifier) in Hugging Face's names: one network, so
+# hf/resnet-50 is its name in that dialect, not a second description (equiv.dialects; 1000 classes, as
+# microsoft/resnet-50).
+alias("hf/resnet-50", "torchvision/resnet50", "hf")
 register(ResNet(
     name="hf/resnet-50-features", native="torch",
     description="transformers ResNetModel(ResNetConfig()): the same network without a head; its last tap "
