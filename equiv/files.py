@@ -337,19 +337,25 @@ def check_target(path: str | os.PathLike, fmt: str, force: bool) -> None:
 
 
 def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Variant,
-          fmt: str | None = None, *, force: bool = False) -> list[Path]:
-    """Write canonical `params` of `variant` in `fmt`, atomically; returns the files written."""
+          fmt: str | None = None, *, force: bool = False, finite: bool = False, consume: bool = False) -> list[Path]:
+    """Write canonical `params` of `variant` in `fmt`, atomically; returns the files written.
+
+    `finite=True`: the caller has checked every value is finite (`read` does), so it is not
+    scanned again. `consume=True`: `params` (a dict the caller gives up) may be emptied as it is
+    written, so that a writer that converts each array drops the original as it goes (a torch
+    state_dict: peak memory one copy of the weights plus the largest array, not two copies)."""
     path = Path(path)
     fmt = detect(path, fmt, reading=False)
     if fmt not in formats.WRITABLE:
         raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(formats.WRITABLE)}")
     check_target(path, fmt, force)  # before any work; checked again when publishing
     C.check_params(variant, params)
-    check_finite(params, f"{path} not written")
+    if not finite:
+        check_finite(params, f"{path} not written")
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
         try:
-            _write_staged(params, staged, variant, formats.get(fmt))
+            _write_staged(params, staged, variant, formats.get(fmt), consume)
         except (EquivError, OSError):
             raise  # atomic.staging names the target of an OSError
         except Exception as e:  # noqa: BLE001 - a framework's writer says a full disk its own way
@@ -362,15 +368,16 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
         return atomic.publish([(p, folder / p.name) for p in produced], force)
 
 
-def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: formats.Format) -> None:
+def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Variant, fmt: formats.Format,
+                  consume: bool = False) -> None:
     """`params` written to `staged` by the format's own writer: a backend's from its model, or from
-    the params themselves where the format says so."""
+    the params themselves where the format says so (`consume`: see `write`)."""
     from equiv.frameworks import adapter, loaded
 
     if fmt.owner is None or fmt.from_params:
         if fmt.owner is not None:
             adapter(fmt.owner)  # a FrameworkError that says why the backend cannot be used here
-        fmt.write()(variant, params, staged)
+        fmt.write()(variant, params, staged, **({"consume": True} if consume and fmt.from_params else {}))
         return
 
     with loaded(fmt.owner, variant, params) as model:

@@ -412,7 +412,9 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t0 = time.perf_counter()
     say(f"writing {target} ({dst_fmt})")
     try:
-        written = files.write(params, target, v_dst, dst_fmt, force=force)
+        # read checked every value; without --verify nothing needs the params after the write
+        written = files.write(params, target, v_dst, dst_fmt, force=force, finite=True,
+                              consume=not verify and isinstance(params, dict))
     except NonFiniteError as e:
         raise NonFiniteError(f"{source}: {e}") from None
     t["write"] = time.perf_counter() - t0

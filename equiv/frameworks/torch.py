@@ -354,13 +354,16 @@ def device_name(device: str) -> str | None:
 # Files: a state_dict saved with torch.save
 
 
-def write_file(variant: Variant, params: Mapping[str, np.ndarray], path) -> None:
+def write_file(variant: Variant, params: Mapping[str, np.ndarray], path, *, consume: bool = False) -> None:
     """`params` as the state_dict a module of `variant`'s dialect holds (its keys, layouts and each
     BatchNorm's `num_batches_tracked`, 0 as in a fresh module), saved with torch.save; no module
-    is built, so no time goes to a random initialisation that the load would overwrite."""
+    is built, so no time goes to a random initialisation that the load would overwrite.
+    `consume=True`: each array is dropped from `params` (a dict) once converted (equiv.files.write)."""
     flattened, state = _nchw_flattened(variant), {}
     for name, key in framework_names(variant).items():
         state[key] = _torch_layout(variant, name, np.asarray(params[name]), flattened)
+        if consume:
+            del params[name]
     for key in list(state):
         if key.endswith(".running_var"):
             state[key[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
