@@ -98,7 +98,14 @@ def needs_text(parts: dict[str, int]) -> str:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process: Linux's VmHWM, which starts afresh at exec (ru_maxrss
+    keeps the peak of the process that forked it: a check started by a 6 GB parent said 6 GB);
+    elsewhere ru_maxrss (macOS reports bytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 

@@ -86,6 +86,7 @@ def summary_lines(report: Report) -> list[str]:
 def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> str:
     """The per-tap table a person reads in a terminal."""
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     pairs, by_tap = _rows(report)
@@ -107,6 +108,8 @@ def to_text(report: Report, *, color: bool | None = None, width: int = 120) -> s
         table.add_row(*row, style="bold red" if bad else None)
     console = Console(record=True, width=width, force_terminal=color, no_color=color is False,
                       file=open(os.devnull, "w"))
+    # As wide as the table needs (four backends make six pair columns): a tap name is never cut short.
+    console.width = max(width, Measurement.get(console, console.options.update(width=10_000), table).maximum)
     console.print(table)
     if report.isolated:
         iso = Table(title="isolated: each framework's unit on its own input vs the float64 reference unit",
