@@ -38,6 +38,40 @@ except ImportError as exc:  # the adapter must import, and say why, without them
 BUILDER = ("graph", "to_onnx", "to_canonical")
 
 
+# ---------------------------------------------------------------------------------------
+# What every family's onnx builder shares, and takes from here as it is: no library ships an ONNX
+# network, so the graph is always equiv's, its initializers named canonically, conv kernels OIHW.
+
+def own_dialects() -> dict:
+    """The one dialect of a family's onnx builder: equiv's own graph, canonical names (identity)."""
+    from equiv.families.base import Dialect
+
+    return {"equiv": Dialect("")}
+
+
+def canonical_names(variant: Variant) -> dict[str, str]:
+    """canonical name -> initializer name: the same."""
+    return {name: name for name in C.param_shapes(variant)}
+
+
+def build_own(variant: Variant, dialects, graph: Callable, reference: bool | None) -> Model:
+    """The adapter's model of `variant` from its family's `graph`; reference=True is refused with
+    the reason (no library ships an ONNX network)."""
+    from equiv.families.base import library_build
+
+    library_build(dialects, "onnx", variant, reference)
+    return Model(variant, graph)
+
+
+def kernel_to_onnx(name: str, a: np.ndarray) -> np.ndarray:
+    """A canonical parameter in the graph's layout: conv kernels OIHW, the rest as they are."""
+    return C.hwio_to_oihw(a) if a.ndim == 4 else a
+
+
+def kernel_to_canonical(name: str, a: np.ndarray) -> np.ndarray:
+    return C.oihw_to_hwio(a) if a.ndim == 4 else a
+
+
 def available() -> str | None:
     return _MISSING
 

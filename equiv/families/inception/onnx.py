@@ -23,36 +23,21 @@ from collections.abc import Mapping
 import numpy as np
 
 from equiv import canonical as C
-from equiv.families.base import Dialect, library_build
 from equiv.families.inception import plan
 from equiv.families.inception.description import Inception as Description
 from equiv.families.inception.reference import IMAGENET_MEAN, IMAGENET_STD
+from equiv.frameworks.onnx import build_own, canonical_names, kernel_to_canonical, kernel_to_onnx, own_dialects
 
-# The library equiv's own graph serves: its names are the canonical ones (identity).
-DIALECTS = {"equiv": Dialect("")}
-
-
-def framework_names(variant: Description) -> dict[str, str]:
-    """canonical name -> initializer name: the same."""
-    return {name: name for name in plan.param_shapes(variant)}
+# equiv's own graph: canonical names, kernels OIHW (what every family's onnx builder shares)
+DIALECTS = own_dialects()
+framework_names = canonical_names
+to_onnx, to_canonical = kernel_to_onnx, kernel_to_canonical
 
 
 def build(variant: Description, *, reference: bool | None = None):
     """The adapter's model for `variant` (equiv.frameworks.onnx.Model): no library ships an ONNX
     Inception v3, so reference=True is refused with the reason and the graph is always equiv's."""
-    library_build(DIALECTS, "onnx", variant, reference)
-    from equiv.frameworks.onnx import Model
-
-    return Model(variant, graph)
-
-
-def to_onnx(name: str, a: np.ndarray) -> np.ndarray:
-    """A canonical parameter in the graph's layout: conv kernels OIHW, the rest as they are."""
-    return C.hwio_to_oihw(a) if a.ndim == 4 else a
-
-
-def to_canonical(name: str, a: np.ndarray) -> np.ndarray:
-    return C.oihw_to_hwio(a) if a.ndim == 4 else a
+    return build_own(variant, DIALECTS, graph, reference)
 
 
 def graph(v: Description, params: Mapping[str, np.ndarray], height: int, width: int,

@@ -27,35 +27,20 @@ from collections.abc import Mapping
 import numpy as np
 
 from equiv import canonical as C
-from equiv.families.base import Dialect, library_build
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet as Description
+from equiv.frameworks.onnx import build_own, canonical_names, kernel_to_canonical, kernel_to_onnx, own_dialects
 
-# The library equiv's own graph serves: its names are the canonical ones (identity).
-DIALECTS = {"equiv": Dialect("")}
-
-
-def framework_names(variant: Description) -> dict[str, str]:
-    """canonical name -> initializer name: the same."""
-    return {name: name for name in plan.param_shapes(variant)}
+# equiv's own graph: canonical names, kernels OIHW (what every family's onnx builder shares)
+DIALECTS = own_dialects()
+framework_names = canonical_names
+to_onnx, to_canonical = kernel_to_onnx, kernel_to_canonical
 
 
 def build(variant: Description, *, reference: bool | None = None):
     """The adapter's model for `variant` (equiv.frameworks.onnx.Model): no library ships an ONNX
     ResNet, so reference=True is refused with the reason and the graph is always equiv's."""
-    library_build(DIALECTS, "onnx", variant, reference)
-    from equiv.frameworks.onnx import Model
-
-    return Model(variant, graph)
-
-
-def to_onnx(name: str, a: np.ndarray) -> np.ndarray:
-    """A canonical parameter in the graph's layout: conv kernels OIHW, the rest as they are."""
-    return C.hwio_to_oihw(a) if a.ndim == 4 else a
-
-
-def to_canonical(name: str, a: np.ndarray) -> np.ndarray:
-    return C.oihw_to_hwio(a) if a.ndim == 4 else a
+    return build_own(variant, DIALECTS, graph, reference)
 
 
 def _border(out: list[int], size: list[int], k: int, s: int, tb: tuple[int, int], lr: tuple[int, int]) -> np.ndarray:
