@@ -152,8 +152,9 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
     """The registered variant whose parameters a file fits, with its own head size, if any.
 
     The file is read once, whatever the number of candidates, by its format's `fit` (declared
-    shapes only where the format declares them); candidates native to the file's framework come
-    first: torchvision/resnet50 and slim/resnet_v1_50 share every shape but the head."""
+    shapes only where the format declares them), then loaded once more for each candidate that fits,
+    to confirm it (`_loads`); candidates native to the file's framework come first:
+    torchvision/resnet50 and slim/resnet_v1_50 share every shape but the head."""
     record = formats.get(fmt)
     pool = sorted(candidates(exclude, fmt), key=lambda c: (c.native != record.owner, bool(c.dialect)))
     _MISFITS.clear()
