@@ -88,6 +88,32 @@ def _family_mutations(draw, mutants, variant, size, fields) -> tuple[str, Varian
     return name, draw(st.sampled_from(choices[name]))
 
 
+def family_mutants(variant, conventions, admits, size=None, changes=None) -> dict[str, list[Variant]]:
+    """What every family's `mutants` returns: `variant` with one convention of `conventions` changed,
+    for each convention, every other allowed value that makes a valid description which
+    `admits(m, size)`; conventions with no such value are left out. `changes(v, name, value, size)`
+    gives the fields to replace for one value (None: skip it); default {name: value}."""
+    v = _variant_value(variant)
+    out: dict[str, list[Variant]] = {}
+    for name, values in conventions.items():
+        alternatives = []
+        for value in values:
+            if value == getattr(v, name):
+                continue
+            fields = {name: value} if changes is None else changes(v, name, value, size)
+            if fields is None:
+                continue
+            try:
+                m = v.replace(**fields)
+            except ValueError:  # not a description (a TF SAME pool padding with zeros, say)
+                continue
+            if admits(m, size):
+                alternatives.append(m)
+        if alternatives:
+            out[name] = alternatives
+    return out
+
+
 def family_mutations(mutants, conventions, variant, size=None, fields=None) -> st.SearchStrategy[tuple[str, Variant]]:
     """What every family's `mutations` draws: one convention of `variant` changed, as the family's
     `mutants(v, size)` offers them, among `fields` (names of its `conventions`) when given."""

@@ -11,7 +11,7 @@ from equiv.families.inception import plan
 from equiv.families.inception.description import Inception
 from equiv.families.inception.zoo import AVG, MAX, conv
 from equiv.frameworks import FRAMEWORKS
-from equiv.strategies import _draw_integer, _integer, _variant_value, family_mutations
+from equiv.strategies import _draw_integer, _integer, family_mutants, family_mutations
 
 # Every convention a description draws, slim's and Keras' value first.
 CONVENTIONS: dict[str, tuple] = {
@@ -101,22 +101,7 @@ def _admits(v: Inception, size: tuple[int, int] | None) -> bool:
 def mutants(variant: Inception, size: tuple[int, int] | None = None) -> dict[str, list[Inception]]:
     """`variant` with one convention of `CONVENTIONS` changed, for each convention: every other
     allowed value that makes a valid description taking an input of `size` (when given)."""
-    v = _variant_value(variant)
-    out: dict[str, list[Inception]] = {}
-    for name, values in CONVENTIONS.items():
-        alternatives = []
-        for value in values:
-            if value == getattr(v, name):
-                continue
-            try:
-                m = v.replace(**{name: value})
-            except ValueError:
-                continue
-            if _admits(m, size):
-                alternatives.append(m)
-        if alternatives:
-            out[name] = alternatives
-    return out
+    return family_mutants(variant, CONVENTIONS, _admits, size)
 
 
 def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, Inception]]:

@@ -11,7 +11,7 @@ from equiv import canonical as C
 from equiv.families.resnet import plan
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks import FRAMEWORKS
-from equiv.strategies import _draw_integer, _integer, _strategy, _variant_value, family_mutations
+from equiv.strategies import _draw_integer, _integer, _strategy, family_mutants, family_mutations
 
 # Every convention a description draws, with its allowed values, the registered references'
 # first (hypothesis shrinks towards the first value, so a minimal failing example keeps them).
@@ -208,22 +208,7 @@ def mutants(variant: ResNet, size: tuple[int, int] | None = None) -> dict[str, l
     """`variant` with one convention of `CONVENTIONS` changed, for each convention: every other
     allowed value that makes a valid description (taking an input of `size`, when given).
     Conventions with no such value are left out."""
-    v = _variant_value(variant)
-    out: dict[str, list[ResNet]] = {}
-    for name, values in CONVENTIONS.items():
-        alternatives = []
-        for value in values:
-            if value == getattr(v, name):
-                continue
-            try:
-                m = v.replace(**{name: value})
-            except ValueError:  # not a description (a TF SAME pool padding with zeros, say)
-                continue
-            if _admits(m, size):
-                alternatives.append(m)
-        if alternatives:
-            out[name] = alternatives
-    return out
+    return family_mutants(variant, CONVENTIONS, _admits, size)
 
 
 def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, ResNet]]:

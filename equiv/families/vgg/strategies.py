@@ -9,7 +9,7 @@ from hypothesis.errors import InvalidArgument
 from equiv.families.vgg import plan
 from equiv.families.vgg.description import VGG
 from equiv.frameworks import FRAMEWORKS
-from equiv.strategies import _draw_integer, _integer, _strategy, _variant_value, family_mutations
+from equiv.strategies import _draw_integer, _integer, _strategy, family_mutants, family_mutations
 
 # Every convention a description draws, the registered references' value first.
 CONVENTIONS: dict[str, tuple] = {
@@ -81,31 +81,18 @@ def _admits(v: VGG, size: tuple[int, int] | None) -> bool:
     return min(size) >= plan.min_body_size(v)
 
 
+def _changes(v: VGG, name: str, value, size) -> dict | None:
+    """Dropping the adaptive pool fixes the input size to `size` (or the description's own)."""
+    if name == "adaptive_pool" and value is None and v.input_size is None:
+        return None if size is None else {name: value, "input_size": tuple(size)}
+    return {name: value}
+
+
 def mutants(variant: VGG, size: tuple[int, int] | None = None) -> dict[str, list[VGG]]:
     """`variant` with one convention of `CONVENTIONS` changed, for each convention: every other
     allowed value that makes a valid description taking an input of `size` (when given).
     Dropping the adaptive pool fixes the input size to `size` (or the description's own)."""
-    v = _variant_value(variant)
-    out: dict[str, list[VGG]] = {}
-    for name, values in CONVENTIONS.items():
-        alternatives = []
-        for value in values:
-            if value == getattr(v, name):
-                continue
-            changes = {name: value}
-            if name == "adaptive_pool" and value is None and v.input_size is None:
-                if size is None:
-                    continue
-                changes["input_size"] = tuple(size)
-            try:
-                m = v.replace(**changes)
-            except ValueError:
-                continue
-            if _admits(m, size):
-                alternatives.append(m)
-        if alternatives:
-            out[name] = alternatives
-    return out
+    return family_mutants(variant, CONVENTIONS, _admits, size, _changes)
 
 
 def mutations(variant, *, size=None, fields=None) -> st.SearchStrategy[tuple[str, VGG]]:
