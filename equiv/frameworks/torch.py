@@ -356,24 +356,25 @@ def device_name(device: str) -> str | None:
 
 def write_file(variant: Variant, params: Mapping[str, np.ndarray], path, *, consume: bool = False) -> None:
     """`params` as the state_dict a module of `variant`'s dialect holds (its keys, layouts and each
-    BatchNorm's `num_batches_tracked`, 0 as in a fresh module), saved with torch.save; no module
-    is built, so no time goes to a random initialisation that the load would overwrite.
+    BatchNorm's `num_batches_tracked`), saved with torch.save; no module is built, so no time goes
+    to a random initialisation that the load would overwrite.
     `consume=True`: each array is dropped from `params` (a dict) once converted (equiv.files.write)."""
     flattened, state = _nchw_flattened(variant), {}
     for name, key in framework_names(variant).items():
         state[key] = _torch_layout(variant, name, np.asarray(params[name]), flattened)
         if consume:
             del params[name]
-    for key in list(state):
-        if key.endswith(".running_var"):
-            state[key[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
-    torch.save(state, path)
+    _save_state(state, path)
 
 
 def write_state_file(variant: Variant, state, path) -> None:
     """A state_dict of arrays already in the dialect's names and torch's layout (a port between two
-    files of that layout: equiv.porting), with each BatchNorm's `num_batches_tracked` as write_file."""
-    state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in state.items()}
+    files of that layout: equiv.porting), saved as write_file saves."""
+    _save_state({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in state.items()}, path)
+
+
+def _save_state(state: dict, path) -> None:
+    """torch.save of `state` with each BatchNorm's `num_batches_tracked` (0, as in a fresh module)."""
     state.update({k[: -len("running_var")] + "num_batches_tracked": torch.tensor(0) for k in list(state)
                   if k.endswith(".running_var")})
     torch.save(state, path)
