@@ -99,7 +99,7 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
         raise EquivError(f"`batches={tuple(batches)}` must all be positive")
     h, w = input_size
     flops = C.flops(v, h, w)
-    load_before = _load()
+    load_before, started = _load(), (time.perf_counter(), _cpu_seconds())
     skipped: dict[str, str] = {}
     ceilings: dict[str, float] = {}
     engines: dict[str, float] = {}  # backends on one library (slim, Keras on TF) share its product: measure once
@@ -158,7 +158,8 @@ def bench(variant: str | Variant, frameworks: Sequence[str] | str = FRAMEWORKS, 
                     max(usable, key=lambda r: r.images_per_s).best = True
     return BenchResult(v.name, device, dtype, (h, w), channels_last, flops, ceilings, machine, rows, skipped,
                        settings={"repeats": repeats, "matmul_n": matmul_n, **_versions(fws, device),
-                                 "load_average": {"before": load_before, "after": _load(), "cpus": _cpus()}})
+                                 "load_average": {"before": load_before, "after": _load(), "cpus": _cpus(),
+                                                  "own": _own_cores(*started)}})
 
 
 def _load() -> list[float] | None:
@@ -167,6 +168,18 @@ def _load() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process has used so far, all its threads together."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _own_cores(wall0: float, cpu0: float) -> float:
+    """How many cores the run itself kept busy on average: its share of the load average after it."""
+    wall = time.perf_counter() - wall0
+    return round((_cpu_seconds() - cpu0) / wall, 2) if wall > 0 else 0.0
 
 
 def _cpus() -> int:
@@ -179,8 +192,11 @@ def _busy(result) -> str:
     before, after, cpus = load.get("before"), load.get("after"), load.get("cpus")
     if not before or not after:
         return ""
-    busy = max(before[0], after[0]) > 0.5 * cpus
+    own = load.get("own", 0.0)  # the run's own threads raise the load after it; they are not other jobs
+    others_after = max(after[0] - own, 0.0)
+    busy = max(before[0], others_after) > 0.5 * cpus
     return (f"load average (1 min) before {before[0]:.2f}, after {after[0]:.2f} on {cpus} CPUs"
+            f" (this run itself kept {own:.2f} busy on average)"
             + (": BUSY, other jobs shared the CPUs; these figures are not the paths' own" if busy else ": quiet"))
 
 

@@ -128,3 +128,18 @@ def test_onnx_best_tries_its_levels_and_threads_and_says_why_cuda_paths_are_skip
     load = r.settings["load_average"]
     assert len(load["before"]) == len(load["after"]) == 3 and load["cpus"] >= 1
     assert "load average (1 min) before" in to_text(r)
+
+
+def test_the_runs_own_threads_do_not_make_the_machine_busy():
+    """The load average after a run counts the run's own threads: only what is left above them is other jobs."""
+    from types import SimpleNamespace
+
+    from equiv.bench import _busy
+
+    def line(before, after, own):
+        return _busy(SimpleNamespace(settings={"load_average": {"before": [before] * 3, "after": [after] * 3,
+                                                                "cpus": 2, "own": own}}))
+    assert line(0.5, 1.6, 1.7).endswith(": quiet")  # a 2-core run on a quiet 2-CPU machine
+    assert "BUSY" in line(0.5, 3.6, 1.7)  # two more cores' worth of other jobs
+    assert "BUSY" in line(2.0, 1.6, 1.7)  # busy before it started
+    assert "kept 1.70 busy" in line(0.5, 1.6, 1.7)
