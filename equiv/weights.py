@@ -159,11 +159,19 @@ def _calibrate(v: Variant, params: dict[str, np.ndarray], rng: np.random.Generat
         taps.update(fn(x if src is None else taps[src]))
 
 
-def _make(v: Variant, seed: int, conv2d: reference.Conv2d = reference.conv2d) -> dict[str, np.ndarray]:
-    """The parameters; `conv2d` computes the calibration's exact product sums (see exact_conv2d)."""
+def _make(v: Variant, seed: int, conv2d: reference.Conv2d = reference.conv2d,
+          blas_threads: int = 1) -> dict[str, np.ndarray]:
+    """The parameters; `conv2d` computes the calibration's exact product sums (see exact_conv2d).
+
+    The calibration's products are small (a batch of 4 at 48x48): BLAS threads cost more than they
+    give there, up to 10x more on a machine whose cores other jobs share. One thread by default; the
+    sums are exact, so the bits are the same with any number (tests/test_weights.py tries two)."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(seed)
     params = families.of(v).initial_params(v, rng)
-    _calibrate(v, params, rng, conv2d)
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        _calibrate(v, params, rng, conv2d)
     return params
 
 
