@@ -132,6 +132,12 @@ class _Side:
 _UNSET = object()
 
 
+def _sum_squares(c: np.ndarray) -> float:
+    """sum c^2 of a float64 vector by numpy's own loop: a BLAS dot would start its threads for it,
+    which cost more than they give on cores that the frameworks (or other jobs) keep busy."""
+    return float(np.einsum("i,i->", c, c))
+
+
 def _side(x: np.ndarray) -> _Side:
     f = np.asarray(x).reshape(-1)
     bad = f.size - int(np.isfinite(f).sum())
@@ -140,7 +146,7 @@ def _side(x: np.ndarray) -> _Side:
     norm2 = 0.0
     for i in range(0, f.size, _CHUNK):
         c = f[i:i + _CHUNK].astype(np.float64)
-        norm2 += float(c @ c)
+        norm2 += _sum_squares(c)
     return _Side(f, 0, float(np.abs(f).max()), norm2)
 
 
@@ -158,7 +164,7 @@ def _difference(fa: np.ndarray, fb: np.ndarray) -> tuple[float, int, float]:
         if ad[j] > max_abs:
             max_abs, worst = float(ad[j]), i + j
         dd = diff.astype(np.float64, copy=False)
-        d2 += float(dd @ dd)
+        d2 += _sum_squares(dd)
     return max_abs, worst, d2
 
 
