@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,12 +83,23 @@ def _from_slim_shape(v: Variant, name: str, shape: tuple[int, ...]) -> tuple[int
 @dataclass
 class SlimModel:
     graph: Any  # tf.Graph
-    session: Any  # tf.compat.v1.Session on that graph
+    raw_session: Any  # tf.compat.v1.Session on that graph; `session` is the one to use
     inputs: Any  # NHWC float32 placeholder, [None, None, None, C]
     taps: dict[str, Any]  # canonical tap -> tensor ("pool" and "logits" already (N, C))
     variables: dict[str, Any]  # slim variable name (no ":0") -> variable
     reference: bool  # built by tf_slim.nets itself
+    init: Any = None  # the variables' own initializers, run only if nothing loads them first
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # ops made on demand
+
+    @property
+    def session(self):
+        """The session, every variable initialized: by load_params, or else (on first use) by the
+        initializers tf_slim gave them. A port or check loads every variable at once, so it never
+        pays for drawing 25 M random numbers it would overwrite."""
+        if self.init is not None:
+            self.raw_session.run(self.init)
+            self.init = None
+        return self.raw_session
 
     def cached(self, key: str, make):
         """An op built once, inside this model's graph (Saver, assign ops)."""
@@ -97,7 +109,7 @@ class SlimModel:
         return self._cache[key]
 
     def close(self) -> None:
-        self.session.close()
+        self.raw_session.close()
 
 
 def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
@@ -105,7 +117,7 @@ def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
     the graph (the library's own code where it computes `variant`), this makes the session."""
     tf, _ = _libs()
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), _identity_equality(tf):
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, variant.in_channels], name="inputs")
         taps, reference = families.builder(variant, "slim").build(variant, x, reference=reference)
         found = {var.op.name: var for var in tf.compat.v1.global_variables()}
@@ -115,9 +127,24 @@ def build(variant: Variant, *, reference: bool | None = None) -> SlimModel:
         raise FrameworkError(
             f"slim graph for {variant.name} does not have the expected variables: "
             f"missing {sorted(expected - set(found))[:3]}, unexpected {sorted(set(found) - expected)[:3]}")
-    session = tf.compat.v1.Session(graph=graph)
-    session.run(init)
-    return SlimModel(graph, session, x, taps, found, reference)
+    return SlimModel(graph, tf.compat.v1.Session(graph=graph), x, taps, found, reference, init)
+
+
+@contextmanager
+def _identity_equality(tf):
+    """Graph tensors and variables compared and hashed by identity while a graph is built.
+
+    In a TF1 graph they are compared by identity anyway; what TensorFlow 2 spends is the check
+    that says so (executing_eagerly_outside_functions, about 40 us), on every hash. tf_keras' legacy
+    layers put all the graph's variables in a set for each weight they add: 37 000 hashes for a
+    ResNet-50, a third of its build. `tf.compat.v1.disable_tensor_equality` skips the check; the
+    previous setting is restored after (Keras 3 on TensorFlow runs eagerly in this process too)."""
+    before = tf.Tensor._USE_EQUALITY
+    tf.compat.v1.disable_tensor_equality()
+    try:
+        yield
+    finally:
+        tf.Tensor._USE_EQUALITY = before
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,7 +168,10 @@ def load_params(variant: Variant, model: SlimModel, params) -> None:
         return feeds, tf.group(*[var.assign(feeds[c], read_value=False) for c, var in variables.items()])
 
     feeds, assign = model.cached("load", make)
-    model.session.run(assign, {feeds[c]: _to_slim(variant, c, np.asarray(params[c], np.float32)) for c in names})
+    # every variable is assigned (build checked that `names` covers them all): no initializer needed
+    model.raw_session.run(assign, {feeds[c]: _to_slim(variant, c, np.asarray(params[c], np.float32))
+                                   for c in names})
+    model.init = None
 
 
 def run(variant: Variant, model: SlimModel, x, taps=None) -> dict[str, np.ndarray]:
@@ -272,7 +302,7 @@ def forward_fn(variant: Variant, model: SlimModel, x: np.ndarray, *, device: str
         config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
         session = tf.compat.v1.Session(graph=model.graph, config=config)
         copy = SlimModel(model.graph, session, model.inputs, model.taps, model.variables, model.reference,
-                         model._cache)
+                         _cache=model._cache)
         load_params(variant, copy, export_params(variant, model))  # every variable: no initializer needed
     return lambda: session.run(logits, feed)
 
