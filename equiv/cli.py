@@ -505,7 +505,11 @@ def run() -> None:
 
     Everything equiv writes is published (atomically) before main() returns; what is left at exit is
     the frameworks' teardown (TensorFlow's and PyTorch's thread pools, a few thousand modules), which
-    took 1-3.5 s of a 224x224 check's wall time and gives the user nothing."""
+    took 1-3.5 s of a 224x224 check's wall time and gives the user nothing. The frameworks' imports
+    are frozen out of the garbage collector's scans (frameworks.FREEZE_IMPORTS, see adapter())."""
+    from equiv import frameworks
+
+    frameworks.FREEZE_IMPORTS = True
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
