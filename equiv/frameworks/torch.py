@@ -550,16 +550,21 @@ FAST_PATHS = {
     "channels_last": {"channels_last": True},
     "jit_freeze": {"channels_last": True, "jit_freeze": True},  # TorchScript freeze: oneDNN conv fusion
     "compile": {"channels_last": True, "compile": True},  # torch.compile (inductor)
+    # inductor's freezing: the weights become constants, convs prepacked for oneDNN (CPU inference)
+    "compile_freeze": {"channels_last": True, "compile": True, "freezing": True},
     "tf32": {"channels_last": True, "tf32": True},  # CUDA only: TF32 tensor-core matmuls and convs
 }
 
 
 def forward_fn(variant: Variant, model, x: np.ndarray, *, device: str = "cpu",
                dtype: str = "float32", channels_last: bool = False, jit_freeze: bool = False,
-               compile: bool = False, tf32: bool = False):
+               compile: bool = False, freezing: bool = False, tf32: bool = False):
     """A callable running one forward pass and returning the logits: eager, inference mode,
     the model on `device`, half types through autocast; optionally channels_last, a frozen
-    TorchScript trace, or torch.compile; `tf32` lets CUDA use TF32 for this callable only."""
+    TorchScript trace, or torch.compile (with inductor's `freezing`: parameters folded in as
+    constants); `tf32` lets CUDA use TF32 for this callable only."""
+    if freezing and not compile:
+        raise FrameworkError("`freezing` is an option of torch.compile: pass compile=True too")
     if device == "cuda" and not torch.cuda.is_available():
         raise FrameworkError("no CUDA device visible to PyTorch")
     if tf32 and device != "cuda":
@@ -576,13 +581,15 @@ def forward_fn(variant: Variant, model, x: np.ndarray, *, device: str = "cpu",
         with torch.no_grad():
             run = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, t).eval()))
     elif compile:
-        run = torch.compile(model)
+        run = torch.compile(model, options={"freezing": True} if freezing else None)
 
     def step():
         saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         try:
-            with torch.inference_mode(), torch.autocast(device, dtype=half, enabled=half is not None):
+            # inductor freezes parameters only under no_grad: inference_mode's tensors bypass it
+            with (torch.no_grad() if freezing else torch.inference_mode()), \
+                    torch.autocast(device, dtype=half, enabled=half is not None):
                 out = run(t)
             sync()
         finally:
