@@ -264,31 +264,47 @@ def _snake(name: str) -> str:
 
 def _explain_mismatch(variant: Variant, model, path) -> None:
     """Follow Keras 3's layout (one group per layer, named by class and a per-class counter in
-    model order; one `vars/i` per weight) and raise ParamMismatchError in canonical names."""
+    model order; one `vars/i` per weight; a nested model's layers under its own group's `layers`,
+    counted afresh, as keras-hub's classifier holds its backbone) and raise ParamMismatchError in
+    canonical names."""
     import h5py
 
     to_canonical = {k: c for c, k in framework_names(variant).items()}
-    params, counters, used = {}, {}, set()
+    params: dict[str, np.ndarray] = {}
     with h5py.File(path, "r") as f:
         groups = f.get("layers")
         if groups is None:
             return
-        for layer in model.layers:
-            key = _snake(type(layer).__name__)
-            n = counters.get(key, 0)
-            counters[key] = n + 1
-            group = groups.get(key if n == 0 else f"{key}_{n}")
-            if not layer.weights or group is None or "vars" not in group:
-                continue
-            used.add(group.name)
-            for i, w in enumerate(layer.weights):
-                name = to_canonical.get(f"{layer.name}/{w.path.rsplit('/', 1)[-1]}")
-                if name is not None and str(i) in group["vars"]:
-                    params[name] = np.zeros(group["vars"][str(i)].shape, np.float32)  # shapes suffice
-        extra = [g for g in groups if groups[g].name not in used and "vars" in groups[g] and len(groups[g]["vars"])]
-    for g in extra:
-        params[f"layers/{g}"] = np.zeros(0, np.float32)  # reported as unexpected, by the file's own name
+        _walk_layers(model.layers, groups, to_canonical, params, "layers")
     C.check_params(variant, params, source=str(path))
+
+
+def _walk_layers(layers, groups, to_canonical: dict, params: dict, where: str) -> None:
+    """The shapes of one level of Keras 3's layout into `params` (canonical name -> zeros); a group
+    of this level that no layer takes is named by its path in the file, as unexpected."""
+    counters: dict[str, int] = {}
+    used = set()
+    for layer in layers:
+        key = _snake(type(layer).__name__)
+        n = counters.get(key, 0)
+        counters[key] = n + 1
+        name = key if n == 0 else f"{key}_{n}"
+        group = groups.get(name)
+        if group is None:
+            continue
+        used.add(name)
+        if getattr(layer, "layers", None) and "layers" in group:  # a nested model: its own level
+            _walk_layers(layer.layers, group["layers"], to_canonical, params, f"{where}/{name}/layers")
+            continue
+        if not layer.weights or "vars" not in group:
+            continue
+        for i, w in enumerate(layer.weights):
+            canonical = to_canonical.get(f"{layer.name}/{w.path.rsplit('/', 1)[-1]}")
+            if canonical is not None and str(i) in group["vars"]:
+                params[canonical] = np.zeros(group["vars"][str(i)].shape, np.float32)  # shapes suffice
+    for g in groups:
+        if g not in used and "vars" in groups[g] and len(groups[g]["vars"]):
+            params[f"{where}/{g}"] = np.zeros(0, np.float32)  # reported as unexpected, by the file's own name
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,13 +43,17 @@ class Spelling:
 
 def _zoo(prefix: str, rename: Callable[[str], str] | None = None, *, also: tuple[str, ...] = ()):
     """The reference of a registered variant of the library `prefix` (or of `also`'s libraries,
-    renamed into this one) that computes the same function as a description."""
+    renamed into this one) that computes the same function as a description. A library whose
+    references name a backbone (keras-hub's ResNetBackbone) computes a headless description too."""
     def reference(v: ResNet) -> str | None:
+        from equiv.families.resnet.description import BACKBONE
         from equiv.variants import all_variants
 
         for cand in all_variants():
             if not isinstance(cand, ResNet) or not cand.reference:
                 continue
+            if v.head == "none" and cand.reference.startswith(BACKBONE):
+                cand = cand.replace(head="none", num_classes=0)
             own = cand.reference.startswith(prefix)
             if (own or cand.reference.startswith(also)) and _same_function(v, cand):
                 return cand.reference if own or rename is None else rename(cand.reference)
