@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -109,9 +110,21 @@ def padding_layers(rule: str, kernel: int, stride: int, x, name: str, pad_layer=
 # Parameters
 
 
+def _tf_keras(model) -> bool:
+    """`model` is a tf_keras (Keras 2) model: read by the same layer names, run by tf_keras itself."""
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def _path(w) -> str:
+    """A variable's 'layer/field' path: Keras 3's `path`; tf_keras' `name` without its ':0'."""
+    path = getattr(w, "path", None)
+    return path if isinstance(path, str) else w.name.rsplit(":", 1)[0]
+
+
 def _variables(v: Variant, model) -> dict[str, object]:
     """Canonical name -> the model's variable; ParamMismatchError if the model is not `v`'s."""
-    by_path = {w.path: w for w in model.weights}
+    by_path = {_path(w): w for w in model.weights}
     names = framework_names(v)
     missing = [n for n, path in names.items() if path not in by_path]
     unexpected = sorted(set(by_path) - set(names.values()))
@@ -145,7 +158,8 @@ def _tap_model(v: Variant, model):
     tapper = _TAP_MODELS.get(model)
     if tapper is None:
         outputs = families.builder(v, "keras").tap_outputs(v, model)
-        tapper = keras.Model(model.inputs[0], {t: outputs[t] for t in C.tap_names(v)})
+        make = sys.modules["tf_keras"].Model if _tf_keras(model) else keras.Model  # the model's own library
+        tapper = make(model.inputs[0], {t: outputs[t] for t in C.tap_names(v)})
         _TAP_MODELS[model] = tapper
     return tapper
 
@@ -153,6 +167,8 @@ def _tap_model(v: Variant, model):
 def run(variant: Variant, model, x, taps=None) -> dict[str, np.ndarray]:
     names = C.resolve_taps(variant, taps)
     out = _tap_model(variant, model)(np.asarray(x, dtype=np.float32), training=False)
+    if _tf_keras(model):  # TensorFlow tensors
+        return {t: np.asarray(out[t], dtype=np.float32) for t in names}
     return {t: np.asarray(keras.ops.convert_to_numpy(out[t]), dtype=np.float32) for t in names}
 
 
@@ -163,16 +179,24 @@ def release(model) -> None:
 # ---------------------------------------------------------------------------------------
 # A user's Keras model, and the environment
 
-NAMING = ("a Keras model is read by layer name, as keras.applications names its layers "
-          "(equiv.frameworks.keras.framework_names(variant) lists them)")
+NAMING = ("a Keras model (Keras 3, or tf_keras' Keras 2) is read by layer name, as keras.applications names "
+          "its layers (equiv.frameworks.keras.framework_names(variant) lists them)")
 
 
 def owns(obj) -> bool:
-    return keras is not None and isinstance(obj, keras.Model)
+    return (keras is not None and isinstance(obj, keras.Model)) or _tf_keras(obj)
 
 
 def model_names(model) -> set[str]:
-    return {w.path for w in model.weights}
+    return {_path(w) for w in model.weights}
+
+
+def model_notes(variant: Variant, model) -> list[str]:
+    """Which code runs a user's model: tf_keras' own call for a Keras 2 model."""
+    if _tf_keras(model):
+        return [f"tf_keras {sys.modules['tf_keras'].__version__} model {model.name}: run by tf_keras itself "
+                "(its own call, tapped at its layers' outputs)"]
+    return []
 
 
 def model_params(variant: Variant, model) -> dict[str, np.ndarray]:
