@@ -80,8 +80,11 @@ def nonfinite(a: np.ndarray) -> str | None:
     """None when `a` is all finite, else how many NaN and Inf it holds and where the first is."""
     if a.dtype.kind == "f" and a.size and a.flags.c_contiguous:
         flat = a.reshape(-1)
-        if np.isfinite(np.dot(flat, flat)):  # one pass, no temporary: a NaN or Inf makes the sum non-finite
-            return None  # (a non-finite sum from finite values, an overflow, falls through to the full count)
+        # one pass, no temporary: a NaN or Inf makes the sum of squares non-finite (a non-finite sum from
+        # finite values, an overflow, falls through to the full count); einsum, not a BLAS dot that starts
+        # threads on busy cores
+        if np.isfinite(np.einsum("i,i->", flat, flat)):
+            return None
     finite = np.isfinite(a)
     if finite.all():
         return None
