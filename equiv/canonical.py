@@ -23,6 +23,7 @@ network has no classifier: its last tap is `output_tap` (generic code never assu
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
@@ -42,7 +43,16 @@ def plan(v: Variant):
 
 
 def param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
-    """Every canonical parameter of `v` and its shape, in network order."""
+    """Every canonical parameter of `v` and its shape, in network order (a fresh dict each call)."""
+    try:
+        return dict(_param_shapes(v))
+    except TypeError:  # a description holding an unhashable field: computed afresh
+        return plan(v).param_shapes(v)
+
+
+@lru_cache(maxsize=64)
+def _param_shapes(v: Variant) -> dict[str, tuple[int, ...]]:
+    # a description is frozen: its shapes are computed once (a port asks for them a dozen times)
     return plan(v).param_shapes(v)
 
 

@@ -78,6 +78,13 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, a
 
 def nonfinite(a: np.ndarray) -> str | None:
     """None when `a` is all finite, else how many NaN and Inf it holds and where the first is."""
+    if a.dtype.kind == "f" and a.size and a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        # one pass, no temporary: a NaN or Inf makes the sum of squares non-finite (a non-finite sum from
+        # finite values, an overflow, falls through to the full count); einsum, not a BLAS dot that starts
+        # threads on busy cores
+        if np.isfinite(np.einsum("i,i->", flat, flat)):
+            return None
     finite = np.isfinite(a)
     if finite.all():
         return None
@@ -453,7 +460,8 @@ def read_state(path: Path, variant: Variant, fmt: str, *, allow_pickle: bool = F
         limits.check_declared(str(path), variant, {n: (e.shape, e.itemsize) for n, e in entries.items()})
         state = safetensors_reader.read(path, entries, list(entries))
     else:
-        state = {k: a for k, a in ad.load_state(path, allow_pickle=allow_pickle, classes=classes).items()
+        state = {k: a for k, a in ad.load_state(path, allow_pickle=allow_pickle, classes=classes,
+                                                variant=variant).items()
                  if not k.endswith(".num_batches_tracked")}
         if {k: tuple(a.shape) for k, a in state.items()} != expected:
             return None

@@ -59,21 +59,23 @@ def elements(source: str, name: str, shape: Iterable) -> int:
 
 def check_declared(source: str, v: Variant, declared: Mapping[str, tuple[Iterable, int]]) -> None:
     """Refuse declared tensors (name -> (shape, bytes per element)) that equiv could never need,
-    or that would not fit in memory, before any of their data is read."""
-    biggest, total = largest_tensor(v), 0
+    or that would not fit in memory, before any of their data is read. (The registered variants'
+    sizes are computed only for a tensor bigger than `v`'s own largest: a file of `v` never needs them.)"""
+    own, total = max(math.prod(s) for s in C.param_shapes(v).values()), 0
     for name, (shape, itemsize) in declared.items():
         n = elements(source, name, shape)
-        if n > biggest:
+        if n > own and n > largest_tensor(v):
             raise EquivError(f"{source}: {name} declares {n} elements ({tuple(shape)}); no parameter of {v.name} "
-                             f"or any registered variant has more than {biggest}")
+                             f"or any registered variant has more than {largest_tensor(v)}")
         total += n * itemsize
     check_bytes(source, total, v)
 
 
 def check_bytes(source: str, total: int, v: Variant | None, what: str = "its tensors declare") -> None:
     """Refuse `total` declared bytes beyond any registered variant's weights or the memory available."""
-    most = max_file_bytes(v)
-    if total > most:
+    within_own = v is not None and total <= FLOAT_BYTES * C.param_count(v) + OVERHEAD
+    most = None if within_own else max_file_bytes(v)
+    if most is not None and total > most:
         of = f"{v.name} or any registered variant" if v is not None else "any registered variant"
         raise EquivError(f"{source}: {what} {memory.human(total)}, more than the weights of {of} "
                          f"({memory.human(most)})")

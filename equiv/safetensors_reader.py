@@ -92,13 +92,19 @@ def read(path: Path, entries: dict[str, Entry], names) -> dict[str, np.ndarray]:
     try:
         for name in names:
             e = entries[name]
-            buf = os.pread(fd, e.nbytes, e.begin) if e.nbytes else b""
-            if len(buf) != e.nbytes:
+            # read straight into the array (one copy from the page cache, none after for float32)
+            a = np.empty(e.nbytes // np.dtype(_FLOATS[e.dtype]).itemsize, _FLOATS[e.dtype])
+            view, got = memoryview(a).cast("B"), 0
+            while got < e.nbytes:  # a regular file reads short only at its end (or past 2 GB a call)
+                n = os.preadv(fd, [view[got:]], e.begin + got)
+                if n <= 0:
+                    break
+                got += n
+            if got != e.nbytes:
                 raise EquivError(f"{source}: safetensors file cut short while it was read (tensor {name})")
-            a = np.frombuffer(buf, _FLOATS[e.dtype])
             if e.dtype == "BF16":  # the upper half of a float32
                 a = (a.astype(np.uint32) << 16).view(np.float32)
-            out[name] = a.astype(np.float32).reshape(e.shape)
+            out[name] = a.astype(np.float32, copy=False).reshape(e.shape)
     finally:
         os.close(fd)
     return out

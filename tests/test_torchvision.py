@@ -553,6 +553,75 @@ def test_hugging_faces_resnet50_to_timm_is_bit_exact_in_parameters(tmp_path):
                for n in names)
 
 
+def _main_python() -> pathlib.Path:
+    """The main venv's Python (TensorFlow, Keras 3, keras-hub: .ci/run's $EQUIV_VENV, default .venv), which
+    this stage's venv lacks: keras-hub's leg of a round trip runs there, in a subprocess."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    venv = pathlib.Path(os.environ.get("EQUIV_VENV", root / ".venv"))
+    python = (venv if venv.is_absolute() else root / venv) / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no main venv at {python} (set EQUIV_VENV): keras-hub's leg needs Keras, absent here")
+    return python
+
+
+# Run in the main venv: Hugging Face's folder -> keras-hub's .weights.h5 -> keras-hub's own loader -> timm's .pt.
+_KERAS_HUB_LEG = """
+import sys
+import keras_hub
+from equiv import variants
+from equiv.porting import port
+src, hub, out = sys.argv[1:]
+v = variants.get("torchvision/resnet50")
+port(v, src, hub, source_dialect="hf", target_dialect="keras-hub")
+backbone = keras_hub.models.ResNetBackbone(
+    input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
+    stackwise_num_blocks=[3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+    use_pre_activation=False, image_shape=(None, None, 3))
+keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=1000, activation=None).load_weights(hub)
+port(v, hub, out, source_dialect="keras-hub", target_dialect="timm")
+print("keras-hub leg done")
+"""
+
+
+@pytest.mark.slow
+def test_hugging_face_to_keras_hub_to_timm_is_bit_exact_in_parameters(tmp_path):
+    """(slow: 32 s at load 4, three keras-hub builds and TensorFlow's import in the subprocess; the default
+    run holds HF -> timm -> HF bit-exact above, and keras-hub's own files through equiv both ways in
+    tests/test_keras_hub_files.py) transformers' ResNetForImageClassification (random initialisation,
+    BatchNorm statistics and affine drawn too; save_pretrained) -> equiv port to keras-hub's .weights.h5
+    -> keras-hub's own ResNetImageClassifier.load_weights -> equiv port to timm's names -> timm.create_model('resnet50')
+    .load_state_dict(strict=True): every parameter bit for bit against the Hugging Face module's. The two
+    ports and keras-hub's load run in the main venv (TensorFlow, Keras 3, keras-hub 0.32) in a subprocess:
+    this stage's venv has no Keras (scripts/test-torchvision.sh); the rest runs here."""
+    import subprocess
+    import sys
+
+    python = _main_python()
+    v = variants.get("torchvision/resnet50")
+    hf = _dialect_module("hf", v)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in hf.state_dict().items():
+            if "normalization" in name and not name.endswith("num_batches_tracked"):
+                shift = 0.5 if name.endswith(("running_var", "weight")) else -0.5
+                t.copy_(torch.rand(t.shape, generator=gen) + shift)
+    src = _dialect_file("hf", hf, tmp_path)
+    hub, out = tmp_path / "hub.weights.h5", tmp_path / "timm.pt"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([str(python), "-c", _KERAS_HUB_LEG, str(src), str(hub), str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "keras-hub leg done" in done.stdout, (done.stdout, sys.executable)
+    tm = _dialect_load("timm", v, out)
+    ours = hf.state_dict()
+    names = adapter.framework_names(v.in_dialect("hf"))
+    timm_names = adapter.framework_names(v.in_dialect("timm"))
+    differ = [n for n in names
+              if not torch.equal(ours[names[n]], tm.state_dict()[timm_names[n]].reshape(ours[names[n]].shape))]
+    assert len(names) == 267 and not differ, f"{len(differ)} parameters changed (first: {differ[:1]})"
+
+
 def test_real_torchvision_is_the_native_build_of_torchvision_variants():
     """Where torchvision imports, equiv's native torch build of a torchvision/ variant is torchvision's own
     module (the transcription is the fallback elsewhere, and says so)."""

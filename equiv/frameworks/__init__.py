@@ -26,7 +26,8 @@ from equiv.frameworks.base import MB, Record
 REGISTRY: dict[str, Record] = {r.name: r for r in (
     Record("slim", "equiv.frameworks.slim", "tensorflow", 600 * MB, library="tf_slim",
            model_module="equiv.frameworks.slim"),
-    Record("keras", "equiv.frameworks.keras", "tensorflow", 600 * MB, library="keras", model_module="keras"),
+    Record("keras", "equiv.frameworks.keras", "tensorflow", 600 * MB, library="keras", model_module="keras",
+           other_models=("tf_keras",)),
     Record("torch", "equiv.frameworks.torch", "torch", 200 * MB, library="torch", model_module="torch"),
     Record("onnx", "equiv.frameworks.onnx", "onnxruntime", 50 * MB, library="onnxruntime", model_module="onnx"),
 )}
@@ -83,7 +84,7 @@ def backend_of(obj: Any) -> str | None:
     """The backend whose model `obj` is, else None. Imports no framework: a backend is asked
     only when its model module is already loaded (no object of it can exist otherwise)."""
     for name, rec in REGISTRY.items():
-        if rec.model_module in sys.modules and module(name).owns(obj):
+        if any(m in sys.modules for m in (rec.model_module, *rec.other_models)) and module(name).owns(obj):
             return name
     return None
 

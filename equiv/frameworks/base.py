@@ -34,6 +34,8 @@ class Record:
     * library: the module users import to use it (the pytest plugin's `equiv_<name>` fixture).
     * model_module: a module that is imported whenever a model object of this backend can
       exist, so that recognising a user's object never imports a framework.
+    * other_models: modules of other libraries whose model objects this backend reads too (Keras:
+      tf_keras, whose Keras 2 models name their layers alike), each asked only once imported.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Record:
     runtime_bytes: int
     library: str
     model_module: str
+    other_models: tuple[str, ...] = ()
 
 
 @runtime_checkable

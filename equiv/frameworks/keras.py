@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -109,9 +110,21 @@ def padding_layers(rule: str, kernel: int, stride: int, x, name: str, pad_layer=
 # Parameters
 
 
+def _tf_keras(model) -> bool:
+    """`model` is a tf_keras (Keras 2) model: read by the same layer names, run by tf_keras itself."""
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def _path(w) -> str:
+    """A variable's 'layer/field' path: Keras 3's `path`; tf_keras' `name` without its ':0'."""
+    path = getattr(w, "path", None)
+    return path if isinstance(path, str) else w.name.rsplit(":", 1)[0]
+
+
 def _variables(v: Variant, model) -> dict[str, object]:
     """Canonical name -> the model's variable; ParamMismatchError if the model is not `v`'s."""
-    by_path = {w.path: w for w in model.weights}
+    by_path = {_path(w): w for w in model.weights}
     names = framework_names(v)
     missing = [n for n, path in names.items() if path not in by_path]
     unexpected = sorted(set(by_path) - set(names.values()))
@@ -145,7 +158,8 @@ def _tap_model(v: Variant, model):
     tapper = _TAP_MODELS.get(model)
     if tapper is None:
         outputs = families.builder(v, "keras").tap_outputs(v, model)
-        tapper = keras.Model(model.inputs[0], {t: outputs[t] for t in C.tap_names(v)})
+        make = sys.modules["tf_keras"].Model if _tf_keras(model) else keras.Model  # the model's own library
+        tapper = make(model.inputs[0], {t: outputs[t] for t in C.tap_names(v)})
         _TAP_MODELS[model] = tapper
     return tapper
 
@@ -153,6 +167,8 @@ def _tap_model(v: Variant, model):
 def run(variant: Variant, model, x, taps=None) -> dict[str, np.ndarray]:
     names = C.resolve_taps(variant, taps)
     out = _tap_model(variant, model)(np.asarray(x, dtype=np.float32), training=False)
+    if _tf_keras(model):  # TensorFlow tensors
+        return {t: np.asarray(out[t], dtype=np.float32) for t in names}
     return {t: np.asarray(keras.ops.convert_to_numpy(out[t]), dtype=np.float32) for t in names}
 
 
@@ -163,16 +179,24 @@ def release(model) -> None:
 # ---------------------------------------------------------------------------------------
 # A user's Keras model, and the environment
 
-NAMING = ("a Keras model is read by layer name, as keras.applications names its layers "
-          "(equiv.frameworks.keras.framework_names(variant) lists them)")
+NAMING = ("a Keras model (Keras 3, or tf_keras' Keras 2) is read by layer name, as keras.applications names "
+          "its layers (equiv.frameworks.keras.framework_names(variant) lists them)")
 
 
 def owns(obj) -> bool:
-    return keras is not None and isinstance(obj, keras.Model)
+    return (keras is not None and isinstance(obj, keras.Model)) or _tf_keras(obj)
 
 
 def model_names(model) -> set[str]:
-    return {w.path for w in model.weights}
+    return {_path(w) for w in model.weights}
+
+
+def model_notes(variant: Variant, model) -> list[str]:
+    """Which code runs a user's model: tf_keras' own call for a Keras 2 model."""
+    if _tf_keras(model):
+        return [f"tf_keras {sys.modules['tf_keras'].__version__} model {model.name}: run by tf_keras itself "
+                "(its own call, tapped at its layers' outputs)"]
+    return []
 
 
 def model_params(variant: Variant, model) -> dict[str, np.ndarray]:
@@ -264,31 +288,47 @@ def _snake(name: str) -> str:
 
 def _explain_mismatch(variant: Variant, model, path) -> None:
     """Follow Keras 3's layout (one group per layer, named by class and a per-class counter in
-    model order; one `vars/i` per weight) and raise ParamMismatchError in canonical names."""
+    model order; one `vars/i` per weight; a nested model's layers under its own group's `layers`,
+    counted afresh, as keras-hub's classifier holds its backbone) and raise ParamMismatchError in
+    canonical names."""
     import h5py
 
     to_canonical = {k: c for c, k in framework_names(variant).items()}
-    params, counters, used = {}, {}, set()
+    params: dict[str, np.ndarray] = {}
     with h5py.File(path, "r") as f:
         groups = f.get("layers")
         if groups is None:
             return
-        for layer in model.layers:
-            key = _snake(type(layer).__name__)
-            n = counters.get(key, 0)
-            counters[key] = n + 1
-            group = groups.get(key if n == 0 else f"{key}_{n}")
-            if not layer.weights or group is None or "vars" not in group:
-                continue
-            used.add(group.name)
-            for i, w in enumerate(layer.weights):
-                name = to_canonical.get(f"{layer.name}/{w.path.rsplit('/', 1)[-1]}")
-                if name is not None and str(i) in group["vars"]:
-                    params[name] = np.zeros(group["vars"][str(i)].shape, np.float32)  # shapes suffice
-        extra = [g for g in groups if groups[g].name not in used and "vars" in groups[g] and len(groups[g]["vars"])]
-    for g in extra:
-        params[f"layers/{g}"] = np.zeros(0, np.float32)  # reported as unexpected, by the file's own name
+        _walk_layers(model.layers, groups, to_canonical, params, "layers")
     C.check_params(variant, params, source=str(path))
+
+
+def _walk_layers(layers, groups, to_canonical: dict, params: dict, where: str) -> None:
+    """The shapes of one level of Keras 3's layout into `params` (canonical name -> zeros); a group
+    of this level that no layer takes is named by its path in the file, as unexpected."""
+    counters: dict[str, int] = {}
+    used = set()
+    for layer in layers:
+        key = _snake(type(layer).__name__)
+        n = counters.get(key, 0)
+        counters[key] = n + 1
+        name = key if n == 0 else f"{key}_{n}"
+        group = groups.get(name)
+        if group is None:
+            continue
+        used.add(name)
+        if getattr(layer, "layers", None) and "layers" in group:  # a nested model: its own level
+            _walk_layers(layer.layers, group["layers"], to_canonical, params, f"{where}/{name}/layers")
+            continue
+        if not layer.weights or "vars" not in group:
+            continue
+        for i, w in enumerate(layer.weights):
+            canonical = to_canonical.get(f"{layer.name}/{w.path.rsplit('/', 1)[-1]}")
+            if canonical is not None and str(i) in group["vars"]:
+                params[canonical] = np.zeros(group["vars"][str(i)].shape, np.float32)  # shapes suffice
+    for g in groups:
+        if g not in used and "vars" in groups[g] and len(groups[g]["vars"]):
+            params[f"{where}/{g}"] = np.zeros(0, np.float32)  # reported as unexpected, by the file's own name
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ max-pool) live here, for every builder to use.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -106,7 +107,16 @@ def build(variant: Variant, *, reference: bool | None = None):
 # Names and layouts
 
 def framework_names(variant: Variant) -> dict[str, str]:
-    """canonical name -> state_dict key, in the dialect of the family's torch builder."""
+    """canonical name -> state_dict key, in the dialect of the family's torch builder (a fresh dict)."""
+    try:
+        return dict(_framework_names(variant, variant.built_by()))
+    except TypeError:  # a description holding an unhashable field: computed afresh
+        return families.builder(variant, "torch").framework_names(variant)
+
+
+@functools.lru_cache(maxsize=64)
+def _framework_names(variant: Variant, built_by: str) -> dict[str, str]:
+    # a frozen description's names depend on it and on the library code that computes it here (built_by)
     return families.builder(variant, "torch").framework_names(variant)
 
 
@@ -387,7 +397,7 @@ def read_file(variant: Variant, path, *, allow_pickle: bool = False,
     Loaded with weights_only=True; a file that needs real unpickling only with allow_pickle
     (see load_state). The seed's pickle names its classes in `__main__`: for
     seed/torch_resnet_v2 they are supplied (equiv.seed.torch_resnet_v2) unless `classes` says."""
-    state = load_state(path, allow_pickle=allow_pickle, classes=classes or _trusted_classes(variant))
+    state = load_state(path, allow_pickle=allow_pickle, classes=classes or _trusted_classes(variant), variant=variant)
     return state_to_canonical(variant, state, str(path))
 
 
@@ -431,15 +441,17 @@ def _refuse_call(path, name: str) -> UnsafeFileError:
                            f"(it acts on the system, it does not build a model)")
 
 
-def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] | None = None,
+               variant: Variant | None = None) -> dict[str, np.ndarray]:
     """The state_dict of a torch file as float32 numpy arrays, by its own keys.
 
     First with weights_only=True, which builds nothing but tensors and plain containers. A file
     that needs more (a whole pickled nn.Module, any class by name) is refused with the way out,
     unless `allow_pickle`: then it is unpickled for real, after a warning (and a line on stderr)
     that names the file, and `classes` ("module.Name" -> class) supplies classes the pickle names
-    but this process cannot import (a model pickled by a script run as __main__)."""
-    _check_sizes(path)
+    but this process cannot import (a model pickled by a script run as __main__). `variant`: the
+    network the file should hold, whose size bounds it first (equiv.limits)."""
+    _check_sizes(path, variant)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -458,7 +470,7 @@ def load_state(path, *, allow_pickle: bool = False, classes: Mapping[str, type] 
     return _state_arrays(obj, path)
 
 
-def _check_sizes(path) -> None:
+def _check_sizes(path, variant: Variant | None = None) -> None:
     """The bytes a torch file can unpack to, before torch reads it: a zip's members by the sizes
     its central directory declares (a deflate bomb declares gigabytes in a few MB), else the file."""
     from equiv import limits
@@ -469,9 +481,9 @@ def _check_sizes(path) -> None:
                 total = sum(i.file_size for i in z.infolist())
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise EquivError(f"{path}: not a readable torch file ({exc})") from None
-        limits.check_bytes(str(path), total, None, "its zip members unpack to")
+        limits.check_bytes(str(path), total, variant, "its zip members unpack to")
     else:
-        limits.check_bytes(str(path), os.path.getsize(path), None, "it holds")
+        limits.check_bytes(str(path), os.path.getsize(path), variant, "it holds")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,6 +17,8 @@ from equiv.variants import Variant
 
 # Libraries whose networks equiv registers but does not need: their native builds run where they import.
 OPTIONAL_LIBRARIES = ("timm", "transformers", "keras_hub")
+# A library reference naming a backbone: the headless (head "none") network it builds computes it too.
+BACKBONE = "keras_hub.models.ResNetBackbone."
 
 
 @functools.cache
@@ -151,6 +153,14 @@ class ResNet(Variant):
             raise ValueError(f"{self.name}: groups apply to a bottleneck's 3x3 conv; a basic block has none")
         if any(w % self.groups for w in self.widths):
             raise ValueError(f"{self.name}: groups={self.groups} must divide every stage width {self.widths}")
+
+    def reference_differences(self) -> list[str]:
+        """As Variant.reference_differences; a library reference naming a backbone (keras-hub's
+        ResNetBackbone) computes the headless network (head "none") too: its head is no difference."""
+        differ = super().reference_differences()
+        if self.head == "none" and self.reference.startswith(BACKBONE):
+            differ = [k for k in differ if k != "head"]
+        return differ
 
     def built_by(self) -> str:
         """As Variant.built_by, and "" where the library is not importable here: timm and transformers

@@ -77,9 +77,9 @@ _KERAS_HUB = {
 
 
 def _keras_hub(v: ResNet):
-    """keras-hub's ResNetImageClassifier on its ResNetBackbone, as its presets configure them
-    (a 7x7 stem of 64, bottleneck blocks); equiv's generic model, named alike, where keras_hub
-    does not import."""
+    """keras-hub's ResNetImageClassifier on its ResNetBackbone (the backbone alone for head "none"),
+    as its presets configure them (a 7x7 stem of 64, bottleneck blocks); equiv's generic model,
+    named alike, where keras_hub does not import."""
     try:
         import keras_hub
     except ImportError:
@@ -89,6 +89,8 @@ def _keras_hub(v: ResNet):
         stackwise_num_filters=list(v.widths), stackwise_num_blocks=list(v.depths),
         stackwise_num_strides=list(v.strides), block_type="bottleneck_block",
         use_pre_activation=v.preact, image_shape=(*(v.input_size or (None, None)), v.in_channels))
+    if v.head == "none":  # the backbone alone: what ResNetBackbone.save_weights writes and load_weights reads
+        return backbone
     return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=v.num_classes, activation=None)
 
 
