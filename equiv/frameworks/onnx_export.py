@@ -144,6 +144,29 @@ def canonical_params(variant: Variant, reading: ExportReading, source: str) -> d
     return T.state_to_canonical(variant, dict(reading.params), source)
 
 
+def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False) -> dict[str, np.ndarray]:
+    """The canonical parameters of an exported graph read as a weight file (`equiv port --from
+    exported.onnx`, `equiv.load_weights`): never silently another network. A graph whose layers the
+    family's reader cannot place is refused naming the first and why; a graph whose exporter folded
+    BatchNorm into the convs is refused naming the first folded layer, unless `unfold_bn`: then each
+    folded conv is written as the conv and an identity BatchNorm carrying the folded bias (gamma 1,
+    mean 0, variance 1 - epsilon), which computes what the export computes but is not the module's
+    BatchNorm (its statistics are gone from the export)."""
+    reading = read(variant, proto)
+    if not reading.params and reading.missing:  # nothing placed: the reader says why
+        t = next(iter(reading.missing))
+        raise EquivError(f"{source}: an exported graph that equiv cannot map to {variant.name}: "
+                         f"{t}: {reading.missing[t]}")
+    params = canonical_params(variant, reading, source)  # a graph of another network: what differs, named
+    if reading.folded and not unfold_bn:
+        raise EquivError(f"{source}: the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
+                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so a port "
+                         "would write another network: export with training=torch.onnx.TrainingMode.PRESERVE, or "
+                         "pass `unfold_bn=True` to write each as the conv and an identity BatchNorm holding the "
+                         "folded bias")
+    return params
+
+
 def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
     """Canonical names of the parameters read as the graph stores them (not reconstructed from a fold)."""
     from equiv.frameworks import torch as T
