@@ -200,7 +200,7 @@ def cmd_port(args) -> int:
                   target_format=args.to_format, num_classes=args.num_classes,
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
                   dialect=args.dialect, source_dialect=args.from_dialect, target_dialect=args.to_dialect,
-                  seed=args.seed, input_size=_input_size(args, args.variant), batch=args.batch,
+                  seed=args.seed, input_size=tuple(args.input_size) if args.input_size else None, batch=args.batch,
                   allow_pickle=args.allow_pickle, unfold_bn=args.unfold_bn, progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
