@@ -42,6 +42,7 @@ class ExportReading:
     folded: list[str] = field(default_factory=list)  # layers whose BatchNorm the exporter folded into the conv
     named: bool = False  # the initializers carry the state_dict's names (BatchNorm kept)
     remarks: list[str] = field(default_factory=list)  # what differs from the variant's description
+    flat: set[str] = field(default_factory=set)  # 4-D tensors whose tap is their NHWC flattening (VGG's flatten)
 
 
 class ExportGraph:
@@ -111,6 +112,30 @@ class ExportGraph:
         """The one node of type `op` reading `tensor`, else None."""
         found = [n for n in self.consumers.get(tensor, []) if n.op_type == op]
         return found[0] if len(found) == 1 else None
+
+    THROUGH = ("Pad", "Slice", "Identity")  # nodes that move or crop values and compute nothing new
+
+    def reach(self, tensor: str, op: str, through=THROUGH):
+        """The one node of type `op` reached from `tensor` through `through` nodes only, else None."""
+        seen, frontier, found = set(), [tensor], []
+        while frontier:
+            t = frontier.pop()
+            for n in self.consumers.get(t, []):
+                if n.op_type == op:
+                    found.append(n)
+                elif n.op_type in through and n.output[0] not in seen:
+                    seen.add(n.output[0])
+                    frontier.append(n.output[0])
+        return found[0] if len(found) == 1 else None
+
+    def comes_from(self, tensor: str, sources, through=THROUGH) -> bool:
+        """`tensor` is one of `sources`, or made from one through `through` nodes only."""
+        while tensor not in sources:
+            node = self.producer.get(tensor)
+            if node is None or node.op_type not in through:
+                return False
+            tensor = node.input[0]
+        return True
 
 
 def is_export(proto, variant: Variant) -> bool:
@@ -232,5 +257,6 @@ def runner(variant: Variant, proto, reading: ExportReading):
             raise EquivError(f"exported graph {proto.graph.name!r} takes batches of {step} only, not {len(x)}")
         parts = [sess.run([reading.taps[t] for t in wanted], {name: x[i:i + step]}) for i in range(0, len(x), step)]
         out = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
-        return {t: np.asarray(C.nchw_to_nhwc(a) if a.ndim == 4 else a, np.float32) for t, a in zip(wanted, out)}
+        out = {t: np.asarray(C.nchw_to_nhwc(a) if a.ndim == 4 else a, np.float32) for t, a in zip(wanted, out)}
+        return {t: a.reshape(len(a), -1) if t in reading.flat else a for t, a in out.items()}
     return run, taps, size

@@ -29,9 +29,6 @@ def _module(names: dict[str, str], layer: str, field: str = "kernel") -> str:
     return names[f"{layer}/{field}"].rsplit(".", 1)[0]
 
 
-THROUGH = ("Pad", "Slice", "Identity")  # nodes that move or crop values and compute nothing new
-
-
 def _tables(v):
     """The name tables a torch module of `v` may carry: its dialect's (a library's own module), and
     equiv's own module's (torchvision's scheme), where they differ."""
@@ -56,30 +53,6 @@ def _choose(v, g, tables):
         if best is None or hits > best[0]:
             best = (hits, names, prefix)
     return best[1], best[2]
-
-
-def _after(g, tensor: str, op: str):
-    """The one node of type `op` reached from `tensor` through THROUGH nodes only, else None."""
-    seen, frontier, found = set(), [tensor], []
-    while frontier:
-        t = frontier.pop()
-        for n in g.consumers.get(t, []):
-            if n.op_type == op:
-                found.append(n)
-            elif n.op_type in THROUGH and n.output[0] not in seen:
-                seen.add(n.output[0])
-                frontier.append(n.output[0])
-    return found[0] if len(found) == 1 else None
-
-
-def _from(g, tensor: str, sources) -> bool:
-    """`tensor` is one of `sources`, or made from one through THROUGH nodes only."""
-    while tensor not in sources:
-        node = g.producer.get(tensor)
-        if node is None or node.op_type not in THROUGH:
-            return False
-        tensor = node.input[0]
-    return True
 
 
 def read_export(v, g):
@@ -231,7 +204,7 @@ def read_export(v, g):
             break
         taps[c.name] = t
     if t is not None:
-        pool = _after(g, t, "MaxPool")
+        pool = g.reach(t, "MaxPool")
         if pool is None:
             missing["stem/pool"] = "no MaxPool reads the stem's output"
             t = None
@@ -265,7 +238,7 @@ def read_export(v, g):
         if unit.shortcut is None:
             other = [i for i in add.input if i != r]
             sources = {h, pre} - {None} if v.identity_from == "preact" else {h} - {None}
-            if len(other) == 1 and (h is None or _from(g, other[0], sources)):
+            if len(other) == 1 and (h is None or g.comes_from(other[0], sources)):
                 taps[f"{unit.name}/shortcut"] = other[0]
             else:
                 missing[f"{unit.name}/shortcut"] = "the Add does not add the unit's input"
