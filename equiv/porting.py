@@ -308,6 +308,8 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
                 hint = f"the file looks like {other}".replace("`dialect=", f"`{dialect_arg}=")
             elif _MISFITS:
                 hint = "it fits no registered variant in any dialect; nearest: " + " | ".join(nearest())
+        if hint and e.hint:  # the reader's own reason first (an exported graph's missing layer)
+            hint = f"{e.hint}; {hint}"
         raise (e.relabel(hint=hint) if hint else e) from None
 
 

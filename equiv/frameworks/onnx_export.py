@@ -164,9 +164,20 @@ def read(variant: Variant, proto) -> ExportReading:
 
 def canonical_params(variant: Variant, reading: ExportReading, source: str) -> dict[str, np.ndarray]:
     """The reading's parameters in canonical names and layout, checked strictly against `variant`."""
+    from equiv.errors import ParamMismatchError
     from equiv.frameworks import torch as T
 
-    return T.state_to_canonical(variant, dict(reading.params), source)
+    if not reading.params and reading.missing:  # nothing placed: the reader says why
+        t = next(iter(reading.missing))
+        raise EquivError(f"{source}: an exported graph that equiv cannot map to {variant.name}: {t}: "
+                         f"{reading.missing[t]}")
+    try:
+        return T.state_to_canonical(variant, dict(reading.params), source)
+    except ParamMismatchError as e:
+        if reading.missing:  # say what the graph lacks
+            t = next(iter(reading.missing))
+            e.relabel(hint=f"the exported graph has no counterpart of {t} ({reading.missing[t]})")
+        raise
 
 
 def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False) -> dict[str, np.ndarray]:
@@ -178,10 +189,6 @@ def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False
     mean 0, variance 1 - epsilon), which computes what the export computes but is not the module's
     BatchNorm (its statistics are gone from the export)."""
     reading = read(variant, proto)
-    if not reading.params and reading.missing:  # nothing placed: the reader says why
-        t = next(iter(reading.missing))
-        raise EquivError(f"{source}: an exported graph that equiv cannot map to {variant.name}: "
-                         f"{t}: {reading.missing[t]}")
     params = canonical_params(variant, reading, source)  # a graph of another network: what differs, named
     if reading.folded and not unfold_bn:
         raise EquivError(f"{source}: the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
