@@ -315,8 +315,16 @@ STRUCTURAL = {
 }
 
 
-@pytest.mark.parametrize("fw", BACKENDS)
-@pytest.mark.parametrize("fault", list(STRUCTURAL), ids=[f"{_label(r)}-{f}" for f, (r, *_) in STRUCTURAL.items()])
+# CI budget: onnx (added after the three first backends) runs two of these six in the default suite, one
+# moving a stride (caught by shape) and one by value; its other four are `slow` (`-m slow` runs them; all
+# pass). Its builder realises every description field these change (tests/frameworks/test_onnx.py).
+ONNX_DEFAULT = {"v1.5_as_v1", "identity_from_preact_not_input"}
+STRUCTURAL_CASES = [pytest.param(fault, fw, marks=[pytest.mark.slow] if fw == "onnx" and fault not in ONNX_DEFAULT
+                                 else [], id=f"{_label(STRUCTURAL[fault][0])}-{fault}-{fw}")
+                    for fault in STRUCTURAL for fw in BACKENDS]
+
+
+@pytest.mark.parametrize("fault, fw", STRUCTURAL_CASES)
 def test_a_port_that_builds_the_wrong_network_is_caught_at_the_first_changed_tap(fault, fw):
     """The real reference (tf_slim.nets, keras.applications or torchvision's code, unfaulted) vs
     its weights ported into `fw`, whose builder realises a description with one convention
