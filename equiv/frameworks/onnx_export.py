@@ -167,10 +167,6 @@ def canonical_params(variant: Variant, reading: ExportReading, source: str) -> d
     from equiv.errors import ParamMismatchError
     from equiv.frameworks import torch as T
 
-    if not reading.params and reading.missing:  # nothing placed: the reader says why
-        t = next(iter(reading.missing))
-        raise EquivError(f"{source}: an exported graph that equiv cannot map to {variant.name}: {t}: "
-                         f"{reading.missing[t]}")
     try:
         return T.state_to_canonical(variant, dict(reading.params), source)
     except ParamMismatchError as e:
