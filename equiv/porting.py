@@ -180,8 +180,8 @@ def _loads(path, fmt: str, cand: Variant, found: str, allow_pickle: bool, classe
 
     head = re.search(r"`num_classes=(\d+)`", found)
     v = cand.replace(num_classes=int(head.group(1))) if head else cand
-    try:
-        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+    try:  # which network it is, not whether it needs --unfold-bn (a folded export then says so itself)
+        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes, unfold_bn=True)
     except EquivError:
         return False
     return True
