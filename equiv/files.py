@@ -97,8 +97,16 @@ def check_finite(params: Mapping[str, np.ndarray], source: str) -> None:
 
 def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
           classes: Mapping[str, type] | None, unfold_bn: bool = False) -> dict[str, np.ndarray]:
-    options = {"unfold_bn": True} if unfold_bn else {}  # a reader without it never sees it
-    return formats.get(fmt).read()(variant, path, allow_pickle=allow_pickle, classes=classes, **options)
+    reader = formats.get(fmt).read()
+    options = {"unfold_bn": True} if unfold_bn and _takes(reader, "unfold_bn") else {}  # others never see it
+    return reader(variant, path, allow_pickle=allow_pickle, classes=classes, **options)
+
+
+def _takes(fn, name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
