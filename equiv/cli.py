@@ -18,7 +18,8 @@ FLAGS = {"batch": "--batch", "batches": "--batch", "input_size": "--input-size",
          "num_classes": "--num-classes", "drop_background_class": "--drop-background", "allow_pickle": "--allow-pickle",
          "device": "--device", "source": "--from", "target": "--to", "source_format": "--from-format",
          "target_format": "--to-format", "format": "--format", "frameworks": "--frameworks", "framework": "--framework",
-         "dialect": "--dialect", "source_dialect": "--from-dialect", "target_dialect": "--to-dialect"}
+         "dialect": "--dialect", "source_dialect": "--from-dialect", "target_dialect": "--to-dialect",
+         "unfold_bn": "--unfold-bn"}
 _ARGUMENT = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
 
@@ -200,8 +201,8 @@ def cmd_port(args) -> int:
                   target_format=args.to_format, num_classes=args.num_classes,
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
                   dialect=args.dialect, source_dialect=args.from_dialect, target_dialect=args.to_dialect,
-                  seed=args.seed, input_size=_input_size(args, args.variant), batch=args.batch,
-                  allow_pickle=args.allow_pickle, progress=_progress(not args.quiet))
+                  seed=args.seed, input_size=tuple(args.input_size) if args.input_size else None, batch=args.batch,
+                  allow_pickle=args.allow_pickle, unfold_bn=args.unfold_bn, progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
     print(result.preprocessing["line"])
@@ -409,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", action="store_true",
                    help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
+    s.add_argument("--unfold-bn", action="store_true",
+                   help="an ONNX graph exported by torch.onnx.export in eval mode (BatchNorm folded into the "
+                        "convs, refused without this): write each folded conv as the conv and an identity "
+                        "BatchNorm holding the folded bias")
     _dialect(s, what="both files'")
     _dialect(s, "--from-dialect", "--from's")
     _dialect(s, "--to-dialect", "--to's")

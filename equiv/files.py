@@ -51,17 +51,18 @@ def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = T
 
 
 def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, allow_pickle: bool = False,
-         classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+         classes: Mapping[str, type] | None = None, unfold_bn: bool = False) -> dict[str, np.ndarray]:
     """Canonical parameters of `variant` from a weight file (strictly checked, finite).
 
     Files come from strangers: whatever a framework's reader raises on a damaged file becomes
     an EquivError that names the file, the format and the reader's own first line.
-    `allow_pickle` and `classes` concern torch files only (see frameworks.torch.load_state)."""
+    `allow_pickle` and `classes` concern torch files only (see frameworks.torch.load_state);
+    `unfold_bn` exported ONNX graphs only (see frameworks.onnx_export.file_params)."""
     path = Path(path)
     paths.check_input(path, fmt)  # a regular file (never a FIFO that would hang the reader), before detect opens it
     fmt = detect(path, fmt)
     try:
-        params = _read(path, variant, fmt, allow_pickle, classes)
+        params = _read(path, variant, fmt, allow_pickle, classes, unfold_bn)
     except EquivError as e:
         if str(paths.tf_prefix(path) if fmt == "tf-checkpoint" else path) not in str(e):  # name the file
             if isinstance(e, ParamMismatchError):
@@ -102,8 +103,17 @@ def check_finite(params: Mapping[str, np.ndarray], source: str) -> None:
 
 
 def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
-          classes: Mapping[str, type] | None) -> dict[str, np.ndarray]:
-    return formats.get(fmt).read()(variant, path, allow_pickle=allow_pickle, classes=classes)
+          classes: Mapping[str, type] | None, unfold_bn: bool = False) -> dict[str, np.ndarray]:
+    reader = formats.get(fmt).read()
+    options = {"unfold_bn": True} if unfold_bn and _takes(reader, "unfold_bn") else {}  # others never see it
+    return reader(variant, path, allow_pickle=allow_pickle, classes=classes, **options)
+
+
+def _takes(fn, name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:

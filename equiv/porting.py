@@ -180,8 +180,8 @@ def _loads(path, fmt: str, cand: Variant, found: str, allow_pickle: bool, classe
 
     head = re.search(r"`num_classes=(\d+)`", found)
     v = cand.replace(num_classes=int(head.group(1))) if head else cand
-    try:
-        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+    try:  # which network it is, not whether it needs --unfold-bn (a folded export then says so itself)
+        files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes, unfold_bn=True)
     except EquivError:
         return False
     return True
@@ -282,20 +282,24 @@ def fit_declared(path, fmt: str, **_):
 
 def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
                  dialect: str | None = None, allow_pickle: bool = False,
-                 classes: Mapping[str, type] | None = None, dialect_arg: str = "dialect") -> dict:
+                 classes: Mapping[str, type] | None = None, dialect_arg: str = "dialect",
+                 unfold_bn: bool = False) -> dict:
     """Canonical parameters of `variant` from the weight file `path` in any supported format
     (`format`: one of equiv.formats.NAMES; default from the name, else the content; `dialect`: the
     library whose names the file uses, equiv.dialects.names(), default the variant's own).
 
     A file that does not fit names the variant expected, the first parameter with its shape
     expected and found, and the registered variant the file looks like (or the flag for its head).
-    `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default)."""
+    `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default).
+    `unfold_bn`: a graph exported by `torch.onnx.export` in eval mode, whose BatchNorms the exporter
+    folded into the convs, is read with each folded conv as the conv and an identity BatchNorm holding
+    the folded bias (without it, such a file is refused: equiv.frameworks.onnx_export.file_params)."""
     fmt = format
     v = get(variant, num_classes, dialect)
     paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
     try:
-        return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes)
+        return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes, unfold_bn=unfold_bn)
     except ParamMismatchError as e:
         hint = _head_hint(e, v)
         if hint is None:
@@ -304,6 +308,8 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
                 hint = f"the file looks like {other}".replace("`dialect=", f"`{dialect_arg}=")
             elif _MISFITS:
                 hint = "it fits no registered variant in any dialect; nearest: " + " | ".join(nearest())
+        if hint and e.hint:  # the reader's own reason first (an exported graph's missing layer)
+            hint = f"{e.hint}; {hint}"
         raise (e.relabel(hint=hint) if hint else e) from None
 
 
@@ -366,13 +372,16 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
          target_format: str | None = None, num_classes: int | None = None, drop_background_class: bool = False,
          dialect: str | None = None, source_dialect: str | None = None, target_dialect: str | None = None,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
-         allow_pickle: bool = False, classes: Mapping[str, type] | None = None, progress=None) -> PortResult:
+         allow_pickle: bool = False, classes: Mapping[str, type] | None = None, unfold_bn: bool = False,
+         progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force).
 
     `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
     equiv.frameworks.torch.load_state. Never by default.
     `dialect`: the names of both files (equiv.dialects.names()); `source_dialect`, `target_dialect`: of
-    each (a port from Hugging Face's names to timm's: source_dialect="hf", target_dialect="timm")."""
+    each (a port from Hugging Face's names to timm's: source_dialect="hf", target_dialect="timm").
+    `unfold_bn`: see load_weights (an exported ONNX graph whose BatchNorms were folded); with `verify`,
+    such a source runs as the export itself (ONNX Runtime), compared at every tap it has a counterpart for."""
     say = progress or (lambda msg: None)
     own = get(variant, num_classes)
     v_src = own.in_dialect(source_dialect or dialect) if source_dialect or dialect else own
@@ -393,7 +402,12 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
         from equiv.memory import check_input
 
         owners = [owner(f, v_src) for f in (src_fmt, dst_fmt)]
-        check_input(v_src, batch, *(input_size or v_src.input_size or VERIFY_SIZE), frameworks=owners)
+        exported = _exported_source(v_src, source, src_fmt)
+        if exported is not None and exported[2] and input_size and tuple(input_size) != tuple(exported[2]):
+            raise EquivError(f"{source}: the exported graph takes {exported[2][0]}x{exported[2][1]} inputs only: "
+                             f"pass `input_size=({exported[2][0]}, {exported[2][1]})`")
+        check_input(v_src, batch, *(input_size or (exported and exported[2]) or v_src.input_size or VERIFY_SIZE),
+                    frameworks=owners)
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
@@ -406,7 +420,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
                               preprocessing=port_advice(v_dst, owner(src_fmt, v_src), formats.get(dst_fmt).owner))
         t0 = time.perf_counter()
     source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes,
-                                          dialect_arg="source_dialect")
+                                          dialect_arg="source_dialect", unfold_bn=unfold_bn)
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
@@ -456,23 +470,51 @@ def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     return written
 
 
+def _exported_source(v: Variant, path, fmt: str):
+    """(run, taps, size, notes) of a source file that is a model another tool exported (an ONNX graph of
+    `torch.onnx.export`), run as itself with its taps mapped; None for a weight file."""
+    from equiv.frameworks import adapter
+
+    ad = adapter(owner(fmt, v))
+    model = ad.file_model(v, path) if hasattr(ad, "file_model") else None
+    if model is None:
+        return None
+    run, taps, size = ad.model_runner(v, model)
+    return run, taps, size, list(getattr(ad, "model_notes", lambda v, m: [])(v, model))
+
+
 def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, dst_fmt: str, *,
                  seed: int = 0, input_size=None, batch: int = 2, source_params=None) -> Report:
     """Load each file into its own framework, run one random input, compare every tap (at
     `input_size`, by default the variant's only size or 64x64).
 
-    `source_params`: the source as already read (a pickle is then not unpickled twice)."""
+    `source_params`: the source as already read (a pickle is then not unpickled twice). A source that
+    is a model another tool exported (an ONNX graph of torch.onnx.export) runs as itself, not as
+    equiv's build of what was read from it: the comparison then shows that the written file computes
+    what the export computes, at every tap the export has a counterpart for (the others named)."""
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input, peak_memory_mb
 
-    h, w = input_size or v_src.input_size or VERIFY_SIZE
+    exported = _exported_source(v_src, source, src_fmt)
+    h, w = input_size or (exported and exported[2]) or v_src.input_size or VERIFY_SIZE
     owners = [owner(fmt, v) for v, fmt in ((v_src, src_fmt), (v_dst, dst_fmt))]
     check_input(v_src, batch, h, w, frameworks=owners)
     x = weights.random_input(v_src, batch, h, w, seed)
     outputs = {}
     labels = []
+    names = C.tap_names(v_dst)
+    notes: list[str] = []
     for v, path, fmt, role, fw in ((v_src, source, src_fmt, "source", owners[0]),
                                    (v_dst, target, dst_fmt, "target", owners[1])):
+        if role == "source" and exported is not None:
+            run, taps, _, notes = exported
+            notes = [f"the source is the exported graph itself, run in {fw}, not equiv's build of what was read "
+                     "from it", *notes]
+            label = f"{role}:{fw}"
+            names = [t for t in names if t in taps]
+            outputs[label] = run(x, names)
+            labels.append(label)
+            continue
         params = source_params if role == "source" and source_params is not None else files.read(path, v, fmt)
         label = f"{role}:{fw}"
         with loaded(fw, v, params) as model:
@@ -481,9 +523,11 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     if v_src.num_classes != v_dst.num_classes and "logits" in outputs[labels[0]]:  # dropped background
         outputs[labels[0]]["logits"] = outputs[labels[0]]["logits"][:, 1:]
     tol = compare.tolerance("float32")
-    results = compare.compare_taps(outputs, C.tap_names(v_dst), compare.tap_tolerances(v_dst))
+    results = compare.compare_taps(outputs, names, compare.tap_tolerances(v_dst))
+    if len(names) < len(C.tap_names(v_dst)):
+        notes.append(f"the exported graph gives only some taps; compared: {len(names)} of {len(C.tap_names(v_dst))}")
     return Report(kind="port", variant=v_dst.name, frameworks=labels, tolerance=tol, taps=results,
-                  settings={"input_size": [h, w], "batch": batch, "seed": seed},
+                  settings={"input_size": [h, w], "batch": batch, "seed": seed}, notes=notes,
                   peak_memory_mb=peak_memory_mb())
 
 

@@ -537,21 +537,34 @@ def load_proto(path):
         raise EquivError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def read_file(variant: Variant, path, **_) -> dict[str, np.ndarray]:
-    """Canonical parameters from the initializers of an `.onnx` file in this backend's names."""
-    return proto_params(variant, load_proto(path), source=str(path))
+def read_file(variant: Variant, path, *, unfold_bn: bool = False, **_) -> dict[str, np.ndarray]:
+    """Canonical parameters of an `.onnx` file: the initializers of a graph equiv wrote, by canonical
+    name; or, for a graph another tool exported (`torch.onnx.export` of a torchvision-layout module),
+    read through its nodes (equiv.frameworks.onnx_export.file_params: a folded BatchNorm is refused
+    unless `unfold_bn`)."""
+    proto = load_proto(path)
+    from equiv.frameworks import onnx_export
+
+    if onnx_export.is_export(proto, variant):
+        return onnx_export.file_params(variant, proto, str(path), unfold_bn=unfold_bn)
+    return proto_params(variant, proto, source=str(path))
 
 
 def fit_file(path, fmt: str, **_):
     """(equiv.formats) whether an `.onnx` file's initializers fit a candidate variant."""
     proto = load_proto(Path(path))
 
-    def fits(cand) -> bool:
+    from equiv.frameworks import onnx_export
+
+    def fits(cand) -> str | None:
         try:
-            proto_params(cand, proto)
-            return True
+            if onnx_export.is_export(proto, cand):
+                onnx_export.file_params(cand, proto, str(path), unfold_bn=True)
+            else:
+                proto_params(cand, proto)
+            return cand.name
         except EquivError:
-            return False
+            return None
     return fits
 
 

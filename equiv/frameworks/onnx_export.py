@@ -42,6 +42,7 @@ class ExportReading:
     folded: list[str] = field(default_factory=list)  # layers whose BatchNorm the exporter folded into the conv
     named: bool = False  # the initializers carry the state_dict's names (BatchNorm kept)
     remarks: list[str] = field(default_factory=list)  # what differs from the variant's description
+    flat: set[str] = field(default_factory=set)  # 4-D tensors whose tap is their NHWC flattening (VGG's flatten)
 
 
 class ExportGraph:
@@ -112,6 +113,30 @@ class ExportGraph:
         found = [n for n in self.consumers.get(tensor, []) if n.op_type == op]
         return found[0] if len(found) == 1 else None
 
+    THROUGH = ("Pad", "Slice", "Identity")  # nodes that move or crop values and compute nothing new
+
+    def reach(self, tensor: str, op: str, through=THROUGH):
+        """The one node of type `op` reached from `tensor` through `through` nodes only, else None."""
+        seen, frontier, found = set(), [tensor], []
+        while frontier:
+            t = frontier.pop()
+            for n in self.consumers.get(t, []):
+                if n.op_type == op:
+                    found.append(n)
+                elif n.op_type in through and n.output[0] not in seen:
+                    seen.add(n.output[0])
+                    frontier.append(n.output[0])
+        return found[0] if len(found) == 1 else None
+
+    def comes_from(self, tensor: str, sources, through=THROUGH) -> bool:
+        """`tensor` is one of `sources`, or made from one through `through` nodes only."""
+        while tensor not in sources:
+            node = self.producer.get(tensor)
+            if node is None or node.op_type not in through:
+                return False
+            tensor = node.input[0]
+        return True
+
 
 def is_export(proto, variant: Variant) -> bool:
     """A graph equiv did not write: none of its outputs is a canonical tap of `variant`."""
@@ -139,9 +164,35 @@ def read(variant: Variant, proto) -> ExportReading:
 
 def canonical_params(variant: Variant, reading: ExportReading, source: str) -> dict[str, np.ndarray]:
     """The reading's parameters in canonical names and layout, checked strictly against `variant`."""
+    from equiv.errors import ParamMismatchError
     from equiv.frameworks import torch as T
 
-    return T.state_to_canonical(variant, dict(reading.params), source)
+    try:
+        return T.state_to_canonical(variant, dict(reading.params), source)
+    except ParamMismatchError as e:
+        if reading.missing:  # say what the graph lacks
+            t = next(iter(reading.missing))
+            e.relabel(hint=f"the exported graph has no counterpart of {t} ({reading.missing[t]})")
+        raise
+
+
+def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False) -> dict[str, np.ndarray]:
+    """The canonical parameters of an exported graph read as a weight file (`equiv port --from
+    exported.onnx`, `equiv.load_weights`): never silently another network. A graph whose layers the
+    family's reader cannot place is refused naming the first and why; a graph whose exporter folded
+    BatchNorm into the convs is refused naming the first folded layer, unless `unfold_bn`: then each
+    folded conv is written as the conv and an identity BatchNorm carrying the folded bias (gamma 1,
+    mean 0, variance 1 - epsilon), which computes what the export computes but is not the module's
+    BatchNorm (its statistics are gone from the export)."""
+    reading = read(variant, proto)
+    params = canonical_params(variant, reading, source)  # a graph of another network: what differs, named
+    if reading.folded and not unfold_bn:
+        raise EquivError(f"{source}: the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
+                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so a port "
+                         "would write another network: export with training=torch.onnx.TrainingMode.PRESERVE, or "
+                         "pass `unfold_bn=True` to write each as the conv and an identity BatchNorm holding the "
+                         "folded bias")
+    return params
 
 
 def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
@@ -209,5 +260,6 @@ def runner(variant: Variant, proto, reading: ExportReading):
             raise EquivError(f"exported graph {proto.graph.name!r} takes batches of {step} only, not {len(x)}")
         parts = [sess.run([reading.taps[t] for t in wanted], {name: x[i:i + step]}) for i in range(0, len(x), step)]
         out = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
-        return {t: np.asarray(C.nchw_to_nhwc(a) if a.ndim == 4 else a, np.float32) for t, a in zip(wanted, out)}
+        out = {t: np.asarray(C.nchw_to_nhwc(a) if a.ndim == 4 else a, np.float32) for t, a in zip(wanted, out)}
+        return {t: a.reshape(len(a), -1) if t in reading.flat else a for t, a in out.items()}
     return run, taps, size

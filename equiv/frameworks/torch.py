@@ -391,7 +391,7 @@ def _save_state(state: dict, path) -> None:
 
 
 def read_file(variant: Variant, path, *, allow_pickle: bool = False,
-                    classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
+              classes: Mapping[str, type] | None = None, **_) -> dict[str, np.ndarray]:
     """Canonical parameters from a state_dict file, checked strictly against `variant`.
 
     Loaded with weights_only=True; a file that needs real unpickling only with allow_pickle
