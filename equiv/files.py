@@ -21,6 +21,7 @@ names the file. Every write is atomic (equiv.atomic): staged beside the target, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -415,7 +416,10 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
         try:
-            _write_staged(params, staged, variant, formats.get(fmt), consume)
+            # a writer that streams its file start to end (torch.save) has it flushed behind it; one that
+            # seeks back and rewrites (HDF5, TF's) would only have to read its pages back
+            with atomic.writing_behind(tmp) if formats.get(fmt).from_params else contextlib.nullcontext():
+                _write_staged(params, staged, variant, formats.get(fmt), consume)
         except (EquivError, OSError):
             raise  # atomic.staging names the target of an OSError
         except Exception as e:  # noqa: BLE001 - a framework's writer says a full disk its own way
