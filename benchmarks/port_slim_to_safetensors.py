@@ -6,6 +6,9 @@ The bare work is what any port must do at least: read every tensor with
 processes, alternating, several rounds; each reports the time of the work alone (imports excluded)
 and its peak memory above the process's own baseline once TensorFlow, safetensors and torch are
 imported (Linux: the peak-RSS mark is reset through /proc/self/clear_refs just before the work).
+Before each run the page cache is synced (os.sync), so that neither run pays for the writeback of
+what the other wrote: equiv's port fsyncs its file before publishing it (equiv.atomic), the bare
+writer does not, and its 550 MB were otherwise written back while the next equiv run worked.
 
     python benchmarks/port_slim_to_safetensors.py [--variant slim/vgg_16] [--to torch] [--rounds 5]
         [--out benchmarks/results]
@@ -58,6 +61,9 @@ print(json.dumps({"mode": mode, "seconds": dt, "base_mb": base / 1024, "peak_mb"
 
 
 def run(mode: str, ckpt: Path, out: Path, variant: str) -> dict:
+    # What the previous run wrote and did not sync itself (the bare writer: torch.save, no fsync) is
+    # flushed now, not while the next run works: no run pays for the other's writeback.
+    os.sync()
     r = subprocess.run([sys.executable, "-c", WORKER, mode, str(ckpt), str(out), variant], capture_output=True,
                        text=True)
     if r.returncode != 0:

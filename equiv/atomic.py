@@ -85,6 +85,43 @@ def staging(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def writing_behind(folder: Path, every: float = 0.05) -> Iterator[None]:
+    """While the body writes files into the staging `folder`, start the kernel's writeback of what
+    they hold so far, every `every` seconds (posix_fadvise DONTNEED: asynchronous, it waits for
+    nothing), so that the fsync before publishing waits for the tail only, not for the whole file
+    (a 550 MB torch file: the fsync was 0.3 s of a 3 s port). Nothing where the OS has no fadvise."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+
+    def kick() -> None:
+        while not stop.wait(every):
+            for p in list(folder.iterdir()) if folder.is_dir() else []:
+                try:
+                    fd = os.open(p, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+
+    worker = threading.Thread(target=kick, name="equiv-write-behind", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
     fd = os.open(path, flags)
     try:

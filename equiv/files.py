@@ -21,6 +21,8 @@ names the file. Every write is atomic (equiv.atomic): staged beside the target, 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import shutil
@@ -51,18 +53,22 @@ def detect(path: str | os.PathLike, fmt: str | None = None, *, reading: bool = T
 
 
 def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, allow_pickle: bool = False,
-         classes: Mapping[str, type] | None = None, unfold_bn: bool = False) -> dict[str, np.ndarray]:
+         classes: Mapping[str, type] | None = None, unfold_bn: bool = False,
+         lazy: bool = False) -> dict[str, np.ndarray]:
     """Canonical parameters of `variant` from a weight file (strictly checked, finite).
 
     Files come from strangers: whatever a framework's reader raises on a damaged file becomes
     an EquivError that names the file, the format and the reader's own first line.
     `allow_pickle` and `classes` concern torch files only (see frameworks.torch.load_state);
-    `unfold_bn` exported ONNX graphs only (see frameworks.onnx_export.file_params)."""
+    `unfold_bn` exported ONNX graphs only (see frameworks.onnx_export.file_params).
+    `lazy=True`: a format whose reader can read one tensor at a time (a slim checkpoint) gives a
+    `Lazy` mapping, its names, shapes and dtypes checked now and each array read (and checked
+    finite) when it is taken; other formats give their dict as ever."""
     path = Path(path)
     paths.check_input(path, fmt)  # a regular file (never a FIFO that would hang the reader), before detect opens it
     fmt = detect(path, fmt)
     try:
-        params = _read(path, variant, fmt, allow_pickle, classes, unfold_bn)
+        params = _read(path, variant, fmt, allow_pickle, classes, unfold_bn, lazy)
     except EquivError as e:
         if str(paths.tf_prefix(path) if fmt == "tf-checkpoint" else path) not in str(e):  # name the file
             if isinstance(e, ParamMismatchError):
@@ -73,19 +79,65 @@ def read(path: str | os.PathLike, variant: Variant, fmt: str | None = None, *, a
     except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise EquivError(f"{path}: cannot be read as {fmt} ({type(e).__name__}: {first})") from None
+    if isinstance(params, Lazy):
+        params.source, params.fmt = str(path), fmt  # each array is checked when it is read
+        return params
     check_finite(params, str(path))
     return params
 
 
+class Lazy(Mapping):
+    """Canonical parameters read one at a time (`files.read(..., lazy=True)`): names and shapes known
+    up front (`shapes`), each array read when it is taken, checked finite (NonFiniteError naming the
+    file and the parameter) and not kept. `del` forgets a name (a writer that consumes its params).
+
+    A port holds then the largest tensor of the source at a time, not all of them: TensorFlow keeps
+    the memory of every tensor its reader gave out in its own pool (oneDNN's allocator), so arrays
+    dropped after conversion are reused by the next read instead of the whole source staying resident."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], load, source: str = "", fmt: str = ""):
+        self.shapes = dict(shapes)
+        self._load, self.source, self.fmt = load, source, fmt
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.shapes:
+            raise KeyError(name)
+        try:
+            a = self._load(name)
+        except EquivError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as files.read: a damaged file's reader failure names the file
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise EquivError(f"{self.source}: cannot be read as {self.fmt} ({type(e).__name__}: {first})") from None
+        found = nonfinite(a)
+        if found:
+            raise NonFiniteError(f"{self.source}: parameter {name} holds NaN or Inf ({found})")
+        return a
+
+    def __contains__(self, name) -> bool:  # without reading the array
+        return name in self.shapes
+
+    def __delitem__(self, name: str) -> None:
+        del self.shapes[name]
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
 def nonfinite(a: np.ndarray) -> str | None:
-    """None when `a` is all finite, else how many NaN and Inf it holds and where the first is."""
-    if a.dtype.kind == "f" and a.size and a.flags.c_contiguous:
-        flat = a.reshape(-1)
-        # one pass, no temporary: a NaN or Inf makes the sum of squares non-finite (a non-finite sum from
-        # finite values, an overflow, falls through to the full count); einsum, not a BLAS dot that starts
-        # threads on busy cores
-        if np.isfinite(np.einsum("i,i->", flat, flat)):
-            return None
+    """None when `a` is all finite, else how many NaN and Inf it holds and where the first is.
+
+    A floating array is summed first, in one pass with no temporary: a NaN or an Inf anywhere makes
+    the sum NaN or Inf, so a finite sum proves every value finite (a 400 MB kernel is not copied
+    into a boolean mask of its size); only a sum that is not finite (a NaN, an Inf, or finite values
+    whose float sum overflows) is looked at value by value."""
+    if a.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(a, axis=None)):
+                return None
     finite = np.isfinite(a)
     if finite.all():
         return None
@@ -103,9 +155,12 @@ def check_finite(params: Mapping[str, np.ndarray], source: str) -> None:
 
 
 def _read(path: Path, variant: Variant, fmt: str, allow_pickle: bool,
-          classes: Mapping[str, type] | None, unfold_bn: bool = False) -> dict[str, np.ndarray]:
+          classes: Mapping[str, type] | None, unfold_bn: bool = False,
+          lazy: bool = False) -> dict[str, np.ndarray]:
     reader = formats.get(fmt).read()
     options = {"unfold_bn": True} if unfold_bn and _takes(reader, "unfold_bn") else {}  # others never see it
+    if lazy:
+        options["lazy"] = True  # a reader that cannot read lazily ignores it (**_)
     return reader(variant, path, allow_pickle=allow_pickle, classes=classes, **options)
 
 
@@ -116,7 +171,7 @@ def _takes(fn, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
+def read_tf_checkpoint(variant: Variant, path: Path, *, lazy: bool = False, **_) -> dict[str, np.ndarray]:
     """A Saver checkpoint in slim's names, or a TF2 object checkpoint of a Keras model; its index
     checked (equiv.tf_index) before TensorFlow opens it."""
     prefix = paths.tf_prefix(path)
@@ -127,7 +182,7 @@ def read_tf_checkpoint(variant: Variant, path: Path, **_) -> dict[str, np.ndarra
         return _read_object_checkpoint(str(prefix), variant, entries)
     from equiv.frameworks import adapter
 
-    return adapter("slim").read_file(variant, str(prefix))
+    return adapter("slim").read_file(variant, str(prefix), lazy=lazy)
 
 
 def read_keras_weights(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
@@ -145,10 +200,14 @@ def checkpoint_entries(prefix: str, variant: Variant) -> dict[str, tf_index.Entr
     bigger than a parameter equiv could need. Optimizer slots may be there: sizes are checked per
     tensor, and only parameters that fit by name and shape are read."""
     entries = tf_index.read(prefix)
-    biggest = limits.largest_tensor(variant)
+    # the variant's own largest first: every registered variant's shapes (0.1 s) only for a bigger entry
+    own = max((math.prod(s) for s in C.param_shapes(variant).values()), default=0)
     for name, e in entries.items():
         n = limits.elements(prefix, name, e.shape)
-        if n > biggest and e.dtype != tf_index.STRING:  # the object graph: its size is checked, not its shape
+        if n <= own or e.dtype == tf_index.STRING:  # the object graph: its size is checked, not its shape
+            continue
+        biggest = limits.largest_tensor(variant)
+        if n > biggest:
             raise EquivError(f"{prefix}: {name} declares {n} elements ({e.shape}); no parameter of {variant.name} "
                              f"or any registered variant has more than {biggest}")
     return entries
@@ -366,13 +425,19 @@ def write(params: Mapping[str, np.ndarray], path: str | os.PathLike, variant: Va
     if fmt not in formats.WRITABLE:
         raise EquivError(f"{path}: {fmt} files are read only; write one of {', '.join(formats.WRITABLE)}")
     check_target(path, fmt, force)  # before any work; checked again when publishing
-    C.check_params(variant, params)
-    if not finite:
+    if isinstance(params, Lazy):  # its shapes without reading it; each array is checked as it is read
+        C.check_shapes(variant, params.shapes)
+    else:
+        C.check_params(variant, params)
+    if not finite and not isinstance(params, Lazy):
         check_finite(params, f"{path} not written")
     with atomic.staging(path) as tmp:
         staged = tmp / path.name
         try:
-            _write_staged(params, staged, variant, formats.get(fmt), consume)
+            # a writer that streams its file start to end (torch.save) has it flushed behind it; one that
+            # seeks back and rewrites (HDF5, TF's) would only have to read its pages back
+            with atomic.writing_behind(tmp) if formats.get(fmt).from_params else contextlib.nullcontext():
+                _write_staged(params, staged, variant, formats.get(fmt), consume)
         except (EquivError, OSError):
             raise  # atomic.staging names the target of an OSError
         except Exception as e:  # noqa: BLE001 - a framework's writer says a full disk its own way

@@ -283,7 +283,7 @@ def fit_declared(path, fmt: str, **_):
 def load_weights(variant: str | Variant, path, format: str | None = None, *, num_classes: int | None = None,
                  dialect: str | None = None, allow_pickle: bool = False,
                  classes: Mapping[str, type] | None = None, dialect_arg: str = "dialect",
-                 unfold_bn: bool = False) -> dict:
+                 unfold_bn: bool = False, lazy: bool = False) -> dict:
     """Canonical parameters of `variant` from the weight file `path` in any supported format
     (`format`: one of equiv.formats.NAMES; default from the name, else the content; `dialect`: the
     library whose names the file uses, equiv.dialects.names(), default the variant's own).
@@ -293,13 +293,15 @@ def load_weights(variant: str | Variant, path, format: str | None = None, *, num
     `allow_pickle`: see equiv.frameworks.torch.load_state (torch files only, never by default).
     `unfold_bn`: a graph exported by `torch.onnx.export` in eval mode, whose BatchNorms the exporter
     folded into the convs, is read with each folded conv as the conv and an identity BatchNorm holding
-    the folded bias (without it, such a file is refused: equiv.frameworks.onnx_export.file_params)."""
+    the folded bias (without it, such a file is refused: equiv.frameworks.onnx_export.file_params).
+    `lazy`: see equiv.files.read (a mapping whose arrays are read as they are taken, where the format allows)."""
     fmt = format
     v = get(variant, num_classes, dialect)
     paths.check_input(path, fmt)
     fmt = files.detect(path, fmt)
     try:
-        return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes, unfold_bn=unfold_bn)
+        return files.read(path, v, fmt, allow_pickle=allow_pickle, classes=classes, unfold_bn=unfold_bn,
+                          lazy=lazy)
     except ParamMismatchError as e:
         hint = _head_hint(e, v)
         if hint is None:
@@ -419,19 +421,26 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
             return PortResult(v_dst.name, str(source), src_fmt, str(target), dst_fmt, [str(p) for p in written], t,
                               preprocessing=port_advice(v_dst, owner(src_fmt, v_src), formats.get(dst_fmt).owner))
         t0 = time.perf_counter()
+    # Without --verify nothing needs the params after the write: a writer that converts each array
+    # (a torch state_dict) drops it as it goes (consume) and, where the source can be read a tensor
+    # at a time (a slim checkpoint), each is read only when the writer takes it (files.Lazy, which
+    # checks it finite then): a VGG-16 port holds its 411 MB fc6 once in the source's layout, not
+    # the whole source beside the whole target.
+    consume = not verify
+    lazy = consume and not drop_background_class and formats.get(dst_fmt).from_params
     source_params = params = load_weights(v_src, source, src_fmt, allow_pickle=allow_pickle, classes=classes,
-                                          dialect_arg="source_dialect", unfold_bn=unfold_bn)
+                                          dialect_arg="source_dialect", unfold_bn=unfold_bn, lazy=lazy)
     if drop_background_class:
         params = drop_background(params)
     t["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     say(f"writing {target} ({dst_fmt})")
     try:
-        # read checked every value; without --verify nothing needs the params after the write
+        # read checked every value (a Lazy one checks each as the writer takes it)
         written = files.write(params, target, v_dst, dst_fmt, force=force, finite=True,
-                              consume=not verify and isinstance(params, dict))
+                              consume=consume and isinstance(params, (dict, files.Lazy)))
     except NonFiniteError as e:
-        raise NonFiniteError(f"{source}: {e}") from None
+        raise NonFiniteError(e.args[0] if str(e).startswith(f"{source}:") else f"{source}: {e}") from None
     t["write"] = time.perf_counter() - t0
     from equiv.preprocessing import port_advice
 

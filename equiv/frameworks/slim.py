@@ -259,12 +259,13 @@ def checkpoint_params(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -
     return out
 
 
-def read_file(variant: Variant, path: str) -> dict[str, np.ndarray]:
+def read_file(variant: Variant, path: str, *, lazy: bool = False) -> dict[str, np.ndarray]:
     """Canonical parameters from a TF checkpoint with slim's names (no graph needed).
 
     Names and shapes are checked from the index before any tensor is read, and a parameter
     that is not floating point is refused by name. A file from a stranger goes through
-    equiv.files.read, which checks the index itself before TensorFlow's reader sees it."""
+    equiv.files.read, which checks the index itself before TensorFlow's reader sees it.
+    `lazy=True`: an equiv.files.Lazy that reads each tensor when it is taken (a port to torch)."""
     from equiv import limits
 
     tf, _ = _libs()
@@ -275,6 +276,11 @@ def read_file(variant: Variant, path: str) -> dict[str, np.ndarray]:
     for c, s in names.items():
         if not dtypes[s].is_floating:
             limits.refuse_dtype(str(path), c, f"{dtypes[s].name} (as {s})")
+    if lazy:
+        from equiv import files
+
+        return files.Lazy(C.param_shapes(variant),
+                          lambda c: np.asarray(_from_slim(variant, c, reader.get_tensor(names[c])), np.float32))
     return {c: np.asarray(_from_slim(variant, c, reader.get_tensor(s)), np.float32) for c, s in names.items()}
 
 

@@ -209,6 +209,51 @@ def test_files_port_slim_to_torch_to_keras_with_verify_and_back_bit_exact(tmp_pa
         assert all(np.array_equal(got[k], params[k]) for k in params), path
 
 
+def _small_slim_vgg_checkpoint(tmp_path, params=None):
+    """A small slim-style VGG (flattened head) and a slim checkpoint of it, written by slim itself."""
+    v = VGG(name="hypothesis/vgg_flat", native="slim", description="a small slim-style VGG",
+            convs=(1, 2), widths=(3, 5), fc_widths=(7,), input_size=(12, 20), num_classes=4)
+    params = W.random_params(v, 3) if params is None else params
+    ad = adapter("slim")
+    m = ad.build(v)
+    ad.load_params(v, m, params)
+    ckpt = ad.write_file(v, m, tmp_path / "vgg.ckpt")
+    ad.release(m)
+    return v, params, ckpt
+
+
+def test_port_slim_to_torch_reads_a_tensor_at_a_time_and_writes_what_a_dict_writes(tmp_path):
+    """`port` without --verify (native=slim checkpoint read lazily, files.Lazy; torch writer consuming
+    it, fc6 reordered to NCHW in place) writes the very bytes that files.write of the params in
+    memory writes (a dict, nothing consumed), and they read back to the same bits."""
+    v, params, ckpt = _small_slim_vgg_checkpoint(tmp_path)
+    lazy = files.read(ckpt + ".index", v, lazy=True)
+    assert isinstance(lazy, files.Lazy) and lazy.shapes == C.param_shapes(v)
+    assert all(np.array_equal(lazy[k], params[k]) for k in params)
+    fast, verified = tmp_path / "fast" / "w.pt", tmp_path / "verified" / "w.pt"  # torch.save names records by file
+    port(v, ckpt + ".index", fast)
+    files.write(params, verified, v)
+    assert fast.read_bytes() == verified.read_bytes()
+    got = files.read(fast, v)
+    assert all(np.array_equal(got[k], params[k]) for k in params)
+
+
+def test_a_lazily_read_slim_checkpoint_with_nan_is_refused_naming_it_and_nothing_is_written(tmp_path):
+    """The lazy read checks each array as the writer takes it: a NaN in fc6 is refused (NonFiniteError
+    naming the checkpoint and the parameter, once), and the target is never written."""
+    from equiv.errors import NonFiniteError
+
+    v, params, _ = _small_slim_vgg_checkpoint(tmp_path, None)
+    bad = dict(params)
+    bad["fc6/kernel"] = bad["fc6/kernel"].copy()
+    bad["fc6/kernel"][3, 1] = np.nan
+    _, _, ckpt = _small_slim_vgg_checkpoint(tmp_path, bad)
+    with pytest.raises(NonFiniteError) as e:
+        port(v, ckpt + ".index", tmp_path / "out.pt")
+    assert str(e.value).count(str(tmp_path / "vgg.ckpt")) == 1 and "fc6/kernel holds NaN" in str(e.value)
+    assert not (tmp_path / "out.pt").exists() and not list(tmp_path.glob(".out.pt*"))
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -231,7 +276,10 @@ def test_a_224_check_of_slim_vgg_16_stays_under_4_gb(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="equiv.memory.estimate counts four sets of weights in the first framework's "
-                   "stage; with VGG's 528 MB that is 3143 MiB, under the 3508 MiB measured (not fixed yet)")
+                   "stage and two in the last; with VGG's 528 MB that is 3143 MiB for three frameworks (3193 MiB "
+                   "for the four a check runs), under the 3192-3206 MiB measured now (3508 in an earlier session); "
+                   "the peak is in the last (onnx) stage, where TensorFlow's allocator still holds what slim and "
+                   "Keras allocated: not modelled yet")
 def test_the_memory_estimate_covers_a_224_check_of_slim_vgg_16(tmp_path):
     v = V.get("slim/vgg_16")
     assert memory.estimate(v, 2, 224, 224, ["slim", "keras", "torch"])["total"] >= _check_peak(v.name, tmp_path)
