@@ -123,17 +123,86 @@ def _path(w) -> str:
 
 
 def _variables(v: Variant, model) -> dict[str, object]:
-    """Canonical name -> the model's variable; ParamMismatchError if the model is not `v`'s."""
-    by_path = {_path(w): w for w in model.weights}
+    """Canonical name -> the model's variable; ParamMismatchError if the model is not `v`'s.
+
+    A model whose auto-named layers were numbered on from another model's (`conv2d_94`: Keras counts
+    per process) is read under the names a fresh process gives them, where those fit (`_renumbered`)."""
     names = framework_names(v)
+    by_path = {_path(w): w for w in model.weights}
+    found = _fit(v, names, by_path)
+    if found is None:
+        return {n: by_path[path] for n, path in names.items()}
+    aliases = _renumbered(model)
+    if aliases:
+        renamed = {_renamed_path(path, aliases): w for path, w in by_path.items()}
+        if _fit(v, names, renamed) is None:
+            _ALIASES[model] = aliases
+            return {n: renamed[path] for n, path in names.items()}
+    missing, unexpected, mismatched = found
+    raise ParamMismatchError(v.name, missing, unexpected, mismatched, source=f"Keras model {model.name}")
+
+
+def _fit(v: Variant, names: dict[str, str], by_path: dict[str, object]):
+    """None when `by_path` holds exactly `names` in their shapes, else (missing, unexpected, mismatched)."""
     missing = [n for n, path in names.items() if path not in by_path]
     unexpected = sorted(set(by_path) - set(names.values()))
     mismatched = [(n, shape, tuple(by_path[names[n]].shape))
                   for n, shape in C.param_shapes(v).items()
                   if names[n] in by_path and tuple(by_path[names[n]].shape) != shape]
-    if missing or unexpected or mismatched:
-        raise ParamMismatchError(v.name, missing, unexpected, mismatched, source=f"Keras model {model.name}")
-    return {n: by_path[path] for n, path in names.items()}
+    return (missing, unexpected, mismatched) if missing or unexpected or mismatched else None
+
+
+# A user's model -> {its layer name: the name a fresh process gives that layer}, for a model read so
+_ALIASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NUMBERED = re.compile(r"^(?P<base>.+?)_(?P<k>\d+)$")
+
+
+def _renumbered(model) -> dict[str, str]:
+    """Keras names an unnamed layer after its class and a per-process counter (`conv2d`, `conv2d_1`, ...),
+    so a keras.applications model built after another one has `conv2d_94` where a fresh process has
+    `conv2d`. Each such run of numbers, shifted back to start at the bare name; layers named otherwise
+    are left as they are."""
+    runs: dict[str, list[tuple[str, int]]] = {}
+    for layer in model.layers:
+        m = _NUMBERED.match(layer.name)
+        base, k = (m["base"], int(m["k"])) if m else (layer.name, 0)
+        runs.setdefault(base, []).append((layer.name, k))
+    aliases = {}
+    for base, items in runs.items():
+        low = min(k for _, k in items)
+        if low:
+            aliases.update({name: base if k == low else f"{base}_{k - low}" for name, k in items})
+    return aliases
+
+
+def _renamed_path(path: str, aliases: dict[str, str]) -> str:
+    layer, _, rest = path.partition("/")
+    return f"{aliases.get(layer, layer)}/{rest}" if rest else path
+
+
+class _AsNamed:
+    """A user's model seen under its layers' fresh-process names (for the family's tap_outputs)."""
+
+    def __init__(self, model, aliases: dict[str, str]):
+        self._model = model
+        self._layers = {aliases.get(layer.name, layer.name): layer for layer in model.layers}
+        self.layers = [_LayerAs(layer, name) for name, layer in self._layers.items()]
+
+    def get_layer(self, name: str):
+        if name not in self._layers:
+            raise ValueError(f"no layer {name!r} in model {self._model.name}")
+        return self._layers[name]
+
+    def __getattr__(self, attr):
+        return getattr(self._model, attr)
+
+
+class _LayerAs:
+    def __init__(self, layer, name: str):
+        self._layer, self.name = layer, name
+
+    def __getattr__(self, attr):
+        return getattr(self._layer, attr)
 
 
 def export_params(variant: Variant, model) -> dict[str, np.ndarray]:
@@ -157,7 +226,8 @@ def _tap_model(v: Variant, model):
     """One multi-output model per model, giving every tap (built once, then cached)."""
     tapper = _TAP_MODELS.get(model)
     if tapper is None:
-        outputs = families.builder(v, "keras").tap_outputs(v, model)
+        aliases = _ALIASES.get(model)
+        outputs = families.builder(v, "keras").tap_outputs(v, _AsNamed(model, aliases) if aliases else model)
         make = sys.modules["tf_keras"].Model if _tf_keras(model) else keras.Model  # the model's own library
         tapper = make(model.inputs[0], {t: outputs[t] for t in C.tap_names(v)})
         _TAP_MODELS[model] = tapper
@@ -192,11 +262,24 @@ def model_names(model) -> set[str]:
 
 
 def model_notes(variant: Variant, model) -> list[str]:
-    """Which code runs a user's model: tf_keras' own call for a Keras 2 model."""
+    """Which code runs a user's model (tf_keras' own call for a Keras 2 model), and a softmax on its
+    output where the variant's logits have none (keras.applications' default head)."""
+    notes = []
     if _tf_keras(model):
-        return [f"tf_keras {sys.modules['tf_keras'].__version__} model {model.name}: run by tf_keras itself "
-                "(its own call, tapped at its layers' outputs)"]
-    return []
+        notes.append(f"tf_keras {sys.modules['tf_keras'].__version__} model {model.name}: run by tf_keras itself "
+                     "(its own call, tapped at its layers' outputs)")
+    aliases = _ALIASES.get(model)
+    if aliases:
+        first = next(iter(aliases.items()))
+        notes.append(f"the model's layers were numbered on from another model's ({first[0]} where a fresh process "
+                     f"has {first[1]}): {len(aliases)} read under the names keras.applications gives them")
+    last = model.layers[-1] if model.layers else None
+    if (getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+            and getattr(variant, "head_activation", None) != "softmax"):
+        notes.append(f"the model's last layer {last.name!r} applies a softmax: its output, compared as the "
+                     f"'logits' tap, holds probabilities, where {variant.name}'s logits have none "
+                     "(keras.applications: build it with classifier_activation=None to compare logits)")
+    return notes
 
 
 def model_params(variant: Variant, model) -> dict[str, np.ndarray]:

@@ -398,3 +398,50 @@ def test_diff_of_the_registered_slim_and_keras_inception_v3_at_299():
     report = diff("slim/inception_v3", "keras/InceptionV3", "keras", input_size=(299, 299), batch=1)
     assert report.equivalent, report.first
     assert set(report.settings["conventions_differing"]) == {"aux_logits", "input_size"}
+
+
+def _numbered_on(model, by: int):
+    """`model` cloned as Keras names it in a process that built another model first: each auto-named
+    conv2d, batch_normalization and activation layer numbered `by` further on (`conv2d` -> `conv2d_{by}`)."""
+    import re
+
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        m = re.fullmatch(r"(conv2d|batch_normalization|activation)(?:_(\d+))?", layer.name)
+        if m:
+            config["name"] = f"{m[1]}_{int(m[2] or 0) + by}"
+        return layer.__class__.from_config(config)
+
+    shifted = keras.models.clone_model(model, clone_function=clone)
+    shifted.set_weights(model.get_weights())
+    return shifted
+
+
+def test_a_keras_model_numbered_on_from_another_is_read_by_its_fresh_names_and_a_fault_still_found():
+    """a = a user's Keras model of SMALL whose auto-named layers were numbered on from another model's
+    (`conv2d_57` where a fresh process has `conv2d`: keras.applications' InceptionV3 built second in a
+    process); b = SMALL built natively with a's weights. It is read under its fresh-process names (and
+    says so); a ReLU dropped from it (a structural fault: the weights still fit) is found at the tap
+    where the same fault in the freshly named model is found."""
+    from equiv.testing import NotEquivalentError, assert_equivalent
+
+    ad = adapter("keras")
+    fresh = ad.build(SMALL)
+    ad.load_params(SMALL, fresh, W.random_params(SMALL, 3))
+    user = _numbered_on(fresh, 57)
+    assert "conv2d_57" in {layer.name for layer in user.layers} and "conv2d" not in {l.name for l in user.layers}
+    report = assert_equivalent(user, SMALL, input_size=SIZE, batch=1)
+    assert any("numbered on from another model's" in n for n in report.notes), report.notes
+
+    def fault(model, layer):
+        import keras
+
+        model.get_layer(layer).activation = keras.activations.linear
+        with pytest.raises(NotEquivalentError) as err:
+            assert_equivalent(model, SMALL, input_size=SIZE, batch=1)
+        return err.value.report.first.name
+
+    found = fault(user, "activation_60")  # the fourth conv's ReLU: activation_3 in a fresh process
+    assert found == fault(fresh, "activation_3") and found != "stem/conv1"
