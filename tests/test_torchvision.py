@@ -584,7 +584,8 @@ print("keras-hub leg done")
 
 
 def test_hugging_face_to_keras_hub_to_timm_is_bit_exact_in_parameters(tmp_path):
-    """(issue 17: CI runs it, in the torchvision stage) transformers' ResNetForImageClassification (random initialisation,
+    """(issue 17: CI runs it, in the torchvision stage) transformers' ResNetForImageClassification
+    (random initialisation,
     BatchNorm statistics and affine drawn too; save_pretrained) -> equiv port to keras-hub's .weights.h5
     -> keras-hub's own ResNetImageClassifier.load_weights -> equiv port to timm's names -> timm.create_model('resnet50')
     .load_state_dict(strict=True): every parameter bit for bit against the Hugging Face module's. The two
