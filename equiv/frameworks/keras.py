@@ -243,7 +243,21 @@ def run(variant: Variant, model, x, taps=None) -> dict[str, np.ndarray]:
 
 
 def release(model) -> None:
-    """Nothing to close: a Keras model is freed with its last reference (the tap model is weak-keyed)."""
+    """Free what a model equiv built holds, though its caller may still name it (`with loaded(...) as
+    model` keeps the name until the next stage has built): its variables' storage, then, on
+    TensorFlow, the eager kernels that ran it, which keep what oneDNN made of its weights until the
+    variables are gone (a whole VGG-16, 548 MB, was held through the next framework's stage of a
+    check). The model cannot run after; loaded() releases only the models it built. Idempotent."""
+    for w in model.weights:
+        if hasattr(w, "_value"):
+            w._value = None
+    _TAP_MODELS.pop(model, None)
+    if keras.backend.backend() == "tensorflow":
+        try:
+            from tensorflow.python.eager import context
+        except ImportError:  # pragma: no cover - a TensorFlow without it keeps its cache
+            return
+        context.context().clear_kernel_cache()
 
 
 # ---------------------------------------------------------------------------------------

@@ -284,7 +284,12 @@ def _trusted_classes(variant: Variant) -> dict[str, type] | None:
 
 
 def release(model) -> None:
-    """Nothing to close: a module is freed with its last reference."""
+    """Free a module equiv built, though its caller may still name it (`with loaded(...) as model`
+    keeps the name until the next stage has built): every parameter and buffer gives its storage
+    back. The module cannot run after; loaded() releases only the modules it built. Idempotent."""
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            t.data = torch.empty(0, dtype=t.dtype)
 
 
 # ---------------------------------------------------------------------------------------
