@@ -45,6 +45,19 @@ class ExportReading:
     flat: set[str] = field(default_factory=set)  # 4-D tensors whose tap is their NHWC flattening (VGG's flatten)
 
 
+def epsilon(node) -> float:
+    """A normalisation node's epsilon attribute (ONNX's default, 1e-5, where it has none)."""
+    return next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+
+
+def unfolded_bn(shift: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """The BatchNorm a folded conv's bias stands for, as one that computes the same: gamma 1, mean 0,
+    variance 1 - eps (so that variance + eps is 1), beta the folded shift."""
+    n = shift.shape[0]
+    return {"gamma": np.ones(n, np.float32), "beta": shift, "moving_mean": np.zeros(n, np.float32),
+            "moving_variance": np.full(n, 1.0 - eps, np.float32)}
+
+
 class ExportGraph:
     """An exported graph's nodes, indexed: who makes and who reads each tensor, the module path of
     each node (from the exporter's scope names), the initializers (through the Identity nodes that

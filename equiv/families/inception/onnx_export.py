@@ -29,7 +29,7 @@ from equiv.families.inception.torch import framework_names
 
 
 def read_export(v, g):
-    from equiv.frameworks.onnx_export import ExportReading
+    from equiv.frameworks.onnx_export import ExportReading, epsilon, unfolded_bn
 
     names = framework_names(v)
     taps: dict[str, str] = {}
@@ -78,7 +78,7 @@ def read_export(v, g):
         if bn is not None:
             stored.add(key)
             scale, beta, mean, var = (g.array(t) for t in bn.input[1:5])
-            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+            eps = epsilon(bn)
             if not np.isclose(eps, v.bn_epsilon, rtol=1e-3, atol=0):
                 remarks.append(f"the BatchNormalization after {c.name} has epsilon {eps:.3g}, {v.name} "
                                f"{v.bn_epsilon:.3g}")
@@ -92,9 +92,7 @@ def read_export(v, g):
         else:  # folded: the conv's bias is the BatchNorm's shift (an unscaled one keeps gamma 1 anyway)
             folded.append(c.name)
             shift = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(c.cout, np.float32)
-            values = {"gamma": np.ones(c.cout, np.float32), "beta": shift,
-                      "moving_mean": np.zeros(c.cout, np.float32),
-                      "moving_variance": np.full(c.cout, 1.0 - v.bn_epsilon, np.float32)}
+            values = unfolded_bn(shift, v.bn_epsilon)
             for f in fields:
                 params[names[f"{c.name}/bn/{f}"]] = values[f]
         relu = g.after(out, "Relu")

@@ -57,7 +57,7 @@ def _choose(v, g, tables):
 
 def read_export(v, g):
     from equiv.frameworks import torch as T
-    from equiv.frameworks.onnx_export import ExportReading
+    from equiv.frameworks.onnx_export import ExportReading, epsilon, unfolded_bn
 
     taps: dict[str, str] = {}
     missing: dict[str, str] = {}
@@ -84,7 +84,7 @@ def read_export(v, g):
                 node = g.after(reshape.output[0], "InstanceNormalization") if reshape is not None else None
         if node is None:
             return None
-        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        eps = epsilon(node)
         if node.op_type == "BatchNormalization":
             scale, beta, mean, var = (g.array(x) for x in node.input[1:5])
             values, out = {"gamma": scale, "beta": beta, "moving_mean": mean, "moving_variance": var}, node.output[0]
@@ -115,7 +115,7 @@ def read_export(v, g):
         bn = g.producer.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
         if bn is None or bn.op_type != "BatchNormalization" or g.init_name(bn.input[0]) is None:
             return None
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        eps = epsilon(bn)
         if not v.weight_std:
             remarks.append(f"the export standardises the kernel of {c.name}; {v.name} does not")
         elif not np.isclose(eps, v.ws_epsilon, rtol=1e-3, atol=0):
@@ -163,8 +163,7 @@ def read_export(v, g):
         # computes the same (gamma 1, mean 0, variance 1 - epsilon, beta the folded bias).
         folded.append(c.name)
         shift = bias if bias is not None else np.zeros(c.cout, np.float32)
-        values = {"gamma": np.ones(c.cout, np.float32), "beta": shift, "moving_mean": np.zeros(c.cout, np.float32),
-                  "moving_variance": np.full(c.cout, 1.0 - v.bn_epsilon, np.float32)}
+        values = unfolded_bn(shift, v.bn_epsilon)
         for f in bn_keys:
             params[names[f"{prefix}/{f}"]] = values[f]
         if c.bias:

@@ -20,7 +20,7 @@ from equiv.families.vgg.torch import framework_names
 
 
 def read_export(v, g):
-    from equiv.frameworks.onnx_export import ExportReading
+    from equiv.frameworks.onnx_export import ExportReading, epsilon, unfolded_bn
 
     names = framework_names(v)
     taps: dict[str, str] = {}
@@ -55,7 +55,7 @@ def read_export(v, g):
                 stored.add(bkey)
         if bn is not None:
             scale, beta, mean, var = (g.array(t) for t in bn.input[1:5])
-            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+            eps = epsilon(bn)
             if not np.isclose(eps, v.bn_epsilon, rtol=1e-3, atol=0):
                 remarks.append(f"the BatchNormalization after {c.name} has epsilon {eps:.3g}, {v.name} "
                                f"{v.bn_epsilon:.3g}")
@@ -67,9 +67,7 @@ def read_export(v, g):
             folded.append(c.name)
             if bkey:
                 params[bkey] = np.zeros(c.cout, np.float32)
-            for f, a in (("gamma", np.ones(c.cout, np.float32)), ("beta", bias),
-                         ("moving_mean", np.zeros(c.cout, np.float32)),
-                         ("moving_variance", np.full(c.cout, 1.0 - v.bn_epsilon, np.float32))):
+            for f, a in unfolded_bn(bias, v.bn_epsilon).items():
                 params[names[f"{c.name}/bn/{f}"]] = a
         relu = g.after(out, "Relu")
         if relu is None:
