@@ -21,6 +21,7 @@ with the module's (its taps can: a folded conv's output is the BatchNorm's).
 
 from __future__ import annotations
 
+import ast
 import importlib
 from dataclasses import dataclass, field
 
@@ -29,6 +30,9 @@ import numpy as np
 from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.variants import Variant
+
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module scopes of a node (its metadata)
 
 
 @dataclass
@@ -79,11 +83,37 @@ class ExportGraph:
                       if n.op_type == "Identity" and n.input and n.input[0] in self.inits}
         self.inputs = [i for i in g.input if i.name not in self.inits]
         self.outputs = [o.name for o in g.output]
+        self.elem_types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+        self.dynamo = any(p.key == NAME_SCOPES for n in self.nodes for p in n.metadata_props)
+        self._paths = {id(n): self._module_path(n) for n in self.nodes}
+
+    @property
+    def exporter(self) -> str:
+        """Which `torch.onnx.export` wrote the graph, as far as its nodes tell."""
+        return "dynamo (torch.export)" if self.dynamo else "TorchScript"
+
+    def module_path(self, node) -> str:
+        """The module path of the node (see `_module_path`)."""
+        path = self._paths.get(id(node))
+        return self._module_path(node) if path is None else path
 
     @staticmethod
-    def module_path(node) -> str:
-        """The module path of a node named by the TorchScript exporter: `/m/layer2.0/downsample/
-        downsample.0/Conv` -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
+    def _module_path(node) -> str:
+        """The module path of a node. The dynamo exporter (`dynamo=True`, torch.export and onnxscript)
+        records the module scopes in the node's metadata (`pkg.torch.onnx.name_scopes`: `['', 'm',
+        'm.layer1.0', 'm.layer1.0.conv1', 'conv2d_1']`, the last one the operation): the innermost
+        module is the path. Where its optimizer fused nodes, the fused node keeps the scopes of the last
+        one (a Conv with its BatchNorm folded in is the BatchNorm's: see `conv_of`). The TorchScript
+        exporter (`dynamo=False`) names the node by its scopes: `/m/layer2.0/downsample/downsample.0/Conv`
+        -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
+        scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
+        if scopes is not None:
+            try:
+                found = ast.literal_eval(scopes)
+            except (ValueError, SyntaxError):
+                found = None
+            if isinstance(found, list) and all(isinstance(x, str) for x in found):
+                return found[-2] if len(found) >= 2 else ""
         parts = [p for p in node.name.split("/") if p][:-1]
         path = ""
         for p in parts:
@@ -110,16 +140,74 @@ class ExportGraph:
         """Nodes of type `op` whose module path is `module` (under `self.root`, set by the reader)."""
         return [n for n in self.nodes if n.op_type == op and self.module_path(n) == getattr(self, "root", "") + module]
 
+    def conv_of(self, module: str, norm: str | None = None) -> list:
+        """The Conv nodes of conv module `module`; where there are none and the layer has a norm module
+        `norm`, the Conv nodes of that module that no BatchNormalization reads: the dynamo exporter's
+        optimizer (`optimize=True`, its default) folds an eval-mode BatchNorm into the conv
+        (onnxscript's FuseBatchNormIntoConv) and the fused Conv keeps the BatchNorm's scopes."""
+        found = self.by_module("Conv", module)
+        if found or norm is None:
+            return found
+        return [n for n in self.by_module("Conv", norm) if self.after(n.output[0], "BatchNormalization") is None]
+
     def init_name(self, tensor: str) -> str | None:
         """The initializer a node input names (directly or through an Identity), else None."""
         tensor = self.alias.get(tensor, tensor)
         return tensor if tensor in self.inits else None
 
     def array(self, tensor: str) -> np.ndarray:
+        """The value of `tensor`: an initializer, or a constant the graph computes from initializers and
+        Constant nodes only (the dynamo exporter without its optimizer writes a conv's absent bias as
+        zeros expanded to the weight's output channels)."""
+        a = self.constant(tensor)
+        if a is None:
+            raise EquivError(f"exported graph: {tensor} is computed from the input, not a constant; its value "
+                             "cannot be read")
+        return np.asarray(a, np.float32)
+
+    CONSTANT_OPS = ("Constant", "Identity", "Shape", "Expand", "Cast", "CastLike", "Reshape")
+
+    def constant(self, tensor: str, depth: int = 0):
+        """`tensor`'s value where it is an initializer or computed by `CONSTANT_OPS` from constants only
+        (CastLike takes only the element type of its second input, which may be the graph's input);
+        else None."""
+        from onnx import helper
+
         name = self.init_name(tensor)
-        if name is None:
-            raise EquivError(f"exported graph: {tensor} is computed, not an initializer; its value cannot be read")
-        return np.asarray(self._np.to_array(self.inits[name]), np.float32)
+        if name is not None:
+            return self._np.to_array(self.inits[name])
+        node = self.producer.get(tensor)
+        if node is None or node.op_type not in self.CONSTANT_OPS or depth > 16:
+            return None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Constant":
+            if "value" in attrs:
+                return self._np.to_array(attrs["value"])
+            for key in ("value_float", "value_floats", "value_int", "value_ints"):
+                if key in attrs:
+                    return np.asarray(attrs[key], np.float32 if "float" in key else np.int64)
+            return None
+        if node.op_type == "CastLike":
+            elem = self.elem_types.get(node.input[1])
+            like = None if elem else self.constant(node.input[1], depth + 1)
+            dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else (like.dtype if like is not None else None)
+            a = self.constant(node.input[0], depth + 1)
+            return None if a is None or dtype is None else a.astype(dtype)
+        args = [self.constant(i, depth + 1) if i else None for i in node.input]
+        if any(a is None for a in args[:2 if node.op_type in ("Expand", "Reshape") else 1]):
+            return None
+        a = args[0]
+        if node.op_type == "Identity":
+            return a
+        if node.op_type == "Cast":
+            return a.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        if node.op_type == "Shape":
+            return np.asarray(a.shape[attrs.get("start", 0):attrs.get("end", None)], np.int64)
+        if node.op_type == "Expand":
+            shape = np.broadcast_shapes(a.shape, tuple(int(d) for d in args[1]))
+            return np.broadcast_to(a, shape).copy()
+        shape = [a.shape[i] if d == 0 and not attrs.get("allowzero", 0) else int(d) for i, d in enumerate(args[1])]
+        return a.reshape(shape)
 
     def after(self, tensor: str, op: str):
         """The one node of type `op` reading `tensor`, else None."""

@@ -72,10 +72,10 @@ def read_export(v, g):
             return None
         key = names[f"{c.name}/kernel"]
         params[key] = g.array(node.input[1])
-        named = named or (g.init_name(node.input[1]) or "").endswith(key)
         out = node.output[0]
         bn = g.after(out, "BatchNormalization")
-        if bn is not None:
+        if bn is not None:  # (a folded kernel is no parameter of the module's, whatever its name)
+            named = named or (g.init_name(node.input[1]) or "").endswith(key)
             stored.add(key)
             scale, beta, mean, var = (g.array(t) for t in bn.input[1:5])
             eps = epsilon(bn)

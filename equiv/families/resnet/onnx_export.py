@@ -43,12 +43,13 @@ def _tables(v):
 
 
 def _choose(v, g, tables):
-    """The table whose kernel modules name the most Conv nodes, and its prefix."""
+    """The table whose conv and norm modules name the most Conv (Gemm, norm) nodes, and its prefix."""
     best = None
-    for names in tables:
-        modules = {key.rsplit(".", 1)[0] for c, key in names.items() if c.endswith("/kernel")}
+    for names in tables:  # a conv's module, or its norm's (a Conv the dynamo exporter fused a BatchNorm into)
+        modules = {key.rsplit(".", 1)[0] for c, key in names.items() if c.endswith(("/kernel", "/gamma"))}
         prefix = g.prefix(modules)
-        convs = {g.module_path(n) for n in g.nodes if n.op_type in ("Conv", "Gemm")}
+        convs = {g.module_path(n) for n in g.nodes
+                 if n.op_type in ("Conv", "Gemm", "BatchNormalization", "InstanceNormalization")}
         hits = sum(prefix + m in convs for m in modules)
         if best is None or hits > best[0]:
             best = (hits, names, prefix)
@@ -127,7 +128,7 @@ def read_export(v, g):
         """Read conv `c` (its params into `params`); return the tensor of its output after the norm."""
         nonlocal named
         module = _module(names, c.name)
-        found = g.by_module("Conv", module)
+        found = g.conv_of(module, _module(names, f"{c.name}/bn", bn_keys[0]) if c.norm else None)
         if len(found) != 1:
             missing[c.name] = (f"{'no' if not found else len(found)} Conv node named for module {module}")
             return None
@@ -141,7 +142,8 @@ def read_export(v, g):
         norm = norm_values(node.output[0], c.name) if c.norm else None
         if not c.norm or norm is not None:  # else: folded
             stored.add(kernel_key)
-        named = named or g.init_name(node.input[1]) is not None and g.init_name(node.input[1]).endswith(kernel_key)
+        named = named or ((not c.norm or norm is not None)  # a folded kernel is no parameter of the module's,
+                          and (g.init_name(node.input[1]) or "").endswith(kernel_key))  # whatever its name
         bias = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         out = node.output[0]
         if not c.norm:
