@@ -31,7 +31,6 @@ from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.variants import Variant
 
-
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module scopes of a node (its metadata)
 
 
@@ -47,6 +46,10 @@ class ExportReading:
     named: bool = False  # the initializers carry the state_dict's names (BatchNorm kept)
     remarks: list[str] = field(default_factory=list)  # what differs from the variant's description
     flat: set[str] = field(default_factory=set)  # 4-D tensors whose tap is their NHWC flattening (VGG's flatten)
+    dynamo: bool = False  # written by the dynamo exporter (torch.export; node scopes in the metadata)
+    # weight-standardised layers whose kernel the graph holds standardised (the dynamo exporter's optimizer
+    # computed the standardisation ahead of time): the raw kernel is not in the file
+    standardised: list[str] = field(default_factory=list)
 
 
 def epsilon(node) -> float:
@@ -84,6 +87,9 @@ class ExportGraph:
         self.inputs = [i for i in g.input if i.name not in self.inits]
         self.outputs = [o.name for o in g.output]
         self.elem_types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+        self.shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)  # fully known ones
+                       for v in [*g.input, *g.value_info, *g.output] if v.type.tensor_type.HasField("shape")
+                       and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
         self.dynamo = any(p.key == NAME_SCOPES for n in self.nodes for p in n.metadata_props)
         self._paths = {id(n): self._module_path(n) for n in self.nodes}
 
@@ -165,12 +171,28 @@ class ExportGraph:
                              "cannot be read")
         return np.asarray(a, np.float32)
 
-    CONSTANT_OPS = ("Constant", "Identity", "Shape", "Expand", "Cast", "CastLike", "Reshape")
+    RESHAPING = ("Identity", "Cast", "CastLike", "Reshape", "Unsqueeze", "Squeeze", "Flatten")
+
+    def source(self, tensor: str):
+        """The constant `tensor` is made from by reshaping or casting only (its first input through
+        `RESHAPING` nodes: the dynamo exporter unsqueezes a GroupNorm's gamma, with axes it computes), as
+        the constant holds it; else None. For per-channel vectors, whose values a reshape does not change."""
+        for _ in range(16):
+            a = self.constant(tensor)
+            if a is not None:
+                return a
+            node = self.producer.get(tensor)
+            if node is None or node.op_type not in self.RESHAPING:
+                return None
+            tensor = node.input[0]
+        return None
+
+    CONSTANT_OPS = ("Constant", "Identity", "Shape", "Expand", "Cast", "CastLike", "Reshape", "Concat")
 
     def constant(self, tensor: str, depth: int = 0):
         """`tensor`'s value where it is an initializer or computed by `CONSTANT_OPS` from constants only
-        (CastLike takes only the element type of its second input, which may be the graph's input);
-        else None."""
+        (CastLike takes only the element type of its second input, which may be the graph's input; Shape
+        the static shape the graph declares for a computed tensor); else None."""
         from onnx import helper
 
         name = self.init_name(tensor)
@@ -193,6 +215,9 @@ class ExportGraph:
             dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else (like.dtype if like is not None else None)
             a = self.constant(node.input[0], depth + 1)
             return None if a is None or dtype is None else a.astype(dtype)
+        if node.op_type == "Shape" and node.input[0] in self.shapes:  # a computed tensor's static shape
+            shape = self.shapes[node.input[0]]
+            return np.asarray(shape[attrs.get("start", 0):attrs.get("end", None)], np.int64)
         args = [self.constant(i, depth + 1) if i else None for i in node.input]
         if any(a is None for a in args[:2 if node.op_type in ("Expand", "Reshape") else 1]):
             return None
@@ -201,6 +226,8 @@ class ExportGraph:
             return a
         if node.op_type == "Cast":
             return a.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        if node.op_type == "Concat":
+            return None if any(x is None for x in args) else np.concatenate(args, axis=attrs.get("axis", 0))
         if node.op_type == "Shape":
             return np.asarray(a.shape[attrs.get("start", 0):attrs.get("end", None)], np.int64)
         if node.op_type == "Expand":
@@ -260,7 +287,10 @@ def _reader(variant: Variant):
 
 def read(variant: Variant, proto) -> ExportReading:
     """The family reader's mapping of `proto` to `variant`'s taps and parameters."""
-    return _reader(variant).read_export(variant, ExportGraph(proto))
+    graph = ExportGraph(proto)
+    reading = _reader(variant).read_export(variant, graph)
+    reading.dynamo = graph.dynamo
+    return reading
 
 
 def canonical_params(variant: Variant, reading: ExportReading, source: str) -> dict[str, np.ndarray]:
@@ -287,13 +317,24 @@ def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False
     BatchNorm (its statistics are gone from the export)."""
     reading = read(variant, proto)
     params = canonical_params(variant, reading, source)  # a graph of another network: what differs, named
+    if reading.standardised:
+        raise EquivError(f"{source}: the exporter standardised the kernels of {len(reading.standardised)} weight-"
+                         f"standardised layers ahead of time (first: {reading.standardised[0]}); their raw kernels are "
+                         "not in the file, so what was read would be another network: export with optimize=False")
     if reading.folded and not unfold_bn:
         raise EquivError(f"{source}: the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
-                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so a port "
-                         "would write another network: export with training=torch.onnx.TrainingMode.PRESERVE, or "
+                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so what "
+                         f"was read would be another network: export with {keep_bn(reading)}, or "
                          "pass `unfold_bn=True` to write each as the conv and an identity BatchNorm holding the "
                          "folded bias")
     return params
+
+
+def keep_bn(reading: ExportReading) -> str:
+    """The `torch.onnx.export` option that keeps BatchNorm unfolded, for the exporter that wrote the graph:
+    the dynamo exporter folds in its optimizer whatever the training mode."""
+    return "optimize=False (the dynamo exporter's optimizer folds BatchNorm)" if reading.dynamo else \
+        "training=torch.onnx.TrainingMode.PRESERVE"
 
 
 def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
@@ -304,12 +345,19 @@ def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
 
 
 def notes(variant: Variant, reading: ExportReading) -> list[str]:
-    out = []
+    out = [f"read as a graph of torch.onnx.export's {'dynamo (torch.export)' if reading.dynamo else 'TorchScript'} "
+           "exporter"]
     if reading.folded:
         out.append(f"the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
                    f"({', '.join(reading.folded[:3])}{', ...' if len(reading.folded) > 3 else ''}): their "
                    "parameters are compared as the export holds them only where unfolded; their taps are compared "
                    "(a folded conv's output is its BatchNorm's)")
+    if reading.standardised:
+        out.append(f"the exporter standardised the kernel ahead of time in {len(reading.standardised)} weight-"
+                   f"standardised layers ({', '.join(reading.standardised[:3])}"
+                   f"{', ...' if len(reading.standardised) > 3 else ''}): their raw kernels are not in the file and "
+                   "are not compared one by one (standardised again by the variant, the held kernel computes "
+                   "the same up to the standardisation's epsilon); their taps are compared")
     out += reading.remarks
     if reading.missing:
         out.append(f"taps with no counterpart in the exported graph, not compared ({len(reading.missing)}): "

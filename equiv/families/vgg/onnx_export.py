@@ -87,9 +87,10 @@ def read_export(v, g):
                 h = None
             else:
                 h = taps[f"stage{c.stage}/pool"] = pool.output[0]
-    flat = g.reach(h, "Flatten", ("AveragePool", "GlobalAveragePool", "Identity")) if h is not None else None
+    through = ("AveragePool", "GlobalAveragePool", "Identity")  # (the dynamo exporter flattens by a Reshape)
+    flat = (g.reach(h, "Flatten", through) or g.reach(h, "Reshape", through)) if h is not None else None
     if flat is None:
-        missing["flatten"] = "no Flatten after the last pool (through its average pool)"
+        missing["flatten"] = "no Flatten (or Reshape) after the last pool (through its average pool)"
     else:
         taps["flatten"] = flat.input[0]
     dense = None if flat is None else flat.output[0]
