@@ -51,7 +51,9 @@ CASES = {
                                   "adaptive_pool": (2, 2)}, 64, False),
     "inception_v3": ("torchvision/inception_v3", {"aux_logits": False}, 75, True),
 }
-DYNAMO_DEFAULT = ("deep_stem_resnet_d", "vgg_bn")  # the dynamo exporter's cases in the default run (others: slow)
+# the dynamo exporter's cases in the default run: VGG's reader (its flatten a Reshape there); the ResNet reader's
+# are in tests/frameworks/test_onnx_export.py (resnet18); the other layouts' are slow
+DYNAMO_DEFAULT = ("vgg_bn",)
 
 
 def _params(case: str):

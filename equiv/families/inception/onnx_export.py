@@ -150,10 +150,13 @@ def read_export(v, g):
     pooled = None
     if x is not None:
         node = next((n for n in g.consumers.get(x, []) if n.op_type in ("GlobalAveragePool", "ReduceMean")), None)
-        flat = g.reach(node.output[0], "Flatten", ("Identity", "Dropout")) if node is not None else None
+        through = ("Identity", "Dropout")  # the dynamo exporter flattens by a Reshape (torch's view)
+        flat = (g.reach(node.output[0], "Flatten", through) or g.reach(node.output[0], "Reshape", through)) \
+            if node is not None else None
         pooled = flat.output[0] if flat is not None else None
     if pooled is None:
-        missing["pool"] = "no global average (GlobalAveragePool then Flatten) after the last block"
+        missing["pool"] = "no global average (GlobalAveragePool or ReduceMean, then Flatten or Reshape) after the " \
+                          "last block"
     else:
         taps["pool"] = pooled
     found = [n for n in g.consumers.get(pooled, []) if n.op_type == "Gemm"] if pooled is not None else []
