@@ -1,6 +1,6 @@
 """Did the export change my network? for every family and layout beyond issue 18's plain ResNet (tests/
-frameworks/test_onnx_export.py): real `torch.onnx.export(..., dynamo=False)` output, in eval mode
-(BatchNorm folded where a conv precedes it) and with TrainingMode.PRESERVE, of equiv's own torch build of
+frameworks/test_onnx_export.py): real `torch.onnx.export` output, with BatchNorm folded where a conv
+precedes it and with BatchNorm kept, of equiv's own torch build of
 
 * a deep stem with ResNet-D average-pool projections (timm/resnet50d's layout),
 * pre-activation (v2) units, torch-style (timm/resnetv2_50) and slim's (slim/resnet_v2_50: a biased stem,
@@ -8,6 +8,10 @@ frameworks/test_onnx_export.py): real `torch.onnx.export(..., dynamo=False)` out
 * GroupNorm with weight-standardised convs (timm/resnetv2_50x1_bit),
 * VGG with and without BatchNorm (torchvision/vgg16_bn, vgg16),
 * Inception v3 (torchvision/inception_v3, without its auxiliary head, which exports drop),
+
+by both of torch's exporters (tests/onnx_exports.py; the ids say which: export=torchscript-eval,
+torchscript-preserve, dynamo-optimize, dynamo-plain; the dynamo exporter's cases are slow but VGG's default
+export),
 
 each a registered variant with narrower layers (`Variant.replace`: the layout and every convention
 kept, the test cheap) except Inception (slow: full width at its minimum input, 75x75).
@@ -51,9 +55,9 @@ CASES = {
                                   "adaptive_pool": (2, 2)}, 64, False),
     "inception_v3": ("torchvision/inception_v3", {"aux_logits": False}, 75, True),
 }
-# the dynamo exporter's cases in the default run: VGG's reader (its flatten a Reshape there); the ResNet reader's
-# are in tests/frameworks/test_onnx_export.py (resnet18); the other layouts' are slow
-DYNAMO_DEFAULT = ("vgg_bn",)
+# the dynamo exporter's cases in the default run: VGG's reader (its flatten a Reshape there) on the default
+# export; the ResNet reader's are in tests/frameworks/test_onnx_export.py (resnet18); the others are slow
+DYNAMO_DEFAULT = (("vgg_bn", "dynamo-optimize"),)
 
 
 def _params(case: str):
@@ -67,7 +71,7 @@ def _cases_and_modes():
     out = []
     for case, (name, _, _, slow) in CASES.items():
         for mode in X.EXPORTERS:
-            heavy = slow or (mode.startswith("dynamo") and case not in DYNAMO_DEFAULT)
+            heavy = slow or (mode.startswith("dynamo") and (case, mode) not in DYNAMO_DEFAULT)
             p = X.param(mode, *([pytest.mark.slow] if heavy else []))
             out.append(pytest.param(case, mode, marks=p.marks, id=f"{case}-native={name}-export={mode}"))
     return out

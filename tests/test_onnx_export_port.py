@@ -131,10 +131,11 @@ def _port_folded_logits(module, exports, tmp_path, fw, mode="torchscript-eval"):
                               T.state_to_canonical(V, module_state(module), "m")["stem/conv/kernel"])
 
 
-@pytest.mark.parametrize("mode", [X.param(m) for m in FOLDED])
+@pytest.mark.parametrize("mode", [X.param("torchscript-eval"), X.param("dynamo-optimize", pytest.mark.slow)])
 def test_a_folded_export_ports_to_torch_with_unfold_bn(module, exports, tmp_path, mode):
     """native=equiv.frameworks.torch.build exported with BatchNorm folded -> port --unfold-bn -> .pt run in
-    torch: the module's logits; --verify: the export (ONNX Runtime) vs the file (torch)."""
+    torch: the module's logits; --verify: the export (ONNX Runtime) vs the file (torch). The dynamo case is
+    slow: the default run ports and verifies it in the refusal test and checks its logits through `run`."""
     _port_folded_logits(module, exports, tmp_path, "torch", mode)
 
 
