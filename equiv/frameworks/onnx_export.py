@@ -114,9 +114,9 @@ class ExportGraph:
         -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
         scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
         if scopes is not None:
-            try:
-                found = ast.literal_eval(scopes)
-            except (ValueError, SyntaxError):
+            try:  # a literal only (never code); a hostile file's oversized or deeply nested one is ignored
+                found = ast.literal_eval(scopes) if len(scopes) <= 4096 else None
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 found = None
             if isinstance(found, list) and all(isinstance(x, str) for x in found):
                 return found[-2] if len(found) >= 2 else ""

@@ -183,3 +183,43 @@ def test_a_parameter_changed_below_the_taps_tolerance_is_named_where_names_are_k
     with pytest.raises(NotEquivalentError, match="parameter 'stage4/unit2/conv2/bn/moving_variance' differs") as e:
         assert_equivalent(module, proto, variant=V, input_size=SIZE, batch=1)
     assert e.value.report.first is None  # every tap agreed
+
+
+def test_module_paths_from_either_exporter_and_hostile_scopes():
+    """A node's module path: the dynamo exporter's scopes metadata, else the TorchScript exporter's node
+    name; a scopes value that is no list of names, oversized or code (a hostile file) is ignored, never run."""
+    from onnx import helper
+
+    def node(name, scopes=None):
+        n = helper.make_node("Relu", ["a"], ["b"], name=name)
+        if scopes is not None:
+            p = n.metadata_props.add()
+            p.key, p.value = onnx_export.NAME_SCOPES, scopes
+        return n
+
+    path = onnx_export.ExportGraph._module_path
+    assert path(node("node_relu_1", "['', 'm', 'm.layer1.0', 'relu_1']")) == "m.layer1.0"
+    assert path(node("node_Conv_287", "['', 'm', 'm.bn1', '_native_batch_norm_legit_no_training']")) == "m.bn1"
+    assert path(node("/m/layer2.0/downsample/downsample.0/Conv")) == "m.layer2.0.downsample.0"
+    assert path(node("/m/layer1.0/Relu", "__import__('os').system('false')")) == "m.layer1.0"
+    assert path(node("/m/fc/Gemm", "[" * 5000)) == "m.fc"
+    assert path(node("/m/fc/Gemm", "[1, 2]")) == "m.fc"
+
+
+def test_a_value_computed_from_the_input_is_never_read_as_a_constant():
+    """ExportGraph.constant evaluates Constant/Shape/Expand/CastLike chains (the dynamo exporter's zero conv
+    bias) but nothing that depends on the input's values: reading such a tensor as a parameter is an error."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    nodes = [helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
+             helper.make_node("CastLike", ["zero", "x"], ["zero_like"]),
+             helper.make_node("Constant", [], ["n"], value_ints=[5]),
+             helper.make_node("Expand", ["zero_like", "n"], ["bias"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Shape", ["r"], ["dyn"])]
+    g = onnx_export.ExportGraph(helper.make_model(helper.make_graph(nodes, "g", [x], [])))
+    assert np.array_equal(g.array("bias"), np.zeros(5, np.float32))
+    assert g.constant("r") is None
+    with pytest.raises(EquivError, match="r is computed from the input"):
+        g.array("r")
