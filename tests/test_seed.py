@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from equiv import canonical as C
-from equiv import files, porting, reference, variants, weights
+from equiv import compare, files, porting, reference, variants, weights
 from equiv.errors import EquivError
 from equiv.families.resnet import plan as P
 from equiv.frameworks import FRAMEWORKS, adapter
@@ -293,9 +293,13 @@ def test_the_seed_keras2_h5_ports_and_computes_what_keras2_computed(tmp_path):
     assert files.detect(tmp_path / "resnet_v2.h5") == "keras2-h5"
     x = np.load(tmp_path / "x.npy")
     expected = np.load(tmp_path / "probs.npy")
+    # the project's float32 tolerance at the probabilities' depth (7.1e-5 relative to the largest), as
+    # every check uses: a flat 1e-5 failed by 5.9e-6 against 5.4e-6 on a loaded CI run (oneDNN's
+    # summation order varies with the threads it gets)
+    tol = compare.tap_tolerances(v)["probs"]
     for fw in ("keras", "torch"):
         out = porting.run_file(v, tmp_path / "resnet_v2.h5", fw, x, taps="probs")["probs"]
-        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()), err_msg=fw)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=tol * float(np.abs(expected).max()), err_msg=fw)
 
 
 SEED_TORCH_SAVE = """
