@@ -186,10 +186,14 @@ def read_tf_checkpoint(variant: Variant, path: Path, *, lazy: bool = False, **_)
 
 
 def read_keras_weights(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
+    """With h5py alone where the file is laid out as `variant`'s Keras model (equiv.keras_h5), else
+    read into that model by Keras, which says what does not fit."""
+    from equiv import keras_h5
     from equiv.frameworks import adapter
 
-    check_hdf5(path, variant, keras2=False)  # before Keras and TensorFlow are imported
-    return adapter("keras").read_file(variant, path)
+    declared = check_hdf5(path, variant, keras2=False)  # before Keras and TensorFlow are imported
+    params = keras_h5.read(variant, path, declared)
+    return params if params is not None else adapter("keras").read_file(variant, path)
 
 
 _OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
@@ -457,7 +461,7 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
     from equiv.frameworks import adapter, loaded
 
     if fmt.owner is None or fmt.from_params:
-        if fmt.owner is not None:
+        if fmt.owner is not None and not fmt.owner_on_demand:
             adapter(fmt.owner)  # a FrameworkError that says why the backend cannot be used here
         fmt.write()(variant, params, staged, **({"consume": True} if consume and fmt.from_params else {}))
         return
