@@ -508,12 +508,18 @@ def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike, varian
         return atomic.publish([(p, folder / p.name) for p in produced], force)
 
 
+def backend_of(variant: Variant, fmt: str) -> str | None:
+    """The backend whose names a file of `fmt` holds for `variant` (its format's owner, else the
+    backend of `variant`'s dialect), no backend imported."""
+    return formats.get(fmt).owner or backend_named(variant)
+
+
 def layout_of(variant: Variant, fmt: str) -> str | None:
     """The backend whose names and layout a file of `fmt` holds for `variant` where it is a state_dict
     that the backend can rename without transposing (its adapter's `state_shapes`), else None."""
     from equiv.frameworks import adapter
 
-    backend = formats.get(fmt).owner or backend_named(variant)
+    backend = backend_of(variant, fmt)
     if backend is None or not hasattr(adapter(backend), "state_shapes") or (
             formats.get(fmt).owner and not hasattr(adapter(backend), "write_state_file")):
         return None

@@ -462,6 +462,9 @@ def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     layouts differ or the source does not fit exactly (the full read then says why)."""
     from equiv.frameworks import adapter
 
+    if files.backend_of(v_src, src_fmt) != files.backend_of(v_dst, dst_fmt) or any(
+            formats.get(f).owner_on_demand for f in (src_fmt, dst_fmt)):
+        return None  # without importing either backend (a Keras file is read and written with h5py)
     backend = files.layout_of(v_src, src_fmt)
     if backend is None or files.layout_of(v_dst, dst_fmt) != backend:
         return None
