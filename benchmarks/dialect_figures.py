@@ -198,7 +198,8 @@ import json, sys, time, os
 import numpy as np, h5py, torch
 from safetensors.numpy import load_file, save_file
 mode, src, dst = sys.argv[1:4]
-import equiv, equiv.porting, equiv.files, equiv.keras_h5  # imports are not the work
+import equiv, equiv.porting, equiv.files, equiv.keras_h5, equiv.frameworks.torch  # imports are not the work
+import equiv.families.resnet.keras_layout, equiv.dialects
 
 
 def h5_write(state, path):

@@ -180,15 +180,15 @@ def read(v: Variant, path: Path, declared) -> dict[str, np.ndarray] | None:
         return None
     params: dict[str, np.ndarray] = {}
     with h5py.File(path, "r") as f:
-        for e in entries:
-            group = f[e.group]
-            name = group.attrs.get("name")
+        for e in entries:  # h5py's low-level calls: its high-level lookups cost more than the data
+            gid = h5py.h5o.open(f.id, e.group.encode())
+            name = h5py.Group(gid).attrs.get("name")
             if name is not None and (name.decode() if isinstance(name, bytes) else str(name)) != e.layer:
                 return None  # written from a model whose layers are ordered otherwise
             for i, p in enumerate(e.params):
                 a = np.empty(shapes[p], np.float32)
                 if a.size:
-                    group[str(i)].read_direct(a)
+                    h5py.h5d.open(gid, str(i).encode()).read(h5py.h5s.ALL, h5py.h5s.ALL, a)
                 params[p] = a
     return params
 
