@@ -20,7 +20,9 @@
    (equiv.keras_h5): Hugging Face's model.safetensors -> keras-hub's ResNetImageClassifier file and
    back, and a torch `.pt` of keras.applications' ResNet50 (equiv's torch names) -> its `.weights.h5`.
    Bare: the same tensors read (safetensors.numpy.load_file, torch.load, h5py datasets) and written
-   (h5py datasets one per tensor, safetensors.numpy.save_file):
+   (h5py datasets one per tensor, safetensors.numpy.save_file); and that with the layout change such a
+   port must make (torch's OIHW and (out, in) kernels to Keras' HWIO and (in, out), by numpy's
+   transpose, or back) and an fsync of the file and its folder, as equiv's atomic publish makes:
 
        .venv/bin/python benchmarks/dialect_figures.py keras-port [--rounds 5]
 """
@@ -215,8 +217,31 @@ def h5_read(path):
     return out
 
 
+def to_keras(state):  # the layout change a port between torch's and Keras' names must make, by numpy
+    return {k: np.ascontiguousarray(a.transpose(2, 3, 1, 0) if a.ndim == 4 else a.T if a.ndim == 2 else a)
+            for k, a in state.items()}
+
+
+def to_torch(state):
+    return {k: np.ascontiguousarray(a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T if a.ndim == 2 else a)
+            for k, a in state.items()}
+
+
+def durable(path):  # what equiv's atomic publish adds: the file's data and its folder's entry on disk
+    for p in (path, os.path.dirname(path)):
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
 t0 = time.perf_counter()
-if mode == "bare-hf-to-keras-hub":
+if mode == "bare-hf-to-keras-hub-layout":
+    h5_write(to_keras(load_file(src)), dst)
+elif mode == "bare-keras-hub-to-hf-layout":
+    save_file(to_torch(h5_read(src)), dst)
+elif mode == "bare-pt-to-keras-layout":
+    h5_write(to_keras({k: t.numpy() for k, t in torch.load(src, weights_only=True).items()}), dst)
+elif mode == "bare-hf-to-keras-hub":
     h5_write(load_file(src), dst)
 elif mode == "equiv-hf-to-keras-hub":
     equiv.port("torchvision/resnet50", src, dst, source_dialect="hf", target_dialect="keras-hub", force=True)
@@ -228,6 +253,8 @@ elif mode == "bare-pt-to-keras":
     h5_write({k: t.numpy() for k, t in torch.load(src, weights_only=True).items()}, dst)
 else:
     equiv.port("keras/ResNet50", src, dst, force=True)
+if mode.endswith("-layout"):
+    durable(dst)
 print(json.dumps({"mode": mode, "seconds": time.perf_counter() - t0,
                   "keras_imported": "keras" in sys.modules or "tensorflow" in sys.modules}))
 """
@@ -258,7 +285,10 @@ def keras_port(rounds: int) -> None:
                                    ("bare-keras-hub-to-hf", hub, tmp / "bare.safetensors"),
                                    ("equiv-keras-hub-to-hf", hub, tmp / "out" / "model.safetensors"),
                                    ("bare-pt-to-keras", pt, tmp / "bare2.h5"),
-                                   ("equiv-pt-to-keras", pt, tmp / "k.weights.h5")):
+                                   ("equiv-pt-to-keras", pt, tmp / "k.weights.h5"),
+                                   ("bare-hf-to-keras-hub-layout", hf, tmp / "bare.h5"),
+                                   ("bare-keras-hub-to-hf-layout", hub, tmp / "bare.safetensors"),
+                                   ("bare-pt-to-keras-layout", pt, tmp / "bare2.h5")):
                 r = subprocess.run([sys.executable, "-c", KERAS_PORT_WORKER, mode, str(src), str(dst)],
                                    capture_output=True, text=True, env=env)
                 if r.returncode:
@@ -267,8 +297,9 @@ def keras_port(rounds: int) -> None:
     med = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in {r["mode"] for r in rows}}
     keras = sorted({r["mode"] for r in rows if r["keras_imported"]})
     for pair in ("hf-to-keras-hub", "keras-hub-to-hf", "pt-to-keras"):
-        e, b = med["equiv-" + pair], med["bare-" + pair]
-        print(f"{pair}: equiv {e:.2f}s, bare {b:.2f}s, ratio {e / b:.2f}x (median of {rounds})")
+        e, b, bl = med["equiv-" + pair], med["bare-" + pair], med["bare-" + pair + "-layout"]
+        print(f"{pair}: equiv {e:.2f}s, bare {b:.2f}s, ratio {e / b:.2f}x; bare + the layout change + fsync "
+              f"{bl:.2f}s, ratio {e / bl:.2f}x (median of {rounds})")
     print(f"Keras or TensorFlow imported by: {keras or 'none'}")
     print(f"load: {os.getloadavg()}")
 
