@@ -375,8 +375,13 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
          dialect: str | None = None, source_dialect: str | None = None, target_dialect: str | None = None,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
          allow_pickle: bool = False, classes: Mapping[str, type] | None = None, unfold_bn: bool = False,
-         progress=None) -> PortResult:
+         headless: bool = False, source_headless: bool = False, progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force).
+
+    `headless`: write the network without its head (the description's head "none": no pool, no
+    classifier), as a backbone's own file holds it (keras-hub's `ResNetBackbone.save_weights`); the
+    source's head is read and left out. `source_headless`: the source is such a file (and so is the
+    target: a head cannot be made up).
 
     `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
     equiv.frameworks.torch.load_state. Never by default.
@@ -386,6 +391,12 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     such a source runs as the export itself (ONNX Runtime), compared at every tap it has a counterpart for."""
     say = progress or (lambda msg: None)
     own = get(variant, num_classes)
+    if source_headless or headless:
+        try:
+            bare = own.replace(head="none", num_classes=0)
+        except (TypeError, ValueError) as e:
+            raise EquivError(f"{own.name} has no headless description ({e})") from None
+        own = bare if source_headless else own
     v_src = own.in_dialect(source_dialect or dialect) if source_dialect or dialect else own
     weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
@@ -394,6 +405,11 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
         v_dst = own.replace(num_classes=own.num_classes - 1)
     else:
         v_dst = own
+    if headless and not source_headless:
+        if verify:
+            raise EquivError("`headless=True` writes a network without the head `verify=True` would compare; "
+                             "port without it and check the file read back as the headless description")
+        v_dst = bare
     if target_dialect or dialect:
         v_dst = v_dst.in_dialect(target_dialect or dialect)
     dst_fmt = files.detect(target, target_format, reading=False)
@@ -413,7 +429,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    if not verify and not drop_background_class:
+    if not verify and not drop_background_class and not (headless and not source_headless):
         written = _rename_port(v_src, source, src_fmt, v_dst, target, dst_fmt, force, allow_pickle, classes, t)
         if written is not None:
             from equiv.preprocessing import port_advice
@@ -432,6 +448,9 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
                                           dialect_arg="source_dialect", unfold_bn=unfold_bn, lazy=lazy)
     if drop_background_class:
         params = drop_background(params)
+    if headless and not source_headless:  # the source's head left out (a Lazy source never reads it)
+        for name in [n for n in params if n not in C.param_shapes(v_dst)]:
+            del params[name]
     t["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     say(f"writing {target} ({dst_fmt})")
