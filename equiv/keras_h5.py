@@ -164,9 +164,10 @@ def _walk(g: Graph, where: str, fields: dict, entries: list[Entry]) -> None:
 
 def read(v: Variant, path: Path, declared) -> dict[str, np.ndarray] | None:
     """Canonical parameters of `v` from a `.weights.h5` whose datasets (`declared`: equiv.hdf5.walk's,
-    checked) are exactly `layout(v)`'s, float32 in their shapes, and whose layers, where the file
-    names them, are the ones the layout expects there; None otherwise (Keras reads it then, and
-    says what does not fit)."""
+    checked) are exactly `layout(v)`'s, float32 in their shapes; None otherwise (Keras reads it then,
+    and says what does not fit). As Keras' own `load_weights`, by position: the layer names the file
+    keeps (its `vars` groups' `name`) are not asked, so a file of another model of the same layout
+    (keras-hub's backbone read as equiv's generic headless ResNet) reads as Keras would read it."""
     import h5py
 
     entries = layout(v)
@@ -182,9 +183,6 @@ def read(v: Variant, path: Path, declared) -> dict[str, np.ndarray] | None:
     with h5py.File(path, "r") as f:
         for e in entries:  # h5py's low-level calls: its high-level lookups cost more than the data
             gid = h5py.h5o.open(f.id, e.group.encode())
-            name = h5py.Group(gid).attrs.get("name")
-            if name is not None and (name.decode() if isinstance(name, bytes) else str(name)) != e.layer:
-                return None  # written from a model whose layers are ordered otherwise
             for i, p in enumerate(e.params):
                 a = np.empty(shapes[p], np.float32)
                 if a.size:

@@ -57,8 +57,28 @@ def _head_of(e: ParamMismatchError) -> int | None:
 
 
 def label(cand: Variant, dialect_arg: str = "dialect") -> str:
-    """A candidate as a hint names it: its name, and the argument that places it in its dialect."""
-    return f"{cand.name} with `{dialect_arg}='{cand.dialect}'`" if cand.dialect else cand.name
+    """A candidate as a hint names it: its name, and the arguments that place it in its dialect and
+    make it headless (a backbone's file: `candidates`)."""
+    args = ([f"`{dialect_arg}='{cand.dialect}'`"] if cand.dialect else []) + (
+        ["`source_headless=True`"] if headless_of_registered(cand) else [])
+    return f"{cand.name} with {' and '.join(args)}" if args else cand.name
+
+
+def headless_of_registered(v: Variant) -> bool:
+    """`v` is a registered network without the head it is registered with (`port(source_headless=True)`)."""
+    from equiv.variants import names
+
+    return ("logits/kernel" not in C.param_shapes(v) and v.name in names()
+            and "logits/kernel" in C.param_shapes(get(v.name)))
+
+
+def _headless(v: Variant) -> Variant | None:
+    """`v` without its head, where its family describes one (head "none"), else None."""
+    try:
+        bare = v.replace(head="none", num_classes=0)
+    except (TypeError, ValueError, EquivError):
+        return None
+    return bare if bare != v else None
 
 
 # The last read's misfits: candidate -> its ParamMismatchError (for "fits nothing": the nearest three)
@@ -98,7 +118,22 @@ def candidates(exclude: Variant | None = None, fmt: str | None = None) -> list[V
                 continue
             if placed.dialect and placed != exclude and (fmt is None or _names_of(placed, fmt)):
                 out.append(placed)
+        # a backbone's own file (keras-hub's ResNetBackbone): the headless network, where a library's
+        # code computes it (Variant.built_by without importing the library)
+        bare = _headless(v)
+        for placed in [bare] + [_placed(bare, d) for d in dialects.names()] if bare is not None else []:
+            if (placed is not None and placed != exclude and Variant.built_by(placed)
+                    and (fmt is None or not placed.dialect or _names_of(placed, fmt))):
+                out.append(placed)
     return list(dict.fromkeys(out))
+
+
+def _placed(v: Variant, d: str) -> Variant | None:
+    try:
+        placed = v.in_dialect(d)
+    except EquivError:
+        return None
+    return placed if placed.dialect else None
 
 
 def _names_of(placed: Variant, fmt: str) -> bool:
@@ -135,7 +170,7 @@ def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
     expected = C.param_shapes(cand)
     theirs = sorted(expected.values())
     if shapes == theirs:
-        return cand.name
+        return cand.name if not headless_of_registered(cand) else f"{cand.name} with `source_headless=True`"
     if "logits/kernel" not in expected:  # a headless network: no other head to offer
         return None
     extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)

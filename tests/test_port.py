@@ -17,7 +17,7 @@ from equiv import compare, files, reference, weights
 from equiv import variants as V
 from equiv.errors import EquivError
 from equiv.frameworks import adapter
-from equiv.porting import port
+from equiv.porting import detect, port
 
 FORMATS = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
 NATIVE_FORMAT = {"slim": "tf-checkpoint", "keras": "keras-weights", "torch": "torch"}
@@ -273,6 +273,9 @@ def test_headless_port_leaves_the_head_out(tmp_path):
     with pytest.raises(EquivError, match="headless"):
         port(v.name, src, tmp_path / "y.weights.h5", target_dialect="keras-hub", headless=True, verify=True)
     assert not (tmp_path / "y.weights.h5").exists()
+    found = detect(dst)  # told by its content: a backbone's file, in keras-hub's names
+    assert "keras-hub" in found["dialects"]
+    assert "torchvision/resnet50 with `source_headless=True`" in found["loads_as"]
 
 
 @pytest.mark.slow
