@@ -203,18 +203,22 @@ def transposed(m: np.ndarray, tile: int = 64) -> np.ndarray:
     return out
 
 
-def hwio_to_oihw(k: np.ndarray) -> np.ndarray:
+def hwio_to_oihw(k: np.ndarray, tile: int = 64) -> np.ndarray:
     h, w, i, o = k.shape
-    ihwo = k.reshape(h * w, i, o).transpose(1, 0, 2) if h * w > 1 else k  # rows of o values moved whole
-    return transposed(np.ascontiguousarray(ihwo).reshape(i * h * w, o)).reshape(o, i, h, w)
+    out = np.empty((o, i, h, w), k.dtype)
+    for a in range(0, o, tile):  # tile by tile, as `transposed`
+        for b in range(0, i, tile):
+            out[a:a + tile, b:b + tile] = k[:, :, b:b + tile, a:a + tile].transpose(3, 2, 0, 1)
+    return out
 
 
-def oihw_to_hwio(k: np.ndarray) -> np.ndarray:
+def oihw_to_hwio(k: np.ndarray, tile: int = 64) -> np.ndarray:
     o, i, h, w = k.shape
-    ihwo = transposed(np.ascontiguousarray(k).reshape(o, i * h * w))
-    if h * w == 1:
-        return ihwo.reshape(h, w, i, o)
-    return np.ascontiguousarray(ihwo.reshape(i, h * w, o).transpose(1, 0, 2)).reshape(h, w, i, o)
+    out = np.empty((h, w, i, o), k.dtype)
+    for a in range(0, o, tile):
+        for b in range(0, i, tile):
+            out[:, :, b:b + tile, a:a + tile] = k[a:a + tile, b:b + tile].transpose(2, 3, 1, 0)
+    return out
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
