@@ -72,6 +72,11 @@ def headless_of_registered(v: Variant) -> bool:
             and "logits/kernel" in C.param_shapes(get(v.name)))
 
 
+def _as_registered(cand: Variant) -> str:
+    """A candidate's name with its own head: a headless one's says so (`source_headless=True`)."""
+    return f"{cand.name} with `source_headless=True`" if headless_of_registered(cand) else cand.name
+
+
 def _headless(v: Variant) -> Variant | None:
     """`v` without its head, where its family describes one (head "none"), else None."""
     try:
@@ -170,7 +175,7 @@ def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
     expected = C.param_shapes(cand)
     theirs = sorted(expected.values())
     if shapes == theirs:
-        return cand.name if not headless_of_registered(cand) else f"{cand.name} with `source_headless=True`"
+        return _as_registered(cand)
     if "logits/kernel" not in expected:  # a headless network: no other head to offer
         return None
     extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)
@@ -202,7 +207,7 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
         found = match(cand)
         if not found or not _loads(path, fmt, cand, found, allow_pickle, classes):
             continue
-        if found == cand.name:
+        if found == _as_registered(cand):
             return found
         exact = exact or found
     return exact

@@ -309,3 +309,4 @@ def test_cli_headless_port_writes_the_backbone_file_keras_hub_loads(tmp_path):
     assert files.read(back, headless).keys() == got.keys()
     r = cli("port", v.name, "--from", str(dst), "--from-dialect", "keras-hub", "--to", str(tmp_path / "x.pt"))
     assert r.returncode == 2 and str(dst) in r.stderr and not (tmp_path / "x.pt").exists()
+    assert "looks like keras_hub/resnet_50 with --from-headless" in r.stderr  # a backbone's file, told so
