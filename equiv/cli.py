@@ -47,6 +47,9 @@ class _Parser(argparse.ArgumentParser):
 
 _ALLOW_PICKLE = ("read a torch file that loads only by unpickling (a whole pickled model): this runs code from "
                  "the file, so only for files you trust; a warning names the file")
+_UNFOLD_BN = ("an ONNX graph exported by torch.onnx.export with BatchNorm folded into the convs (the TorchScript "
+              "exporter in eval mode; the dynamo exporter with its optimizer, its default), refused without this: "
+              "{verb} each folded conv as the conv and an identity BatchNorm holding the folded bias")
 
 
 def _integer(least: int, says: str):
@@ -225,7 +228,8 @@ def cmd_run(args) -> int:
     x = read_npy(args.input, get(args.variant, args.num_classes, args.dialect), args.framework)
     taps_arg = args.taps if args.taps in ("logits", "all") else args.taps.split(",")
     taps = run_file(args.variant, args.weights, args.framework, x, taps_arg, format=args.format,
-                    num_classes=args.num_classes, dialect=args.dialect, allow_pickle=args.allow_pickle)
+                    num_classes=args.num_classes, dialect=args.dialect, allow_pickle=args.allow_pickle,
+                    unfold_bn=args.unfold_bn)
     R.write_atomic(args.output, npz_bytes(taps), force=args.force)
     print(f"wrote {len(taps)} tap(s) to {args.output}")
     return EXIT_OK
@@ -418,10 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", action="store_true",
                    help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
-    s.add_argument("--unfold-bn", action="store_true",
-                   help="an ONNX graph exported by torch.onnx.export in eval mode (BatchNorm folded into the "
-                        "convs, refused without this): write each folded conv as the conv and an identity "
-                        "BatchNorm holding the folded bias")
+    s.add_argument("--unfold-bn", action="store_true", help=_UNFOLD_BN.format(verb="write"))
     _dialect(s, what="both files'")
     _dialect(s, "--from-dialect", "--from's")
     _dialect(s, "--to-dialect", "--to's")
@@ -441,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--taps", default="logits", help="logits (default), all, or comma-separated tap names")
     s.add_argument("--num-classes", type=_size)
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)
+    s.add_argument("--unfold-bn", action="store_true", help=_UNFOLD_BN.format(verb="run"))
     _dialect(s, what="the weights'")
     _outputs(s, main="--output")
     _terminal(s, progress=False)

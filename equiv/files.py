@@ -180,9 +180,10 @@ def read_tf_checkpoint(variant: Variant, path: Path, *, lazy: bool = False, **_)
     entries = checkpoint_entries(str(prefix), variant)
     if tf_index.OBJECT_GRAPH in entries:
         return _read_object_checkpoint(str(prefix), variant, entries)
-    from equiv.frameworks import adapter
+    from equiv.frameworks import module
 
-    return adapter("slim").read_file(variant, str(prefix), lazy=lazy)
+    # slim's names, read by equiv.tf_reader: TensorFlow is imported only for a tensor it does not take
+    return module("slim").read_file(variant, str(prefix), lazy=lazy, entries=entries)
 
 
 def read_keras_weights(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
@@ -225,8 +226,7 @@ def _read_object_checkpoint(prefix: str, variant: Variant, entries: Mapping[str,
     the same model as equiv builds it in Keras (keras.applications for keras/ variants), then
     checked strictly by shape (from the index, before any tensor is read); a checkpoint of a
     model built another way does not match."""
-    import tensorflow as tf
-
+    from equiv import tf_reader
     from equiv.frameworks import adapter
 
     ad = adapter("keras")
@@ -244,8 +244,8 @@ def _read_object_checkpoint(prefix: str, variant: Variant, entries: Mapping[str,
     for n, k in keys.items():
         if not entries[k].floating:
             limits.refuse_dtype(prefix, n, f"{entries[k].dtype_name()} (as {k})")
-    reader = tf.train.load_checkpoint(prefix)
-    return {n: np.asarray(reader.get_tensor(keys[n]), np.float32) for n in C.param_shapes(variant)}
+    get = tf_reader.reader(prefix, entries)
+    return {n: np.asarray(get(keys[n]), np.float32) for n in C.param_shapes(variant)}
 
 
 def check_hdf5(path: Path, variant: Variant, *, keras2: bool, source: str | None = None) -> list[hdf5.Declared]:
@@ -517,11 +517,11 @@ def backend_of(variant: Variant, fmt: str) -> str | None:
 def layout_of(variant: Variant, fmt: str) -> str | None:
     """The backend whose names and layout a file of `fmt` holds for `variant` where it is a state_dict
     that the backend can rename without transposing (its adapter's `state_shapes`), else None."""
-    from equiv.frameworks import adapter
+    from equiv.frameworks import module  # what the adapter has, not whether its framework imports
 
     backend = backend_of(variant, fmt)
-    if backend is None or not hasattr(adapter(backend), "state_shapes") or (
-            formats.get(fmt).owner and not hasattr(adapter(backend), "write_state_file")):
+    if backend is None or not hasattr(module(backend), "state_shapes") or (
+            formats.get(fmt).owner and not hasattr(module(backend), "write_state_file")):
         return None
     return backend
 

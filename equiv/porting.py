@@ -604,8 +604,10 @@ def verify_files(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
 
 def run_file(variant: str | Variant, path, framework: str, x: np.ndarray, taps="logits", *,
              format: str | None = None, num_classes: int | None = None, dialect: str | None = None,
-             allow_pickle: bool = False, classes: Mapping[str, type] | None = None) -> dict[str, np.ndarray]:
-    """Run the weight file `path` in one framework on NHWC float32 input `x`; the requested taps."""
+             allow_pickle: bool = False, classes: Mapping[str, type] | None = None,
+             unfold_bn: bool = False) -> dict[str, np.ndarray]:
+    """Run the weight file `path` in one framework on NHWC float32 input `x`; the requested taps.
+    `unfold_bn`: see load_weights (an exported ONNX graph whose BatchNorms the exporter folded)."""
     from equiv.frameworks import adapter, loaded
     from equiv.memory import check_input
 
@@ -620,7 +622,7 @@ def run_file(variant: str | Variant, path, framework: str, x: np.ndarray, taps="
         raise NonFiniteError(f"the input holds NaN or Inf ({found})")
     check_input(v, x.shape[0], x.shape[1], x.shape[2], frameworks=[framework])
     names = C.resolve_taps(v, taps)
-    params = load_weights(v, path, format, allow_pickle=allow_pickle, classes=classes)
+    params = load_weights(v, path, format, allow_pickle=allow_pickle, classes=classes, unfold_bn=unfold_bn)
     with loaded(framework, v, params) as model:
         return adapter(framework).run(v, model, x, names)
 

@@ -365,7 +365,8 @@ def _assert_equivalent(a, b, variant, taps, scale_rtol, atol, input_size, batch,
         raise EquivError(f"x must be NHWC with {sa.variant.in_channels} channels, got shape {x.shape}")
     for size in fixed:
         if tuple(x.shape[1:3]) != size:
-            raise EquivError(f"a Keras model here takes {size[0]}x{size[1]} inputs only: pass input_size={size}")
+            which = next(s.what for s in (sa, sb) if s.static_size == size)  # a Keras model, an export's file
+            raise EquivError(f"{which}: takes {size[0]}x{size[1]} inputs only: pass input_size={size}")
     x = x.astype(np.float32)
     names = _taps(taps, sa, sb)
     outputs = {}

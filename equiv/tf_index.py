@@ -32,6 +32,11 @@ OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 class Entry:
     dtype: int  # a tensorflow DataType value
     shape: tuple[int, ...]
+    # where its bytes lie (checked inside the data file) and their masked CRC-32C, for equiv.tf_reader
+    file: str = ""
+    offset: int = 0
+    size: int = 0
+    crc32c: int | None = None
 
     @property
     def floating(self) -> bool:
@@ -153,6 +158,7 @@ class _Proto:  # what BundleEntryProto (tensor_bundle.proto) says of one tensor
     offset: int = 0
     size: int = 0
     slices: int = 0
+    crc32c: int | None = None
 
 
 def _entry(buf: bytes) -> _Proto:
@@ -168,6 +174,8 @@ def _entry(buf: bytes) -> _Proto:
                     e.unknown_rank = bool(v)
         elif number in (3, 4, 5) and isinstance(value, int):
             setattr(e, {3: "shard_id", 4: "offset", 5: "size"}[number], _signed(value))
+        elif number == 6 and isinstance(value, int):  # fixed32
+            e.crc32c = value
         elif number == 7:
             e.slices += 1
     return e
@@ -194,11 +202,12 @@ def read(prefix: str) -> dict[str, Entry]:
         shards, endianness = _header(table.pop(b""))
         if not 1 <= shards <= 1 << 16 or endianness != 0:
             raise _Bad(f"a header of {shards} shards, endianness {endianness}")
-        sizes = [os.stat(data_file(prefix, i, shards)).st_size for i in range(shards)]
+        files = [data_file(prefix, i, shards) for i in range(shards)]
+        sizes = [os.stat(f).st_size for f in files]
         out: dict[str, Entry] = {}
         for key, value in table.items():
             name = key.decode("utf-8")
-            out[name] = _check(name, _entry(value), sizes)
+            out[name] = _check(name, _entry(value), sizes, files)
     except (_Bad, UnicodeDecodeError) as e:
         raise EquivError(f"{prefix}: not a readable TF checkpoint (index: {e})") from None
     except OSError as e:
@@ -206,7 +215,7 @@ def read(prefix: str) -> dict[str, Entry]:
     return out
 
 
-def _check(name: str, e: _Proto, sizes: list[int]) -> Entry:
+def _check(name: str, e: _Proto, sizes: list[int], files: list[str]) -> Entry:
     if e.unknown_rank:
         raise _Bad(f"entry {name} declares no rank")
     count = 1
@@ -220,7 +229,7 @@ def _check(name: str, e: _Proto, sizes: list[int]) -> Entry:
         raise _Bad(f"entry {name} declares {e.size} bytes for {count} elements of {Entry(e.dtype, ()).dtype_name()}")
     if not 0 <= e.shard_id < len(sizes) or e.offset < 0 or e.size < 0 or e.offset + e.size > sizes[e.shard_id]:
         raise _Bad(f"entry {name} lies beyond its data file (shard {e.shard_id}, bytes {e.offset}+{e.size})")
-    return Entry(e.dtype, tuple(e.dims))
+    return Entry(e.dtype, tuple(e.dims), files[e.shard_id], e.offset, e.size, e.crc32c)
 
 
 def declared_shapes(path) -> dict[str, tuple[int, ...]]:

@@ -20,10 +20,10 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
   # --no-compile: no .pyc for the thousands of modules of torch and its CUDA packages that the tests
   # never import (Python compiles what is imported, on first import)
   "$venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check \
-    -c "$root/constraints-torch214.txt" -e "$root[torch,test]" torchvision==0.29.1 \
-    timm==1.0.31 transformers==5.24.0 2>&1 \
+    -c "$root/constraints-torch214.txt" -e "$root[torch,onnx,test]" torchvision==0.29.1 \
+    timm==1.0.31 transformers==5.24.0 onnxscript 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
-  out="$("$venv/bin/python" -c "import equiv, torch, torchvision.models, timm, transformers" 2>&1)" \
+  out="$("$venv/bin/python" -c "import equiv, torch, torchvision.models, timm, transformers, onnx, onnxruntime, onnxscript" 2>&1)" \
     || { echo "$out" >&2; echo "[equiv] torchvision install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

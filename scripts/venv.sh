@@ -10,9 +10,12 @@ want="$(cat "$root/constraints.txt" "$root/pyproject.toml" | sha256sum | cut -c1
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 echo "[equiv] installing into $venv (first time: a few minutes)" >&2
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" -e "$root[all,test]" 2>&1 \
+# onnxscript: for the tests only (torch.onnx.export's default exporter, dynamo=True, needs it; reading what it
+# wrote does not), so it is in no extra: the tests that export with it skip, saying so, where it is missing
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/constraints.txt" -e "$root[all,test]" \
+  onnxscript 2>&1 \
   | grep -v "^WARNING: Location" >&2 || true
 # TensorFlow logs its start-up on stderr: shown only when the import check fails
-out="$("$venv/bin/python" -c "import equiv, tensorflow, keras, torch, tf_slim, safetensors, onnx, onnxruntime" 2>&1)" \
+out="$("$venv/bin/python" -c "import equiv, tensorflow, keras, torch, tf_slim, safetensors, onnx, onnxruntime, onnxscript" 2>&1)" \
   || { echo "$out" >&2; echo "[equiv] install failed" >&2; exit 1; }
 echo "$want" > "$stamp"

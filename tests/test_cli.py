@@ -70,6 +70,22 @@ def test_every_command_that_runs_a_framework_takes_verbose(command):
     assert r.returncode == 0 and "-v, --verbose" in r.stdout and "frameworks' own log lines" in r.stdout
 
 
+@pytest.mark.parametrize("argv", [["port", "torchvision/resnet18", "--from", "e.onnx", "--to", "o.pt"],
+                                  ["run", "torchvision/resnet18", "--weights", "e.onnx", "--framework", "torch",
+                                   "--input", "x.npy", "--output", "o.npz"]], ids=["port", "run"])
+def test_every_command_that_reads_an_exported_onnx_takes_unfold_bn(argv):
+    """--unfold-bn wherever an exported .onnx can be read (port --from, run --weights), off by default, one
+    help text (what it does for run: tests/test_onnx_export_port.py)."""
+    from equiv.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(argv).unfold_bn is False
+    assert parser.parse_args([*argv, "--unfold-bn"]).unfold_bn is True
+    sub = next(a for a in parser._actions if a.dest == "command").choices[argv[0]]
+    help_text = next(a.help for a in sub._actions if a.dest == "unfold_bn")
+    assert "folded" in help_text and f"{'write' if argv[0] == 'port' else 'run'} each folded conv" in help_text
+
+
 def test_api_errors_name_python_arguments_and_the_command_line_its_flags(capsys):
     """One message, two readers: `input_size=(5000, 32)` for a caller of equiv.check, and
     --input-size 5000 32 on the command line."""

@@ -1,25 +1,28 @@
 """An exported ONNX graph as a port source (`equiv port --from exported.onnx`, issue 18): real
-`torch.onnx.export(..., dynamo=False)` output of equiv's torchvision-layout module (torchvision/resnet18,
-seeded weights, 32x32, batch 1), ported to torch, Keras and TF-slim files and checked against the module:
+`torch.onnx.export` output of equiv's torchvision-layout module (torchvision/resnet18, seeded weights,
+32x32, batch 1), from both of torch's exporters (tests/onnx_exports.py; the ids say which: export=
+torchscript-eval, torchscript-preserve, dynamo-optimize, dynamo-plain), ported to torch, Keras and TF-slim
+files and checked against the module:
 
-* TrainingMode.PRESERVE (BatchNormalization nodes kept): every written parameter is the module's, bit for
-  bit (the torch file read back with torch.load, the Keras and slim files with equiv.load_weights, against
-  the module's own state_dict);
-* eval mode (BatchNorm folded into the convs by the exporter): refused (exit 2, one line naming the file
-  and the first folded layer, nothing written) unless --unfold-bn; with it, the written file's logits,
+* BatchNorm kept (TorchScript's TrainingMode.PRESERVE; the dynamo exporter with optimize=False): every
+  written parameter is the module's, bit for bit (the torch file read back with torch.load, the Keras and
+  slim files with equiv.load_weights, against the module's own state_dict);
+* BatchNorm folded into the convs (the TorchScript exporter in eval mode; the dynamo exporter's optimizer,
+  torch 2.13's default): refused (exit 2, one line naming the file, the first folded layer and the export
+  option that keeps BatchNorm, nothing written) unless --unfold-bn; with it, the written file's logits,
   computed by its own framework, are the module's (torch) within the float32 tolerance, and `--verify`
-  compares the written file with the export itself (ONNX Runtime) at every tap.
+  compares the written file with the export itself (ONNX Runtime) at every tap. `equiv run` takes the
+  same option.
 
 native=equiv.frameworks.torch.build (torchvision layout) exported by torch.onnx.export; the ported files
 run in torch, Keras 3 and TF-slim (equiv's builds of the variant, loading the written file).
-Default run: the torch target, both modes, and the CLI refusal (~10 s); the Keras and slim targets are
+Default run: the torch target, every exporter, and the CLI refusal; the Keras and slim targets are
 `slow` (the default run covers their writers from canonical parameters in tests/test_port.py, and the
 reading they share here).
 """
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -29,7 +32,6 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from torch import nn  # noqa: E402
 
 import equiv  # noqa: E402
 from equiv import canonical as C  # noqa: E402
@@ -39,19 +41,15 @@ from equiv.errors import EquivError  # noqa: E402
 from equiv.frameworks import torch as T  # noqa: E402
 from equiv.porting import run_file  # noqa: E402
 from equiv.variants import get  # noqa: E402
+from tests import onnx_exports as X  # noqa: E402
 
 V = get("torchvision/resnet18")
 SIZE = (32, 32)
 SUFFIX = {"torch": ".pt", "keras": ".weights.h5", "slim": ".ckpt"}
 
 
-class Wrap(nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m(x)
+KEPT = ("torchscript-preserve", "dynamo-plain")  # BatchNorm and the state_dict's names kept
+FOLDED = ("torchscript-eval", "dynamo-optimize")  # BatchNorm folded into the convs
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +61,17 @@ def module():
 
 @pytest.fixture(scope="module")
 def exports(module, tmp_path_factory):
-    """{mode: path} of the module's export in eval mode (folded) and with TrainingMode.PRESERVE."""
+    """exports(mode): the path of the module's export by that exporter (tests/onnx_exports.py), each made
+    when first asked for."""
     folder = tmp_path_factory.mktemp("exports")
-    out = {}
-    for mode in ("EVAL", "PRESERVE"):
-        f = io.BytesIO()
-        torch.onnx.export(Wrap(module).eval(), torch.zeros(1, 3, *SIZE), f, dynamo=False,
-                          training=getattr(torch.onnx.TrainingMode, mode))
-        out[mode] = folder / f"resnet18_{mode.lower()}.onnx"
-        out[mode].write_bytes(f.getvalue())
-    return out
+    made = {}
+
+    def path(mode):
+        if mode not in made:
+            made[mode] = folder / f"resnet18_{mode}.onnx"
+            onnx.save_model(X.export(module, SIZE, mode), str(made[mode]))
+        return made[mode]
+    return path
 
 
 def module_state(module) -> dict[str, np.ndarray]:
@@ -84,9 +83,9 @@ def module_logits(module, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(C.nhwc_to_nchw(x).copy())).numpy()
 
 
-def _port_preserve_bit_exact(module, exports, tmp_path, fw):
+def _port_preserve_bit_exact(module, exports, tmp_path, fw, mode="torchscript-preserve"):
     target = tmp_path / f"ported{SUFFIX[fw]}"
-    equiv.port(V, exports["PRESERVE"], target)
+    equiv.port(V, exports(mode), target)
     expected = T.state_to_canonical(V, module_state(module), "module")
     if fw == "torch":  # read back with torch's own loader: the module's state_dict, bit for bit
         state = torch.load(target, weights_only=True)
@@ -99,9 +98,10 @@ def _port_preserve_bit_exact(module, exports, tmp_path, fw):
         assert np.array_equal(got[name], a), name
 
 
-def test_a_preserve_export_ports_to_torch_bit_exactly(module, exports, tmp_path):
-    """native=equiv.frameworks.torch.build exported with TrainingMode.PRESERVE -> equiv port -> .pt."""
-    _port_preserve_bit_exact(module, exports, tmp_path, "torch")
+@pytest.mark.parametrize("mode", [X.param(m) for m in KEPT])
+def test_a_preserve_export_ports_to_torch_bit_exactly(module, exports, tmp_path, mode):
+    """native=equiv.frameworks.torch.build exported with BatchNorm kept -> equiv port -> .pt."""
+    _port_preserve_bit_exact(module, exports, tmp_path, "torch", mode)
 
 
 @pytest.mark.slow
@@ -112,9 +112,9 @@ def test_a_preserve_export_ports_to_keras_and_slim_bit_exactly(module, exports, 
     _port_preserve_bit_exact(module, exports, tmp_path, fw)
 
 
-def _port_folded_logits(module, exports, tmp_path, fw):
+def _port_folded_logits(module, exports, tmp_path, fw, mode="torchscript-eval"):
     target = tmp_path / f"unfolded{SUFFIX[fw]}"
-    result = equiv.port(V, exports["EVAL"], target, unfold_bn=True, verify=True, batch=2)
+    result = equiv.port(V, exports(mode), target, unfold_bn=True, verify=True, batch=2)
     assert result.report.equivalent
     assert [r.name for r in result.report.taps] == C.tap_names(V)  # the export maps every tap
     assert any("folded BatchNorm into the conv in 20 layers" in n for n in result.report.notes)
@@ -131,10 +131,12 @@ def _port_folded_logits(module, exports, tmp_path, fw):
                               T.state_to_canonical(V, module_state(module), "m")["stem/conv/kernel"])
 
 
-def test_a_folded_export_ports_to_torch_with_unfold_bn(module, exports, tmp_path):
-    """native=equiv.frameworks.torch.build exported in eval mode (BatchNorm folded) -> port --unfold-bn
-    -> .pt run in torch: the module's logits; --verify: the export (ONNX Runtime) vs the file (torch)."""
-    _port_folded_logits(module, exports, tmp_path, "torch")
+@pytest.mark.parametrize("mode", [X.param("torchscript-eval"), X.param("dynamo-optimize", pytest.mark.slow)])
+def test_a_folded_export_ports_to_torch_with_unfold_bn(module, exports, tmp_path, mode):
+    """native=equiv.frameworks.torch.build exported with BatchNorm folded -> port --unfold-bn -> .pt run in
+    torch: the module's logits; --verify: the export (ONNX Runtime) vs the file (torch). The dynamo case is
+    slow: the default run ports and verifies it in the refusal test and checks its logits through `run`."""
+    _port_folded_logits(module, exports, tmp_path, "torch", mode)
 
 
 @pytest.mark.slow
@@ -145,18 +147,23 @@ def test_a_folded_export_ports_to_keras_and_slim_with_unfold_bn(module, exports,
     _port_folded_logits(module, exports, tmp_path, fw)
 
 
-def test_a_folded_export_is_refused_without_unfold_bn(exports, tmp_path, capsys):
-    """exit 2, one line naming the file and the first folded layer, nothing written; the API raises."""
+@pytest.mark.parametrize("mode", [X.param(m) for m in FOLDED])
+def test_a_folded_export_is_refused_without_unfold_bn(exports, tmp_path, capsys, mode):
+    """exit 2, one line naming the file, the first folded layer and how to export with BatchNorm kept
+    (that exporter's option), nothing written; the API raises."""
+    source = exports(mode)
     target = tmp_path / "out.pt"
-    rc = main(["port", "torchvision/resnet18", "--from", str(exports["EVAL"]), "--to", str(target), "-q"])
+    rc = main(["port", "torchvision/resnet18", "--from", str(source), "--to", str(target), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert str(exports["EVAL"]) in err[0] and "first: stem/conv" in err[0] and "--unfold-bn" in err[0]
+    assert str(source) in err[0] and "first: stem/conv" in err[0] and "--unfold-bn" in err[0]
+    keep = "optimize=False" if mode.startswith("dynamo") else "TrainingMode.PRESERVE"
+    assert keep in err[0], err[0]
     assert not target.exists() and not list(tmp_path.iterdir())
     with pytest.raises(EquivError, match="folded BatchNorm into the conv in 20 layers"):
-        equiv.load_weights(V, exports["EVAL"])
+        equiv.load_weights(V, source)
     # with the option, the CLI writes it and verifies it against the export
-    rc = main(["port", "torchvision/resnet18", "--from", str(exports["EVAL"]), "--to", str(target), "--unfold-bn",
+    rc = main(["port", "torchvision/resnet18", "--from", str(source), "--to", str(target), "--unfold-bn",
                "--verify", "--batch", "1", "--json", str(tmp_path / "r.json"), "-q"])
     assert rc == 0 and target.exists()
     report = json.loads((tmp_path / "r.json").read_text())["verify"]
@@ -165,9 +172,31 @@ def test_a_folded_export_is_refused_without_unfold_bn(exports, tmp_path, capsys)
 
 def test_an_export_of_another_network_is_named_as_such(exports, tmp_path):
     """Read as slim/resnet_v1_50, the export's parameters do not fit: what differs, and what it looks like."""
-    for mode in ("PRESERVE", "EVAL"):  # a folded export too: which network it is, whatever --unfold-bn
+    for mode in ("torchscript-preserve", "torchscript-eval"):  # a folded export too, whatever --unfold-bn
         with pytest.raises(EquivError, match="counterpart of stage1/unit1/shortcut .*looks like torchvision/resnet18"):
-            equiv.load_weights("slim/resnet_v1_50", exports[mode])
+            equiv.load_weights("slim/resnet_v1_50", exports(mode))
     with pytest.raises(EquivError, match=r"takes 32x32 inputs only: pass `input_size=\(32, 32\)`"):
-        equiv.port(V, exports["PRESERVE"], tmp_path / "x.pt", verify=True, input_size=(64, 64))
+        equiv.port(V, exports("torchscript-preserve"), tmp_path / "x.pt", verify=True, input_size=(64, 64))
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("mode", [X.param("dynamo-optimize")])
+def test_equiv_run_takes_a_folded_export_with_unfold_bn_only(module, exports, tmp_path, capsys, mode):
+    """`equiv run --weights exported.onnx`: refused as `port` refuses it (exit 2, one line, no output
+    written); with --unfold-bn, the logits of the export's parameters run in torch are the module's
+    (computed by the module itself in PyTorch) within the float32 tolerance."""
+    source = exports(mode)
+    x = weights.random_input(V, 2, *SIZE, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    argv = ["run", "torchvision/resnet18", "--weights", str(source), "--framework", "torch",
+            "--input", str(tmp_path / "x.npy"), "--output", str(out)]
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(source) in err[0] and "--unfold-bn" in err[0], err
+    assert not out.exists()
+    assert main([*argv, "--unfold-bn"]) == 0
+    got = np.load(out)["logits"]
+    want = module_logits(module, x)
+    rel = float(np.abs(got - want).max() / np.abs(want).max())
+    assert rel <= compare.tap_tolerances(V)["logits"], rel

@@ -237,13 +237,17 @@ def _reference(name: str, a: np.ndarray):
 
 
 def session(proto, *, device: str = "cpu", optimization: str = "all", threads: int | None = None,
-            spin: bool = False, initializers: Mapping[str, np.ndarray] | None = None, tf32: bool = False):
+            spin: bool = False, initializers: Mapping[str, np.ndarray] | None = None, tf32: bool = False,
+            profile_prefix: str | None = None):
     """An InferenceSession of ModelProto `proto`: quiet (errors only), `optimization` one of
     _LEVELS, `threads` intra-op threads (default: the CPUs this process may use); its threads
     sleep when idle unless `spin` (a benchmark's choice, not a check's on a shared machine).
     `initializers`: the data of initializers `proto` only refers to (`_reference`), float32 C-contiguous,
-    alive as long as the session."""
+    alive as long as the session. `profile_prefix`: ONNX Runtime's own profile of every run, written
+    by `sess.end_profiling()` (benchmarks/op_breakdown.py)."""
     so = ort.SessionOptions()
+    if profile_prefix:
+        so.enable_profiling, so.profile_file_prefix = True, profile_prefix
     held = None
     if initializers:
         names = list(initializers)

@@ -21,6 +21,7 @@ with the module's (its taps can: a folded conv's output is the BatchNorm's).
 
 from __future__ import annotations
 
+import ast
 import importlib
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ import numpy as np
 from equiv import canonical as C
 from equiv.errors import EquivError
 from equiv.variants import Variant
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module scopes of a node (its metadata)
 
 
 @dataclass
@@ -43,6 +46,10 @@ class ExportReading:
     named: bool = False  # the initializers carry the state_dict's names (BatchNorm kept)
     remarks: list[str] = field(default_factory=list)  # what differs from the variant's description
     flat: set[str] = field(default_factory=set)  # 4-D tensors whose tap is their NHWC flattening (VGG's flatten)
+    dynamo: bool = False  # written by the dynamo exporter (torch.export; node scopes in the metadata)
+    # weight-standardised layers whose kernel the graph holds standardised (the dynamo exporter's optimizer
+    # computed the standardisation ahead of time): the raw kernel is not in the file
+    standardised: list[str] = field(default_factory=list)
 
 
 def epsilon(node) -> float:
@@ -79,11 +86,40 @@ class ExportGraph:
                       if n.op_type == "Identity" and n.input and n.input[0] in self.inits}
         self.inputs = [i for i in g.input if i.name not in self.inits]
         self.outputs = [o.name for o in g.output]
+        self.elem_types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+        self.shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)  # fully known ones
+                       for v in [*g.input, *g.value_info, *g.output] if v.type.tensor_type.HasField("shape")
+                       and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+        self.dynamo = any(p.key == NAME_SCOPES for n in self.nodes for p in n.metadata_props)
+        self._paths = {id(n): self._module_path(n) for n in self.nodes}
+
+    @property
+    def exporter(self) -> str:
+        """Which `torch.onnx.export` wrote the graph, as far as its nodes tell."""
+        return "dynamo (torch.export)" if self.dynamo else "TorchScript"
+
+    def module_path(self, node) -> str:
+        """The module path of the node (see `_module_path`)."""
+        path = self._paths.get(id(node))
+        return self._module_path(node) if path is None else path
 
     @staticmethod
-    def module_path(node) -> str:
-        """The module path of a node named by the TorchScript exporter: `/m/layer2.0/downsample/
-        downsample.0/Conv` -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
+    def _module_path(node) -> str:
+        """The module path of a node. The dynamo exporter (`dynamo=True`, torch.export and onnxscript)
+        records the module scopes in the node's metadata (`pkg.torch.onnx.name_scopes`: `['', 'm',
+        'm.layer1.0', 'm.layer1.0.conv1', 'conv2d_1']`, the last one the operation): the innermost
+        module is the path. Where its optimizer fused nodes, the fused node keeps the scopes of the last
+        one (a Conv with its BatchNorm folded in is the BatchNorm's: see `conv_of`). The TorchScript
+        exporter (`dynamo=False`) names the node by its scopes: `/m/layer2.0/downsample/downsample.0/Conv`
+        -> `m.layer2.0.downsample.0` (a Sequential's child repeats its parent's name)."""
+        scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
+        if scopes is not None:
+            try:  # a literal only (never code); a hostile file's oversized or deeply nested one is ignored
+                found = ast.literal_eval(scopes) if len(scopes) <= 4096 else None
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                found = None
+            if isinstance(found, list) and all(isinstance(x, str) for x in found):
+                return found[-2] if len(found) >= 2 else ""
         parts = [p for p in node.name.split("/") if p][:-1]
         path = ""
         for p in parts:
@@ -110,16 +146,95 @@ class ExportGraph:
         """Nodes of type `op` whose module path is `module` (under `self.root`, set by the reader)."""
         return [n for n in self.nodes if n.op_type == op and self.module_path(n) == getattr(self, "root", "") + module]
 
+    def conv_of(self, module: str, norm: str | None = None) -> list:
+        """The Conv nodes of conv module `module`; where there are none and the layer has a norm module
+        `norm`, the Conv nodes of that module that no BatchNormalization reads: the dynamo exporter's
+        optimizer (`optimize=True`, its default) folds an eval-mode BatchNorm into the conv
+        (onnxscript's FuseBatchNormIntoConv) and the fused Conv keeps the BatchNorm's scopes."""
+        found = self.by_module("Conv", module)
+        if found or norm is None:
+            return found
+        return [n for n in self.by_module("Conv", norm) if self.after(n.output[0], "BatchNormalization") is None]
+
     def init_name(self, tensor: str) -> str | None:
         """The initializer a node input names (directly or through an Identity), else None."""
         tensor = self.alias.get(tensor, tensor)
         return tensor if tensor in self.inits else None
 
     def array(self, tensor: str) -> np.ndarray:
+        """The value of `tensor`: an initializer, or a constant the graph computes from initializers and
+        Constant nodes only (the dynamo exporter without its optimizer writes a conv's absent bias as
+        zeros expanded to the weight's output channels)."""
+        a = self.constant(tensor)
+        if a is None:
+            raise EquivError(f"exported graph: {tensor} is computed from the input, not a constant; its value "
+                             "cannot be read")
+        return np.asarray(a, np.float32)
+
+    RESHAPING = ("Identity", "Cast", "CastLike", "Reshape", "Unsqueeze", "Squeeze", "Flatten")
+
+    def source(self, tensor: str):
+        """The constant `tensor` is made from by reshaping or casting only (its first input through
+        `RESHAPING` nodes: the dynamo exporter unsqueezes a GroupNorm's gamma, with axes it computes), as
+        the constant holds it; else None. For per-channel vectors, whose values a reshape does not change."""
+        for _ in range(16):
+            a = self.constant(tensor)
+            if a is not None:
+                return a
+            node = self.producer.get(tensor)
+            if node is None or node.op_type not in self.RESHAPING:
+                return None
+            tensor = node.input[0]
+        return None
+
+    CONSTANT_OPS = ("Constant", "Identity", "Shape", "Expand", "Cast", "CastLike", "Reshape", "Concat")
+
+    def constant(self, tensor: str, depth: int = 0):
+        """`tensor`'s value where it is an initializer or computed by `CONSTANT_OPS` from constants only
+        (CastLike takes only the element type of its second input, which may be the graph's input; Shape
+        the static shape the graph declares for a computed tensor); else None."""
+        from onnx import helper
+
         name = self.init_name(tensor)
-        if name is None:
-            raise EquivError(f"exported graph: {tensor} is computed, not an initializer; its value cannot be read")
-        return np.asarray(self._np.to_array(self.inits[name]), np.float32)
+        if name is not None:
+            return self._np.to_array(self.inits[name])
+        node = self.producer.get(tensor)
+        if node is None or node.op_type not in self.CONSTANT_OPS or depth > 16:
+            return None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Constant":
+            if "value" in attrs:
+                return self._np.to_array(attrs["value"])
+            for key in ("value_float", "value_floats", "value_int", "value_ints"):
+                if key in attrs:
+                    return np.asarray(attrs[key], np.float32 if "float" in key else np.int64)
+            return None
+        if node.op_type == "CastLike":
+            elem = self.elem_types.get(node.input[1])
+            like = None if elem else self.constant(node.input[1], depth + 1)
+            dtype = helper.tensor_dtype_to_np_dtype(elem) if elem else (like.dtype if like is not None else None)
+            a = self.constant(node.input[0], depth + 1)
+            return None if a is None or dtype is None else a.astype(dtype)
+        if node.op_type == "Shape" and node.input[0] in self.shapes:  # a computed tensor's static shape
+            shape = self.shapes[node.input[0]]
+            return np.asarray(shape[attrs.get("start", 0):attrs.get("end", None)], np.int64)
+        args = [self.constant(i, depth + 1) if i else None for i in node.input]
+        if any(a is None for a in args[:2 if node.op_type in ("Expand", "Reshape") else 1]):
+            return None
+        a = args[0]
+        if node.op_type == "Identity":
+            return a
+        if node.op_type == "Cast":
+            return a.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        if node.op_type == "Concat":
+            return None if any(x is None for x in args) else np.concatenate(args, axis=attrs.get("axis", 0))
+        if node.op_type == "Shape":
+            return np.asarray(a.shape[attrs.get("start", 0):attrs.get("end", None)], np.int64)
+        if node.op_type == "Expand":
+            shape = np.broadcast_shapes(a.shape, tuple(int(d) for d in args[1]))
+            return np.broadcast_to(a, shape).copy()
+        shape = [a.shape[i] if d == 0 and not attrs.get("allowzero", 0) else int(d) for i, d in enumerate(args[1])]
+        return a.reshape(shape)
 
     def after(self, tensor: str, op: str):
         """The one node of type `op` reading `tensor`, else None."""
@@ -172,7 +287,10 @@ def _reader(variant: Variant):
 
 def read(variant: Variant, proto) -> ExportReading:
     """The family reader's mapping of `proto` to `variant`'s taps and parameters."""
-    return _reader(variant).read_export(variant, ExportGraph(proto))
+    graph = ExportGraph(proto)
+    reading = _reader(variant).read_export(variant, graph)
+    reading.dynamo = graph.dynamo
+    return reading
 
 
 def canonical_params(variant: Variant, reading: ExportReading, source: str) -> dict[str, np.ndarray]:
@@ -199,13 +317,24 @@ def file_params(variant: Variant, proto, source: str, *, unfold_bn: bool = False
     BatchNorm (its statistics are gone from the export)."""
     reading = read(variant, proto)
     params = canonical_params(variant, reading, source)  # a graph of another network: what differs, named
+    if reading.standardised:
+        raise EquivError(f"{source}: the exporter standardised the kernels of {len(reading.standardised)} weight-"
+                         f"standardised layers ahead of time (first: {reading.standardised[0]}); their raw kernels are "
+                         "not in the file, so what was read would be another network: export with optimize=False")
     if reading.folded and not unfold_bn:
         raise EquivError(f"{source}: the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
-                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so a port "
-                         "would write another network: export with training=torch.onnx.TrainingMode.PRESERVE, or "
+                         f"(first: {reading.folded[0]}); their BatchNorm statistics are not in the file, so what "
+                         f"was read would be another network: export with {keep_bn(reading)}, or "
                          "pass `unfold_bn=True` to write each as the conv and an identity BatchNorm holding the "
                          "folded bias")
     return params
+
+
+def keep_bn(reading: ExportReading) -> str:
+    """The `torch.onnx.export` option that keeps BatchNorm unfolded, for the exporter that wrote the graph:
+    the dynamo exporter folds in its optimizer whatever the training mode."""
+    return "optimize=False (the dynamo exporter's optimizer folds BatchNorm)" if reading.dynamo else \
+        "training=torch.onnx.TrainingMode.PRESERVE"
 
 
 def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
@@ -216,12 +345,19 @@ def stored_names(variant: Variant, reading: ExportReading) -> list[str]:
 
 
 def notes(variant: Variant, reading: ExportReading) -> list[str]:
-    out = []
+    out = [f"read as a graph of torch.onnx.export's {'dynamo (torch.export)' if reading.dynamo else 'TorchScript'} "
+           "exporter"]
     if reading.folded:
         out.append(f"the exporter folded BatchNorm into the conv in {len(reading.folded)} layers "
                    f"({', '.join(reading.folded[:3])}{', ...' if len(reading.folded) > 3 else ''}): their "
                    "parameters are compared as the export holds them only where unfolded; their taps are compared "
                    "(a folded conv's output is its BatchNorm's)")
+    if reading.standardised:
+        out.append(f"the exporter standardised the kernel ahead of time in {len(reading.standardised)} weight-"
+                   f"standardised layers ({', '.join(reading.standardised[:3])}"
+                   f"{', ...' if len(reading.standardised) > 3 else ''}): their raw kernels are not in the file and "
+                   "are not compared one by one (standardised again by the variant, the held kernel computes "
+                   "the same up to the standardisation's epsilon); their taps are compared")
     out += reading.remarks
     if reading.missing:
         out.append(f"taps with no counterpart in the exported graph, not compared ({len(reading.missing)}): "

@@ -259,29 +259,29 @@ def checkpoint_params(variant: Variant, shapes: Mapping[str, tuple[int, ...]]) -
     return out
 
 
-def read_file(variant: Variant, path: str, *, lazy: bool = False) -> dict[str, np.ndarray]:
-    """Canonical parameters from a TF checkpoint with slim's names (no graph needed).
+def read_file(variant: Variant, path: str, *, lazy: bool = False, entries=None) -> dict[str, np.ndarray]:
+    """Canonical parameters from a TF checkpoint with slim's names (no graph, and for float
+    tensors no TensorFlow: equiv.tf_reader).
 
-    Names and shapes are checked from the index before any tensor is read, and a parameter
-    that is not floating point is refused by name. A file from a stranger goes through
-    equiv.files.read, which checks the index itself before TensorFlow's reader sees it.
-    `lazy=True`: an equiv.files.Lazy that reads each tensor when it is taken (a port to torch)."""
-    from equiv import limits
+    Names and shapes are checked from the index (equiv.tf_index) before any tensor is read, and a
+    parameter that is not floating point is refused by name.
+    `lazy=True`: an equiv.files.Lazy that reads each tensor when it is taken (a port to torch).
+    `entries`: the index as equiv.tf_index.read gave it, where the caller has read it already."""
+    from equiv import limits, tf_index, tf_reader
 
-    tf, _ = _libs()
-    reader = tf.train.load_checkpoint(str(path))
-    C.check_shapes(variant, checkpoint_params(variant, reader.get_variable_to_shape_map()), source=str(path))
-    dtypes = reader.get_variable_to_dtype_map()
+    entries = entries or tf_index.read(str(path))
+    C.check_shapes(variant, checkpoint_params(variant, {n: e.shape for n, e in entries.items()}), source=str(path))
     names = framework_names(variant)
     for c, s in names.items():
-        if not dtypes[s].is_floating:
-            limits.refuse_dtype(str(path), c, f"{dtypes[s].name} (as {s})")
+        if not entries[s].floating:
+            limits.refuse_dtype(str(path), c, f"{entries[s].dtype_name()} (as {s})")
+    get = tf_reader.reader(str(path), entries)
     if lazy:
         from equiv import files
 
         return files.Lazy(C.param_shapes(variant),
-                          lambda c: np.asarray(_from_slim(variant, c, reader.get_tensor(names[c])), np.float32))
-    return {c: np.asarray(_from_slim(variant, c, reader.get_tensor(s)), np.float32) for c, s in names.items()}
+                          lambda c: np.asarray(_from_slim(variant, c, get(names[c])), np.float32))
+    return {c: np.asarray(_from_slim(variant, c, get(s)), np.float32) for c, s in names.items()}
 
 
 # ---------------------------------------------------------------------------------------

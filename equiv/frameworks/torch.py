@@ -264,7 +264,11 @@ def run(variant: Variant, model, x: np.ndarray, taps=None, *,
 
     def record(name, t):  # copied out at once, so all taps never sit twice in memory
         if name in wanted:
-            got[name] = C.nchw_to_nhwc(t.float().cpu().numpy())
+            a = t.float().cpu().numpy()
+            out = C.nchw_to_nhwc(a)
+            # a view of the tensor's own storage (a 1x1 map's transpose, a 2-D tap) is copied: a module may
+            # still change that tensor in place (torchvision's `out += identity` on its last BatchNorm's output)
+            got[name] = out.copy() if np.shares_memory(out, a) else out
 
     t = torch.from_numpy(C.nhwc_to_nchw(np.asarray(x, np.float32)))
     t = t.to(next(model.parameters()).device)

@@ -72,10 +72,10 @@ def read_export(v, g):
             return None
         key = names[f"{c.name}/kernel"]
         params[key] = g.array(node.input[1])
-        named = named or (g.init_name(node.input[1]) or "").endswith(key)
         out = node.output[0]
         bn = g.after(out, "BatchNormalization")
-        if bn is not None:
+        if bn is not None:  # (a folded kernel is no parameter of the module's, whatever its name)
+            named = named or (g.init_name(node.input[1]) or "").endswith(key)
             stored.add(key)
             scale, beta, mean, var = (g.array(t) for t in bn.input[1:5])
             eps = epsilon(bn)
@@ -150,10 +150,13 @@ def read_export(v, g):
     pooled = None
     if x is not None:
         node = next((n for n in g.consumers.get(x, []) if n.op_type in ("GlobalAveragePool", "ReduceMean")), None)
-        flat = g.reach(node.output[0], "Flatten", ("Identity", "Dropout")) if node is not None else None
+        through = ("Identity", "Dropout")  # the dynamo exporter flattens by a Reshape (torch's view)
+        flat = (g.reach(node.output[0], "Flatten", through) or g.reach(node.output[0], "Reshape", through)) \
+            if node is not None else None
         pooled = flat.output[0] if flat is not None else None
     if pooled is None:
-        missing["pool"] = "no global average (GlobalAveragePool then Flatten) after the last block"
+        missing["pool"] = "no global average (GlobalAveragePool or ReduceMean, then Flatten or Reshape) after the " \
+                          "last block"
     else:
         taps["pool"] = pooled
     found = [n for n in g.consumers.get(pooled, []) if n.op_type == "Gemm"] if pooled is not None else []

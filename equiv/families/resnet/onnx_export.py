@@ -43,12 +43,13 @@ def _tables(v):
 
 
 def _choose(v, g, tables):
-    """The table whose kernel modules name the most Conv nodes, and its prefix."""
+    """The table whose conv and norm modules name the most Conv (Gemm, norm) nodes, and its prefix."""
     best = None
-    for names in tables:
-        modules = {key.rsplit(".", 1)[0] for c, key in names.items() if c.endswith("/kernel")}
+    for names in tables:  # a conv's module, or its norm's (a Conv the dynamo exporter fused a BatchNorm into)
+        modules = {key.rsplit(".", 1)[0] for c, key in names.items() if c.endswith(("/kernel", "/gamma"))}
         prefix = g.prefix(modules)
-        convs = {g.module_path(n) for n in g.nodes if n.op_type in ("Conv", "Gemm")}
+        convs = {g.module_path(n) for n in g.nodes
+                 if n.op_type in ("Conv", "Gemm", "BatchNormalization", "InstanceNormalization")}
         hits = sum(prefix + m in convs for m in modules)
         if best is None or hits > best[0]:
             best = (hits, names, prefix)
@@ -64,6 +65,7 @@ def read_export(v, g):
     params: dict[str, np.ndarray] = {}
     stored: set[str] = set()
     folded: list[str] = []
+    standardised: list[str] = []
     remarks: list[str] = []
     bn_keys = plan.bn_fields(v)
     names, g.root = _choose(v, g, _tables(v))
@@ -94,8 +96,11 @@ def read_export(v, g):
             add = g.after(mul.output[0], "Add") if mul is not None else None
             if add is None:
                 return None
-            gamma = next(g.array(x) for x in mul.input if g.init_name(x) is not None)
-            beta = next(g.array(x) for x in add.input if g.init_name(x) is not None)
+            gamma = next((g.source(x) for x in mul.input if g.source(x) is not None), None)
+            beta = next((g.source(x) for x in add.input if g.source(x) is not None), None)
+            if gamma is None or beta is None:
+                return None
+            gamma, beta = np.asarray(gamma, np.float32), np.asarray(beta, np.float32)
             values, out = {"gamma": gamma.reshape(-1), "beta": beta.reshape(-1)}, add.output[0]
         if not np.isclose(eps, v.bn_epsilon, rtol=1e-3, atol=0):
             remarks.append(f"the norm after {layer} has epsilon {eps:.3g}, {v.name} {v.bn_epsilon:.3g}")
@@ -110,10 +115,12 @@ def read_export(v, g):
         """A Conv's kernel: its initializer, or (a weight-standardised conv, standardised at run time by a
         training-mode BatchNormalization on the reshaped raw kernel) the raw kernel in the Conv's shape."""
         if g.init_name(node.input[1]) is not None:
+            if v.weight_std:  # standardised ahead of time (the dynamo exporter's optimizer folds constants)
+                standardised.append(c.name)
             return g.array(node.input[1])
         reshape = g.producer.get(node.input[1])
         bn = g.producer.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
-        if bn is None or bn.op_type != "BatchNormalization" or g.init_name(bn.input[0]) is None:
+        if bn is None or bn.op_type != "BatchNormalization" or g.constant(bn.input[0]) is None:
             return None
         eps = epsilon(bn)
         if not v.weight_std:
@@ -121,13 +128,13 @@ def read_export(v, g):
         elif not np.isclose(eps, v.ws_epsilon, rtol=1e-3, atol=0):
             remarks.append(f"the export standardises the kernel of {c.name} with epsilon {eps:.3g}, {v.name} "
                            f"{v.ws_epsilon:.3g}")
-        return g.array(bn.input[0]).reshape(c.cout, c.cin // c.groups, c.kernel, c.kernel)
+        return g.array(bn.input[0]).reshape(c.cout, c.cin // c.groups, c.kernel, c.kernel)  # (a Reshape of the raw)
 
     def conv_layer(c: plan.Conv) -> str | None:
         """Read conv `c` (its params into `params`); return the tensor of its output after the norm."""
         nonlocal named
         module = _module(names, c.name)
-        found = g.by_module("Conv", module)
+        found = g.conv_of(module, _module(names, f"{c.name}/bn", bn_keys[0]) if c.norm else None)
         if len(found) != 1:
             missing[c.name] = (f"{'no' if not found else len(found)} Conv node named for module {module}")
             return None
@@ -139,9 +146,10 @@ def read_export(v, g):
             return None
         params[kernel_key] = kernel
         norm = norm_values(node.output[0], c.name) if c.norm else None
-        if not c.norm or norm is not None:  # else: folded
+        if (not c.norm or norm is not None) and c.name not in standardised:  # else: folded
             stored.add(kernel_key)
-        named = named or g.init_name(node.input[1]) is not None and g.init_name(node.input[1]).endswith(kernel_key)
+        named = named or ((not c.norm or norm is not None)  # a folded kernel is no parameter of the module's,
+                          and (g.init_name(node.input[1]) or "").endswith(kernel_key))  # whatever its name
         bias = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         out = node.output[0]
         if not c.norm:
@@ -300,4 +308,4 @@ def read_export(v, g):
     params = {back.get(k, k): a for k, a in params.items()}
     stored = {back.get(k, k) for k in stored}
     return ExportReading(taps, {t: missing[t] for t in plan.tap_names(v) if t in missing}, params, stored,
-                         folded, named, remarks)
+                         folded, named, remarks, standardised=standardised)

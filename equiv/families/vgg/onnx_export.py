@@ -37,18 +37,18 @@ def read_export(v, g):
 
     def conv(c) -> str | None:
         nonlocal named
-        found = g.by_module("Conv", module(c.name))
+        found = g.conv_of(module(c.name), names[f"{c.name}/bn/gamma"].rsplit(".", 1)[0] if v.batch_norm else None)
         if len(found) != 1:
             missing[c.name] = f"{'no' if not found else len(found)} Conv node named for module {module(c.name)}"
             return None
         node = found[0]
         key, bkey = names[f"{c.name}/kernel"], names.get(f"{c.name}/bias")
         params[key] = g.array(node.input[1])
-        named = named or (g.init_name(node.input[1]) or "").endswith(key)
         bias = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(c.cout, np.float32)
         out = node.output[0]
         bn = g.after(out, "BatchNormalization") if v.batch_norm else None
-        if not v.batch_norm or bn is not None:
+        if not v.batch_norm or bn is not None:  # (a folded kernel is no parameter of the module's, whatever its name)
+            named = named or (g.init_name(node.input[1]) or "").endswith(key)
             stored.add(key)
             if bkey:
                 params[bkey] = bias
@@ -87,9 +87,10 @@ def read_export(v, g):
                 h = None
             else:
                 h = taps[f"stage{c.stage}/pool"] = pool.output[0]
-    flat = g.reach(h, "Flatten", ("AveragePool", "GlobalAveragePool", "Identity")) if h is not None else None
+    through = ("AveragePool", "GlobalAveragePool", "Identity")  # (the dynamo exporter flattens by a Reshape)
+    flat = (g.reach(h, "Flatten", through) or g.reach(h, "Reshape", through)) if h is not None else None
     if flat is None:
-        missing["flatten"] = "no Flatten after the last pool (through its average pool)"
+        missing["flatten"] = "no Flatten (or Reshape) after the last pool (through its average pool)"
     else:
         taps["flatten"] = flat.input[0]
     dense = None if flat is None else flat.output[0]
