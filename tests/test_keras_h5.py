@@ -46,10 +46,6 @@ def _native(v) -> str:
     return {"keras.applications.": "keras.applications", "keras_hub.": "keras_hub"}.get(lib or "", "equiv generic")
 
 
-def _keras_family(v) -> bool:
-    return v.family == "resnet"  # the families whose keras_layout module lists their models
-
-
 # one per dialect and model kind in the default suite; every other registered variant Keras builds, slow
 DEFAULT = ("torchvision/resnet18", "keras/ResNet50V2", "keras_hub/resnet_50", "keras_hub/resnet_v2_50@none")
 
