@@ -15,6 +15,16 @@
    bytecode compiled (as installed; PYTHONDONTWRITEBYTECODE dropped for the workers):
 
        .venv/bin/python benchmarks/dialect_figures.py port [--rounds 5]
+
+3. The same for ports to and from a Keras 3 `.weights.h5`, which equiv reads and writes with h5py
+   (equiv.keras_h5): Hugging Face's model.safetensors -> keras-hub's ResNetImageClassifier file and
+   back, and a torch `.pt` of keras.applications' ResNet50 (equiv's torch names) -> its `.weights.h5`.
+   Bare: the same tensors read (safetensors.numpy.load_file, torch.load, h5py datasets) and written
+   (h5py datasets one per tensor, safetensors.numpy.save_file); and that with the layout change such a
+   port must make (torch's OIHW and (out, in) kernels to Keras' HWIO and (in, out), by numpy's
+   transpose, or back) and an fsync of the file and its folder, as equiv's atomic publish makes:
+
+       .venv/bin/python benchmarks/dialect_figures.py keras-port [--rounds 5]
 """
 
 from __future__ import annotations
@@ -185,17 +195,129 @@ def port(rounds: int) -> None:
     print(f"load: {os.getloadavg()}")
 
 
+KERAS_PORT_WORKER = r"""
+import json, sys, time, os
+import numpy as np, h5py, torch
+from safetensors.numpy import load_file, save_file
+mode, src, dst = sys.argv[1:4]
+import equiv, equiv.porting, equiv.files, equiv.keras_h5, equiv.frameworks.torch  # imports are not the work
+import equiv.families.resnet.keras_layout, equiv.dialects
+
+
+def h5_write(state, path):
+    with h5py.File(path, "w") as f:
+        for k, a in state.items():
+            f.create_dataset(k.replace("/", "."), data=a)
+
+
+def h5_read(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def to_keras(state):  # the layout change a port between torch's and Keras' names must make, by numpy
+    return {k: np.ascontiguousarray(a.transpose(2, 3, 1, 0) if a.ndim == 4 else a.T if a.ndim == 2 else a)
+            for k, a in state.items()}
+
+
+def to_torch(state):
+    return {k: np.ascontiguousarray(a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T if a.ndim == 2 else a)
+            for k, a in state.items()}
+
+
+def durable(path):  # what equiv's atomic publish adds: the file's data and its folder's entry on disk
+    for p in (path, os.path.dirname(path)):
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+t0 = time.perf_counter()
+if mode == "bare-hf-to-keras-hub-layout":
+    h5_write(to_keras(load_file(src)), dst)
+elif mode == "bare-keras-hub-to-hf-layout":
+    save_file(to_torch(h5_read(src)), dst)
+elif mode == "bare-pt-to-keras-layout":
+    h5_write(to_keras({k: t.numpy() for k, t in torch.load(src, weights_only=True).items()}), dst)
+elif mode == "bare-hf-to-keras-hub":
+    h5_write(load_file(src), dst)
+elif mode == "equiv-hf-to-keras-hub":
+    equiv.port("torchvision/resnet50", src, dst, source_dialect="hf", target_dialect="keras-hub", force=True)
+elif mode == "bare-keras-hub-to-hf":
+    save_file(h5_read(src), dst)
+elif mode == "equiv-keras-hub-to-hf":
+    equiv.port("torchvision/resnet50", src, dst, source_dialect="keras-hub", target_dialect="hf", force=True)
+elif mode == "bare-pt-to-keras":
+    h5_write({k: t.numpy() for k, t in torch.load(src, weights_only=True).items()}, dst)
+else:
+    equiv.port("keras/ResNet50", src, dst, force=True)
+if mode.endswith("-layout"):
+    durable(dst)
+print(json.dumps({"mode": mode, "seconds": time.perf_counter() - t0,
+                  "keras_imported": "keras" in sys.modules or "tensorflow" in sys.modules}))
+"""
+
+
+def keras_port(rounds: int) -> None:
+    from equiv import files, variants, weights
+
+    v = variants.get("torchvision/resnet50")
+    k = variants.get("keras/ResNet50")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for d in ("hf", "out"):
+            (tmp / d).mkdir()
+        hf, hub, pt = tmp / "hf" / "model.safetensors", tmp / "hub.weights.h5", tmp / "k.pt"
+        params = weights.random_params(v, 0)
+        files.write(params, hf, v.in_dialect("hf"))
+        files.write(params, hub, v.in_dialect("keras-hub"))
+        files.write(weights.random_params(k, 0), pt, k)
+        root = Path(__file__).resolve().parents[1]
+        env = {k: a for k, a in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPATH"] = str(root)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "equiv")], check=True, env=env)
+        rows = []
+        for _ in range(rounds):
+            for mode, src, dst in (("bare-hf-to-keras-hub", hf, tmp / "bare.h5"),
+                                   ("equiv-hf-to-keras-hub", hf, tmp / "e.weights.h5"),
+                                   ("bare-keras-hub-to-hf", hub, tmp / "bare.safetensors"),
+                                   ("equiv-keras-hub-to-hf", hub, tmp / "out" / "model.safetensors"),
+                                   ("bare-pt-to-keras", pt, tmp / "bare2.h5"),
+                                   ("equiv-pt-to-keras", pt, tmp / "k.weights.h5"),
+                                   ("bare-hf-to-keras-hub-layout", hf, tmp / "bare.h5"),
+                                   ("bare-keras-hub-to-hf-layout", hub, tmp / "bare.safetensors"),
+                                   ("bare-pt-to-keras-layout", pt, tmp / "bare2.h5")):
+                r = subprocess.run([sys.executable, "-c", KERAS_PORT_WORKER, mode, str(src), str(dst)],
+                                   capture_output=True, text=True, env=env)
+                if r.returncode:
+                    raise SystemExit(r.stderr[-2000:])
+                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    med = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in {r["mode"] for r in rows}}
+    keras = sorted({r["mode"] for r in rows if r["keras_imported"]})
+    for pair in ("hf-to-keras-hub", "keras-hub-to-hf", "pt-to-keras"):
+        e, b, bl = med["equiv-" + pair], med["bare-" + pair], med["bare-" + pair + "-layout"]
+        print(f"{pair}: equiv {e:.2f}s, bare {b:.2f}s, ratio {e / b:.2f}x; bare + the layout change + fsync "
+              f"{bl:.2f}s, ratio {e / bl:.2f}x (median of {rounds})")
+    print(f"Keras or TensorFlow imported by: {keras or 'none'}")
+    print(f"load: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("dump").add_argument("out")
     sub.add_parser("compare").add_argument("path")
     sub.add_parser("port").add_argument("--rounds", type=int, default=5)
+    sub.add_parser("keras-port").add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     if args.cmd == "dump":
         dump(args.out)
     elif args.cmd == "compare":
         compare(args.path)
+    elif args.cmd == "keras-port":
+        keras_port(args.rounds)
     else:
         port(args.rounds)
 

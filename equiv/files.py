@@ -187,10 +187,14 @@ def read_tf_checkpoint(variant: Variant, path: Path, *, lazy: bool = False, **_)
 
 
 def read_keras_weights(variant: Variant, path: Path, **_) -> dict[str, np.ndarray]:
+    """With h5py alone where the file is laid out as `variant`'s Keras model (equiv.keras_h5), else
+    read into that model by Keras, which says what does not fit."""
+    from equiv import keras_h5
     from equiv.frameworks import adapter
 
-    check_hdf5(path, variant, keras2=False)  # before Keras and TensorFlow are imported
-    return adapter("keras").read_file(variant, path)
+    declared = check_hdf5(path, variant, keras2=False)  # before Keras and TensorFlow are imported
+    params = keras_h5.read(variant, path, declared)
+    return params if params is not None else adapter("keras").read_file(variant, path)
 
 
 _OBJECT_KEY = re.compile(r"(?:[^/]+/)*_operations/(\d+)/(\w+)/\.ATTRIBUTES/VARIABLE_VALUE")
@@ -457,7 +461,7 @@ def _write_staged(params: Mapping[str, np.ndarray], staged: Path, variant: Varia
     from equiv.frameworks import adapter, loaded
 
     if fmt.owner is None or fmt.from_params:
-        if fmt.owner is not None:
+        if fmt.owner is not None and not fmt.owner_on_demand:
             adapter(fmt.owner)  # a FrameworkError that says why the backend cannot be used here
         fmt.write()(variant, params, staged, **({"consume": True} if consume and fmt.from_params else {}))
         return
@@ -504,12 +508,18 @@ def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike, varian
         return atomic.publish([(p, folder / p.name) for p in produced], force)
 
 
+def backend_of(variant: Variant, fmt: str) -> str | None:
+    """The backend whose names a file of `fmt` holds for `variant` (its format's owner, else the
+    backend of `variant`'s dialect), no backend imported."""
+    return formats.get(fmt).owner or backend_named(variant)
+
+
 def layout_of(variant: Variant, fmt: str) -> str | None:
     """The backend whose names and layout a file of `fmt` holds for `variant` where it is a state_dict
     that the backend can rename without transposing (its adapter's `state_shapes`), else None."""
     from equiv.frameworks import module  # what the adapter has, not whether its framework imports
 
-    backend = formats.get(fmt).owner or backend_named(variant)
+    backend = backend_of(variant, fmt)
     if backend is None or not hasattr(module(backend), "state_shapes") or (
             formats.get(fmt).owner and not hasattr(module(backend), "write_state_file")):
         return None

@@ -30,7 +30,8 @@ class Format:
     * help: one line for `--help` and the README.
     * reader, writer: "module:function"; writer None for a read-only format. A writer takes
       (variant, the owner's model, path), or with `from_params` (and for every format without an
-      owner) (variant, canonical params, path).
+      owner) (variant, canonical params, path); `owner_on_demand`: that writer imports its owner
+      only when it has to (a Keras 3 `.weights.h5` is written with h5py where its layout is known).
     * fit: "module:function": (path, format, **options) -> a function of a candidate variant that
       says whether the file fits it; the file read once (equiv.porting.looks_like).
     * sniff: (path, first 16 bytes) -> bool, for a file whose name says nothing, or its
@@ -51,6 +52,9 @@ class Format:
     # header or an index), checked without reading a tensor; None when only the data says.
     declared: str | None = None
     from_params: bool = False
+    # its from_params writer needs its owner only where it cannot do without (equiv.keras_h5 builds the
+    # Keras model only for a network whose layout it cannot compute): the owner is not imported up front
+    owner_on_demand: bool = False
 
     def declared_shapes(self, path: Path) -> dict[str, tuple[int, ...]]:
         from equiv.errors import EquivError
@@ -136,9 +140,10 @@ REGISTRY: dict[str, Format] = {f.name: f for f in (
            "tf.compat.v1.train.Saver checkpoint in tf_slim.nets' names (the prefix); TF2 object checkpoints "
            "of a Keras model read too", "equiv.files:read_tf_checkpoint", "equiv.frameworks.slim:write_file",
            "equiv.porting:fit_tf_checkpoint", _is_checkpoint, declared="equiv.tf_index:declared_shapes"),
+    # read and written with h5py where the family lays out the model's layers (equiv.keras_h5), else by Keras
     Format("keras-weights", "keras", (".weights.h5",), "Keras 3 model.save_weights",
-           "equiv.files:read_keras_weights", "equiv.frameworks.keras:write_file", "equiv.porting:fit_by_sorted_shapes",
-           _is_keras_weights),
+           "equiv.files:read_keras_weights", "equiv.keras_h5:write_file", "equiv.porting:fit_by_sorted_shapes",
+           _is_keras_weights, from_params=True, owner_on_demand=True),
     Format("keras-archive", "keras", (".keras",), "Keras 3 .keras archive: its weights only, its config never run",
            "equiv.files:read_keras_archive", None, "equiv.porting:fit_by_sorted_shapes", _is_keras_archive),
     Format("keras2-h5", "keras", (), "legacy Keras 2 .h5, a whole model or weights, by layer name",

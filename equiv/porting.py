@@ -57,8 +57,33 @@ def _head_of(e: ParamMismatchError) -> int | None:
 
 
 def label(cand: Variant, dialect_arg: str = "dialect") -> str:
-    """A candidate as a hint names it: its name, and the argument that places it in its dialect."""
-    return f"{cand.name} with `{dialect_arg}='{cand.dialect}'`" if cand.dialect else cand.name
+    """A candidate as a hint names it: its name, and the arguments that place it in its dialect and
+    make it headless (a backbone's file: `candidates`)."""
+    args = ([f"`{dialect_arg}='{cand.dialect}'`"] if cand.dialect else []) + (
+        ["`source_headless=True`"] if headless_of_registered(cand) else [])
+    return f"{cand.name} with {' and '.join(args)}" if args else cand.name
+
+
+def headless_of_registered(v: Variant) -> bool:
+    """`v` is a registered network without the head it is registered with (`port(source_headless=True)`)."""
+    from equiv.variants import names
+
+    return ("logits/kernel" not in C.param_shapes(v) and v.name in names()
+            and "logits/kernel" in C.param_shapes(get(v.name)))
+
+
+def _as_registered(cand: Variant) -> str:
+    """A candidate's name with its own head: a headless one's says so (`source_headless=True`)."""
+    return f"{cand.name} with `source_headless=True`" if headless_of_registered(cand) else cand.name
+
+
+def _headless(v: Variant) -> Variant | None:
+    """`v` without its head, where its family describes one (head "none"), else None."""
+    try:
+        bare = v.replace(head="none", num_classes=0)
+    except (TypeError, ValueError, EquivError):
+        return None
+    return bare if bare != v else None
 
 
 # The last read's misfits: candidate -> its ParamMismatchError (for "fits nothing": the nearest three)
@@ -98,7 +123,22 @@ def candidates(exclude: Variant | None = None, fmt: str | None = None) -> list[V
                 continue
             if placed.dialect and placed != exclude and (fmt is None or _names_of(placed, fmt)):
                 out.append(placed)
+        # a backbone's own file (keras-hub's ResNetBackbone): the headless network, where a library's
+        # code computes it (Variant.built_by without importing the library)
+        bare = _headless(v)
+        for placed in [bare] + [_placed(bare, d) for d in dialects.names()] if bare is not None else []:
+            if (placed is not None and placed != exclude and Variant.built_by(placed)
+                    and (fmt is None or not placed.dialect or _names_of(placed, fmt))):
+                out.append(placed)
     return list(dict.fromkeys(out))
+
+
+def _placed(v: Variant, d: str) -> Variant | None:
+    try:
+        placed = v.in_dialect(d)
+    except EquivError:
+        return None
+    return placed if placed.dialect else None
 
 
 def _names_of(placed: Variant, fmt: str) -> bool:
@@ -135,7 +175,7 @@ def _by_shapes(shapes: list[tuple[int, ...]], cand: Variant) -> str | None:
     expected = C.param_shapes(cand)
     theirs = sorted(expected.values())
     if shapes == theirs:
-        return cand.name
+        return _as_registered(cand)
     if "logits/kernel" not in expected:  # a headless network: no other head to offer
         return None
     extra, lacking = Counter(shapes) - Counter(theirs), Counter(theirs) - Counter(shapes)
@@ -167,7 +207,7 @@ def looks_like(path, fmt: str, exclude: Variant, *, allow_pickle: bool = False,
         found = match(cand)
         if not found or not _loads(path, fmt, cand, found, allow_pickle, classes):
             continue
-        if found == cand.name:
+        if found == _as_registered(cand):
             return found
         exact = exact or found
     return exact
@@ -375,8 +415,13 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
          dialect: str | None = None, source_dialect: str | None = None, target_dialect: str | None = None,
          verify: bool = False, force: bool = False, seed: int = 0, input_size=None, batch: int = 2,
          allow_pickle: bool = False, classes: Mapping[str, type] | None = None, unfold_bn: bool = False,
-         progress=None) -> PortResult:
+         headless: bool = False, source_headless: bool = False, progress=None) -> PortResult:
     """Read `source`, write `target` (atomically; an existing one only with force).
+
+    `headless`: write the network without its head (the description's head "none": no pool, no
+    classifier), as a backbone's own file holds it (keras-hub's `ResNetBackbone.save_weights`); the
+    source's head is read and left out. `source_headless`: the source is such a file (and so is the
+    target: a head cannot be made up).
 
     `allow_pickle` (and `classes`) let a torch source that needs real unpickling be read: see
     equiv.frameworks.torch.load_state. Never by default.
@@ -386,6 +431,12 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     such a source runs as the export itself (ONNX Runtime), compared at every tap it has a counterpart for."""
     say = progress or (lambda msg: None)
     own = get(variant, num_classes)
+    if source_headless or headless:
+        try:
+            bare = own.replace(head="none", num_classes=0)
+        except (TypeError, ValueError) as e:
+            raise EquivError(f"{own.name} has no headless description ({e})") from None
+        own = bare if source_headless else own
     v_src = own.in_dialect(source_dialect or dialect) if source_dialect or dialect else own
     weights.check_seed(seed)  # options are checked before anything is written
     if drop_background_class:
@@ -394,6 +445,11 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
         v_dst = own.replace(num_classes=own.num_classes - 1)
     else:
         v_dst = own
+    if headless and not source_headless:
+        if verify:
+            raise EquivError("`headless=True` writes a network without the head `verify=True` would compare; "
+                             "port without it and check the file read back as the headless description")
+        v_dst = bare
     if target_dialect or dialect:
         v_dst = v_dst.in_dialect(target_dialect or dialect)
     dst_fmt = files.detect(target, target_format, reading=False)
@@ -413,7 +469,7 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
     t = {}
     t0 = time.perf_counter()
     say(f"reading {source} ({src_fmt})")
-    if not verify and not drop_background_class:
+    if not verify and not drop_background_class and not (headless and not source_headless):
         written = _rename_port(v_src, source, src_fmt, v_dst, target, dst_fmt, force, allow_pickle, classes, t)
         if written is not None:
             from equiv.preprocessing import port_advice
@@ -432,6 +488,9 @@ def port(variant: str | Variant, source, target, *, source_format: str | None = 
                                           dialect_arg="source_dialect", unfold_bn=unfold_bn, lazy=lazy)
     if drop_background_class:
         params = drop_background(params)
+    if headless and not source_headless:  # the source's head left out (a Lazy source never reads it)
+        for name in [n for n in params if n not in C.param_shapes(v_dst)]:
+            del params[name]
     t["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     say(f"writing {target} ({dst_fmt})")
@@ -462,6 +521,9 @@ def _rename_port(v_src: Variant, source, src_fmt: str, v_dst: Variant, target, d
     layouts differ or the source does not fit exactly (the full read then says why)."""
     from equiv.frameworks import adapter
 
+    if files.backend_of(v_src, src_fmt) != files.backend_of(v_dst, dst_fmt) or any(
+            formats.get(f).owner_on_demand for f in (src_fmt, dst_fmt)):
+        return None  # without importing either backend (a Keras file is read and written with h5py)
     backend = files.layout_of(v_src, src_fmt)
     if backend is None or files.layout_of(v_dst, dst_fmt) != backend:
         return None

@@ -113,3 +113,15 @@ def test_tap_shapes_are_what_the_reference_computes(v):
     h, w = C.min_input_size(v) + 1, C.min_input_size(v) + 4
     taps = reference.forward(v, weights.random_params(v, 0), weights.random_input(v, 1, h, w))
     assert {t: a.shape[1:] for t, a in taps.items()} == C.tap_shapes(v, h, w)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 2), (130, 70, 3, 3), (1, 1, 1, 1), (65, 3, 7, 7), (2048, 129, 1, 1)])
+def test_tiled_layout_transposes_equal_numpys_plain_ones(shape):
+    """equiv.canonical's tile-by-tile copies against numpy's own transpose, bit for bit, at shapes that
+    are not multiples of the tile (and the 2-D transpose the torch adapter uses for dense kernels)."""
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal(shape).astype(np.float32)
+    assert C.oihw_to_hwio(k).tobytes() == np.ascontiguousarray(k.transpose(2, 3, 1, 0)).tobytes()
+    assert C.hwio_to_oihw(k).tobytes() == np.ascontiguousarray(k.transpose(3, 2, 0, 1)).tobytes()
+    m = k.reshape(shape[0], -1)
+    assert C.transposed(m).tobytes() == np.ascontiguousarray(m.T).tobytes()

@@ -17,7 +17,7 @@ from equiv import compare, files, reference, weights
 from equiv import variants as V
 from equiv.errors import EquivError
 from equiv.frameworks import adapter
-from equiv.porting import port
+from equiv.porting import detect, port
 
 FORMATS = ("tf-checkpoint", "keras-weights", "torch", "safetensors")
 NATIVE_FORMAT = {"slim": "tf-checkpoint", "keras": "keras-weights", "torch": "torch"}
@@ -256,3 +256,58 @@ def test_bad_files_exit_2_and_write_nothing(damage, tmp_path):
     if damage == "nan":
         assert "stage2/unit1/conv1/kernel holds NaN" in r.stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_headless_port_leaves_the_head_out(tmp_path):
+    """port(headless=True): a whole network's file -> its backbone's, in keras-hub's names (written and
+    read back with h5py: equiv.keras_h5), the body bit for bit and no head; the slow CLI test below
+    loads it with keras-hub's own ResNetBackbone."""
+    v = V.get("torchvision/resnet50")
+    params = weights.random_params(v, 0)
+    src = tmp_path / "full.safetensors"
+    files.write(params, src, v)
+    dst = tmp_path / "backbone.weights.h5"
+    port(v.name, src, dst, target_dialect="keras-hub", headless=True)
+    got = files.read(dst, v.replace(head="none", num_classes=0).in_dialect("keras-hub"))
+    assert sorted(got) == sorted(n for n in params if not n.startswith("logits/"))
+    assert all(got[n].tobytes() == params[n].tobytes() for n in got)
+    with pytest.raises(EquivError, match="headless"):
+        port(v.name, src, tmp_path / "y.weights.h5", target_dialect="keras-hub", headless=True, verify=True)
+    assert not (tmp_path / "y.weights.h5").exists()
+    found = detect(dst)  # told by its content: a backbone's file, in keras-hub's names
+    assert "keras-hub" in found["dialects"]
+    assert "torchvision/resnet50 with `source_headless=True`" in found["loads_as"]
+
+
+@pytest.mark.slow
+def test_cli_headless_port_writes_the_backbone_file_keras_hub_loads(tmp_path):
+    """`equiv port --to-dialect keras-hub --headless`: Hugging Face's whole model.safetensors -> the
+    backbone alone, which keras-hub's own `ResNetBackbone.load_weights` (Keras' plain loader, keras-hub
+    0.32's model) takes, every variable bit for bit the source's; `--from-headless` reads it back. The
+    layout is written with h5py (equiv.keras_h5); keras-hub's own model is the other side."""
+    keras_hub = pytest.importorskip("keras_hub")
+    v = V.get("torchvision/resnet50")  # the smallest network keras-hub's dialect names
+    params = weights.random_params(v, 0)
+    (tmp_path / "hf").mkdir()
+    src = tmp_path / "hf" / "model.safetensors"
+    files.write(params, src, v.in_dialect("hf"))
+    dst = tmp_path / "backbone.weights.h5"
+    r = cli("port", v.name, "--from", str(src), "--from-dialect", "hf", "--to", str(dst), "--to-dialect",
+            "keras-hub", "--headless")
+    assert r.returncode == 0, r.stderr[-2000:]
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
+        stackwise_num_blocks=[3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    backbone.load_weights(str(dst))
+    headless = v.replace(head="none", num_classes=0).in_dialect("keras-hub")
+    got = adapter("keras").export_params(headless, backbone)
+    assert sorted(got) == sorted(n for n in params if not n.startswith("logits/"))
+    assert all(got[n].tobytes() == params[n].tobytes() for n in got)
+    back = tmp_path / "back.safetensors"
+    r = cli("port", v.name, "--from", str(dst), "--from-dialect", "keras-hub", "--from-headless", "--to", str(back))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert files.read(back, headless).keys() == got.keys()
+    r = cli("port", v.name, "--from", str(dst), "--from-dialect", "keras-hub", "--to", str(tmp_path / "x.pt"))
+    assert r.returncode == 2 and str(dst) in r.stderr and not (tmp_path / "x.pt").exists()
+    assert "looks like keras_hub/resnet_50 with --from-headless" in r.stderr  # a backbone's file, told so

@@ -129,8 +129,8 @@ def _torch_layout(variant: Variant, name: str, a: np.ndarray, flattened=None) ->
     """Canonical `a` as the tensor torch's module holds (a new tensor; `a` is left as it is): dense
     (out, in) with the rows of a kernel after an NCHW flatten reordered (`nchw_flattened`), conv
     OIHW, reshaped where the family's builder stores a parameter in another shape (its optional
-    `torch_shape(v, name, shape)`: a 1x1-conv classifier's (out, in, 1, 1)). torch's own copies do
-    the transposes: blocked and threaded, 2-3x numpy's on a VGG's 400 MB fc6 kernel."""
+    `torch_shape(v, name, shape)`: a 1x1-conv classifier's (out, in, 1, 1)). The transposes copy tile
+    by tile (equiv.canonical.transposed; torch's own for a kernel after an NCHW flatten)."""
     with warnings.catch_warnings():  # a read-only array (a file's) is only read: each path below copies it
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         t = torch.from_numpy(np.require(a, np.float32, "C"))
@@ -175,10 +175,10 @@ def _to_torch_named(name: str, t: torch.Tensor, flattened: Mapping[str, tuple[in
         k = t.T.contiguous()
         _rows_to_channels_first(k.numpy().reshape(k.shape[0], h * w, c))
         return k
-    if t.ndim == 2:
-        return t.T.contiguous()
+    if t.ndim == 2:  # numpy's copies tile by tile (equiv.canonical.transposed): 3-4x torch's threaded
+        return torch.from_numpy(C.transposed(t.numpy()))  # ones on the loaded 2-core CI machine
     if t.ndim == 4:
-        return t.permute(3, 2, 0, 1).contiguous()
+        return torch.from_numpy(C.hwio_to_oihw(t.numpy()))
     return t.clone()
 
 

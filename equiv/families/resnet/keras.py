@@ -3,38 +3,27 @@ builder for any description.
 
 Every model, the reference and the generic one alike, uses keras.applications' layer names
 (`conv1_conv`, `conv2_block1_0_conv`, `conv3_block2_preact_bn`, `post_bn`, `predictions`): that
-dialect is the table `_LAYERS` (`DIALECTS`), so one renaming serves both, and taps are found by layer name.
+dialect is the table `_LAYERS` (`DIALECTS`; kept without Keras in keras_layout, with the `.weights.h5`
+layout), so one renaming serves both, and taps are found by layer name.
 Keras stores kernels HWIO and dense kernels (in, out), as the canonical form does.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from equiv.errors import FrameworkError
-from equiv.families.base import Dialect, dialect, library_build, rename
-from equiv.families.resnet import plan
+from equiv.families.base import dialect, library_build
+from equiv.families.resnet import keras_layout, plan
 from equiv.families.resnet.description import ResNet
 from equiv.frameworks.keras import NegInfPadding2D, keras, padding_layers
 
 # ---------------------------------------------------------------------------------------
-# Names: canonical layer -> Keras layer (keras.applications' scheme; s1 is Keras' stage number,
-# which counts the stem as conv1)
+# Names: keras.applications' scheme (`_LAYERS`) and keras-hub's (`_KERAS_HUB`), kept without Keras
+# beside the layout of their `.weights.h5` files (equiv.families.resnet.keras_layout)
 
-_LAYERS = {
-    r"stem/conv": "conv1_conv",
-    r"stem/conv/bn": "conv1_bn",
-    # a deep stem (no keras.applications model has one): conv1_1_conv, conv1_1_bn, conv1_1_relu, ...
-    r"stem/conv(?P<k>\d+)": "conv1_{k}_conv",
-    r"stem/conv(?P<k>\d+)/bn": "conv1_{k}_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "conv{s1}_block{u}_preact_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "conv{s1}_block{u}_0_conv",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "conv{s1}_block{u}_0_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "conv{s1}_block{u}_{k}_conv",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": "conv{s1}_block{u}_{k}_bn",
-    r"post": "post_bn",
-    r"logits": "predictions",
-}
+_LAYERS, _KERAS_HUB = keras_layout.LAYERS, keras_layout.KERAS_HUB
 
 
 def _applications(v: ResNet):
@@ -55,25 +44,13 @@ def _seed(v: ResNet):
 # generically; the seed's model names its layers as keras.applications does (Keras 2 files of
 # it name them by class and counter: keras2_layer_names).
 DIALECTS = {
-    "keras.applications": Dialect("keras.applications.", _LAYERS, build=_applications, changed="refuse",
-                                  key="keras"),
-    "seed": Dialect("equiv.seed.keras_resnet_v2", _LAYERS, build=_seed),
+    "keras.applications": replace(keras_layout.DIALECTS["keras.applications"], build=_applications),
+    "seed": replace(keras_layout.DIALECTS["seed"], build=_seed),
 }
 
 
-# Issue 16 B: keras-hub's names (0-based stacks and blocks, `_pre_activation_`, a `pooler`); the
-# generic builder names a keras-hub description's layers so too, so one renaming serves both.
-_KERAS_HUB = {
-    r"stem/conv": "conv1_conv",
-    r"stem/conv/bn": "conv1_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/preact": "stack{s0}_block{u0}_pre_activation_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut": "stack{s0}_block{u0}_0_conv",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/shortcut/bn": "stack{s0}_block{u0}_0_bn",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)": "stack{s0}_block{u0}_{k}_conv",
-    r"stage(?P<s>\d+)/unit(?P<u>\d+)/conv(?P<k>\d+)/bn": "stack{s0}_block{u0}_{k}_bn",
-    r"post": "post_bn",
-    r"logits": "predictions",
-}
+# Issue 16 B: keras-hub's names (keras_layout.KERAS_HUB); the generic builder names a keras-hub description's
+# layers so too, so one renaming serves both.
 
 
 def _keras_hub(v: ResNet):
@@ -94,11 +71,10 @@ def _keras_hub(v: ResNet):
     return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=v.num_classes, activation=None)
 
 
-DIALECTS["keras_hub"] = Dialect("keras_hub.", _KERAS_HUB, build=_keras_hub, key="keras-hub")
-
-
-def _hub(v: ResNet) -> bool:
-    return dialect(DIALECTS, v) is DIALECTS["keras_hub"]
+DIALECTS["keras_hub"] = replace(keras_layout.DIALECTS["keras_hub"], build=_keras_hub)
+_hub = keras_layout.hub
+keras_layer = keras_layout.keras_layer
+framework_names = keras_layout.framework_names
 
 
 def _preact(v: ResNet) -> str:
@@ -118,24 +94,6 @@ def _layers(model) -> dict:
             out.update(_layers(layer))
         out[layer.name] = layer
     return out
-
-
-def keras_layer(layer: str, v: ResNet | None = None) -> str:
-    """Keras layer name of a canonical layer: 'stage1/unit2/conv3/bn' -> 'conv2_block2_3_bn'
-    (keras.applications' scheme, which the seed's model uses too; keras-hub's for `v` in its dialect)."""
-    return rename(_LAYERS if v is None else dialect(DIALECTS, v).names, layer)
-
-
-def framework_names(variant: ResNet) -> dict[str, str]:
-    """Canonical name -> Keras variable path ('conv2_block1_1_conv/kernel').
-
-    Only the layer is renamed: kernel, bias and the BatchNorm fields are Keras' own names.
-    """
-    names = {}
-    for name in plan.param_shapes(variant):
-        layer, field = name.rsplit("/", 1)
-        names[name] = f"{keras_layer(layer, variant)}/{field}"
-    return names
 
 
 _AUTO_NAME = re.compile(r"(conv2d|batch_normalization|dense)(?:_(\d+))?")
