@@ -120,9 +120,12 @@ def _framework_names(variant: Variant, built_by: str) -> dict[str, str]:
     return families.builder(variant, "torch").framework_names(variant)
 
 
-def _to_torch(a: np.ndarray) -> np.ndarray:
-    """A canonical kernel in torch's layout: dense (out, in), conv OIHW; others as they are."""
-    return np.ascontiguousarray(a.T) if a.ndim == 2 else C.hwio_to_oihw(a) if a.ndim == 4 else a
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of a canonical kernel of `shape` in torch's layout: dense (out, in), conv OIHW;
+    others as they are (worked out, not by transposing an array of that size)."""
+    if len(shape) == 2:
+        return shape[::-1]
+    return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else tuple(shape)
 
 
 def _torch_layout(variant: Variant, name: str, a: np.ndarray, flattened=None) -> torch.Tensor:
@@ -145,7 +148,7 @@ def _canonical_layout(variant: Variant, name: str, a: np.ndarray, shape: tuple[i
     the builder's passes unchanged, for the check to report)."""
     hook = getattr(families.builder(variant, "torch"), "torch_shape", None)
     if hook and shape is not None:
-        plain = _to_torch(np.empty(shape, np.float32)).shape
+        plain = _torch_shape(tuple(shape))
         stored = tuple(hook(variant, name, plain))
         if stored != plain and tuple(a.shape) == stored:
             a = a.reshape(plain)
