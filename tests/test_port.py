@@ -212,6 +212,28 @@ def test_existing_output_is_not_replaced_without_force(tmp_path):
     assert files.read(out, v).keys() == set(C.param_shapes(v))
 
 
+def test_a_port_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """port pauses the cyclic collector while it reads and writes (equiv.porting._collector_paused):
+    on, it is on again after a port that succeeds and after one that fails; off, it stays off."""
+    import gc
+
+    v = V.get("torchvision/resnet18")
+    src = tmp_path / "w.safetensors"
+    files.write(weights.random_params(v, 0), src, v)
+    assert gc.isenabled()
+    port(v, src, tmp_path / "w.pt")
+    assert gc.isenabled()
+    with pytest.raises(EquivError):
+        port(v, tmp_path / "missing.safetensors", tmp_path / "x.pt")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        port(v, src, tmp_path / "w2.pt")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("fmt", ["torch", "tf-checkpoint", "keras-weights"])
 def test_damaged_framework_files_exit_2_naming_the_file(fmt, tmp_path):
     v = V.get("torchvision/resnet18")
