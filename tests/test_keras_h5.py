@@ -8,9 +8,9 @@ functional model), loaded with Keras' own plain `model.load_weights` and saved w
 `model.save_weights`, and the Keras-model reader (`equiv.frameworks.keras.read_file`: build, load,
 export). Every parameter is compared bit for bit.
 
-Every registered variant Keras builds is covered: in the default suite one per dialect and model
-kind (keras.applications v1 and v2, keras-hub's classifier and bare backbone, the generic model at
-the smallest registered ResNet), the rest `slow`.
+Every registered ResNet and VGG Keras builds is covered: in the default suite one per dialect and
+model kind (keras.applications v1 and v2, keras-hub's classifier and bare backbone, the generic model
+at the smallest registered ResNet, two small VGG descriptions), the rest `slow`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ DEFAULT = ("torchvision/resnet18", "keras/ResNet50V2", "keras_hub/resnet_50", "k
 def _all_cases() -> list[str]:
     out = []
     for v in V.all_variants():
-        if v.family != "resnet" or v.reference.startswith("equiv.seed.keras"):
+        if v.family not in ("resnet", "vgg") or v.reference.startswith("equiv.seed.keras"):
             continue
         out.append(v.name)
     out += ["torchvision/resnet50@keras-hub", "keras_hub/resnet_50@none", "keras_hub/resnet_v2_50@none"]
@@ -103,6 +103,35 @@ def test_h5py_file_loads_in_keras_and_keras_file_reads_in_h5py(spec, tmp_path):
         ad.release(model)
 
 
+# VGG (equiv.families.vgg.keras_layout): the registered ones are 138-144 M parameters (slow, above);
+# by default, two small descriptions through equiv's generic Keras model: plain, and BatchNorm with
+# torchvision's adaptive pool (its own Keras layer)
+SMALL_VGG = {
+    "vgg-plain": lambda: V.get("keras/VGG16").replace(convs=(1, 2), widths=(4, 6), fc_widths=(8, 7), num_classes=5,
+                                                      input_size=(16, 16)),
+    "vgg-bn-adaptive": lambda: V.get("torchvision/vgg16_bn").replace(convs=(2, 1), widths=(3, 5), fc_widths=(9,),
+                                                                     num_classes=4, adaptive_pool=(2, 2),
+                                                                     input_size=None),
+}
+
+
+@pytest.mark.parametrize("make", SMALL_VGG.values(), ids=[f"{k}-native=equiv generic" for k in SMALL_VGG])
+def test_small_vgg_h5py_file_loads_in_keras_and_keras_file_reads_in_h5py(make, tmp_path):
+    v = make()
+    assert keras_h5.layout(v) is not None
+    params = _params(v)
+    ours = tmp_path / "ours.weights.h5"
+    files.write(dict(params), ours, v)
+    ad = adapter("keras")
+    model = ad.build(v, reference=False)
+    model.load_weights(str(ours))  # Keras' own plain loader
+    _same(ad.export_params(v, model), params)
+    theirs = tmp_path / "keras.weights.h5"
+    model.save_weights(str(theirs))
+    _same(keras_h5.read(v, theirs, files.check_hdf5(theirs, v, keras2=False)), params)
+    ad.release(model)
+
+
 def test_no_keras_imported(tmp_path):
     """A port to and from a `.weights.h5` of a network whose layout is known imports neither Keras
     nor TensorFlow (a fresh process: sys.modules after write and read)."""
@@ -143,4 +172,4 @@ def test_read_by_position_as_keras_reads(tmp_path):
 def test_layout_unknown_for_the_seed_and_other_families():
     """The seed's program and the families without a keras_layout module: Keras' own path."""
     assert keras_h5.layout(V.get("seed/keras_resnet_v2_50")) is None
-    assert keras_h5.layout(V.get("keras/VGG16")) is None
+    assert keras_h5.layout(V.get("keras/InceptionV3")) is None
